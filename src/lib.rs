@@ -1,0 +1,17 @@
+//! cwbench core: the wire contract, the scenario model, the seeded job
+//! generator, the histogram codec and the result types shared by the agent and
+//! the coordinator.
+
+pub mod digest;
+pub mod distribution;
+pub mod generator;
+pub mod histogram;
+pub mod proto;
+pub mod scenario;
+pub mod sysinfo;
+
+/// Version of the wire protocol in `proto/cwbench/v1/agent.proto`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Version of this build of cwbench (agent and coordinator share it).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

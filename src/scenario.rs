@@ -1,0 +1,674 @@
+//! The scenario model: a TOML file, parsed strictly (unknown keys are errors),
+//! then validated into a [`Plan`] whose every value is in range. Errors name
+//! the file, the key path, the value and the valid range.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::distribution::Dist;
+use crate::proto;
+
+/// The shipped default: `scenarios/parity.toml`, compiled in so the no-flag
+/// run works from any directory and from an installed binary.
+pub const PARITY_TOML: &str = include_str!("../scenarios/parity.toml");
+
+/// Name used in errors for the compiled-in default scenario.
+pub const PARITY_NAME: &str = "scenarios/parity.toml (built in)";
+
+/// A value or a list of values; a list makes the key a sweep dimension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    fn values(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in reports and result directories.
+    pub name: String,
+    /// One paragraph on what the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// Seed of the job stream: the stream is a pure function of (seed, scenario).
+    pub seed: u64,
+    pub run: RunSpec,
+    pub profile: ProfileSpec,
+    #[serde(default)]
+    pub supervisor: SupervisorSpec,
+    /// Job classes; at least one.
+    #[serde(rename = "class")]
+    pub classes: Vec<ClassSpec>,
+}
+
+/// How long the run is and how it is observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Jobs run first and excluded from every statistic.
+    #[serde(default)]
+    pub warmup_jobs: u64,
+    /// Measured jobs per agent (after the warm-up).
+    pub jobs: u64,
+    /// Snapshot period, milliseconds.
+    #[serde(default = "default_snapshot_ms")]
+    pub snapshot_interval_ms: u32,
+    /// `replicate` (every agent gets the same stream) or `shard` (split).
+    #[serde(default)]
+    pub distribution: Distribution,
+    /// Jobs each agent keeps buffered ahead of its producers.
+    #[serde(default = "default_prefetch")]
+    pub prefetch_jobs: u32,
+}
+
+fn default_snapshot_ms() -> u32 {
+    1000
+}
+fn default_prefetch() -> u32 {
+    65_536
+}
+
+/// How the stream is spread over agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Distribution {
+    /// Every agent gets the identical stream: the comparison.
+    #[default]
+    Replicate,
+    /// The stream is split between agents: aggregate capacity.
+    Shard,
+}
+
+/// Execution profile; a list in any key makes a sweep (cartesian product).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    /// Worker threads of the agent's runtime; absent = the agent's own setting.
+    #[serde(default)]
+    pub threads: Option<OneOrMany<u32>>,
+    /// Worker tasks.
+    pub workers: OneOrMany<u32>,
+    /// Bounded queue capacity, in jobs.
+    #[serde(default = "default_bound")]
+    pub queue_bound: OneOrMany<u32>,
+    /// Producer tasks feeding the queue.
+    #[serde(default = "default_one")]
+    pub producers: OneOrMany<u32>,
+    /// `block` or `shed`.
+    #[serde(default)]
+    pub backpressure: OneOrMany<Backpressure>,
+    /// Dispatch architecture.
+    #[serde(default)]
+    pub dispatch: OneOrMany<Dispatch>,
+    /// Compute placement.
+    #[serde(default)]
+    pub compute: OneOrMany<Compute>,
+}
+
+fn default_bound() -> OneOrMany<u32> {
+    OneOrMany::One(256)
+}
+fn default_one() -> OneOrMany<u32> {
+    OneOrMany::One(1)
+}
+
+impl<T: Default> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany::One(T::default())
+    }
+}
+
+/// What a producer does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backpressure {
+    #[default]
+    Block,
+    Shed,
+}
+
+/// Dispatch architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dispatch {
+    /// N workers pull from one bounded queue.
+    #[default]
+    Pool,
+}
+
+/// Compute placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compute {
+    /// On the async worker thread.
+    #[default]
+    Inline,
+}
+
+/// Supervision of crashed workers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSpec {
+    /// Crashes within `restart_window_ms` past which the pool is declared
+    /// failed (OTP's intensity); 0 = never give up.
+    #[serde(default)]
+    pub max_restarts: u32,
+    /// Window of the intensity limit, milliseconds.
+    #[serde(default)]
+    pub restart_window_ms: u32,
+}
+
+/// A job class: its share of the stream and its own distributions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSpec {
+    pub name: String,
+    /// Relative weight in the stream.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Iterations of the black-box loop.
+    pub work_units: Dist,
+    /// Sleep in milliseconds (exclusive with `sleep_us`); absent = no sleep.
+    #[serde(default)]
+    pub sleep_ms: Option<Dist>,
+    /// Sleep in microseconds (exclusive with `sleep_ms`).
+    #[serde(default)]
+    pub sleep_us: Option<Dist>,
+    /// Probability that a job of this class crashes its worker, in [0, 1].
+    #[serde(default)]
+    pub crash_probability: f64,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Upper limits that stop a typo from becoming a runaway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_jobs: u64,
+    pub max_threads: u32,
+    pub max_workers: u32,
+    pub max_queue_bound: u32,
+    pub max_producers: u32,
+    pub max_work_units: u64,
+    pub max_sleep_us: u64,
+    pub max_profiles: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_jobs: 1_000_000_000,
+            max_threads: 1024,
+            max_workers: 100_000,
+            max_queue_bound: 1 << 20,
+            max_producers: 1024,
+            max_work_units: 1_000_000_000,
+            max_sleep_us: 60_000_000,
+            max_profiles: 256,
+        }
+    }
+}
+
+/// A validation or loading failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: {key} = {value}: {expected}")]
+    Invalid {
+        file: String,
+        key: String,
+        value: String,
+        expected: String,
+    },
+}
+
+/// One point of the sweep: everything an agent needs to configure a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// None = the agent's default.
+    pub threads: Option<u32>,
+    pub workers: u32,
+    pub queue_bound: u32,
+    pub producers: u32,
+    pub backpressure: Backpressure,
+    pub dispatch: Dispatch,
+    pub compute: Compute,
+}
+
+impl Profile {
+    /// Short label for reports, e.g. `t2 w64 q256 p1 pool/inline`.
+    pub fn label(&self) -> String {
+        let t = self
+            .threads
+            .map_or_else(|| "t=agent".to_string(), |t| format!("t{t}"));
+        let shed = match self.backpressure {
+            Backpressure::Block => "",
+            Backpressure::Shed => " shed",
+        };
+        format!(
+            "{t} w{} q{} p{} {}/{}{shed}",
+            self.workers,
+            self.queue_bound,
+            self.producers,
+            enum_name(&self.dispatch),
+            enum_name(&self.compute)
+        )
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> proto::Profile {
+        proto::Profile {
+            threads: self.threads.unwrap_or(0),
+            workers: self.workers,
+            queue_bound: self.queue_bound,
+            producers: self.producers,
+            backpressure: match self.backpressure {
+                Backpressure::Block => proto::Backpressure::Block,
+                Backpressure::Shed => proto::Backpressure::Shed,
+            } as i32,
+            dispatch: match self.dispatch {
+                Dispatch::Pool => proto::Dispatch::Pool,
+            } as i32,
+            compute: match self.compute {
+                Compute::Inline => proto::Compute::Inline,
+            } as i32,
+            yield_every: 0,
+            compute_threads: 0,
+            current_thread: false,
+            label: self.label(),
+        }
+    }
+}
+
+/// The kebab-case name serde gives a unit enum value.
+pub fn enum_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
+/// A class ready for sampling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Class {
+    pub name: String,
+    pub weight: u32,
+    pub work_units: Dist,
+    /// Sleep distribution in its own unit; multiply samples by `sleep_scale_us`.
+    pub sleep: Option<Dist>,
+    pub sleep_scale_us: u64,
+    /// A job crashes when its crash word is below this threshold.
+    pub crash_threshold: u64,
+    pub crash_probability: f64,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The scenario as written (for result.json).
+    pub scenario: Scenario,
+    /// Where it came from, for messages.
+    pub source: String,
+    pub classes: Vec<Class>,
+    /// The sweep, expanded; at least one.
+    pub profiles: Vec<Profile>,
+}
+
+impl Plan {
+    /// Total jobs the coordinator generates (warm-up + measured), per agent in
+    /// replicate mode, in all in shard mode.
+    pub fn total_jobs(&self) -> u64 {
+        self.scenario.run.warmup_jobs + self.scenario.run.jobs
+    }
+
+    /// The run parameters in wire form (the profile travels separately).
+    pub fn to_proto(&self) -> proto::Plan {
+        let s = &self.scenario;
+        proto::Plan {
+            scenario: s.name.clone(),
+            seed: s.seed,
+            warmup_jobs: s.run.warmup_jobs,
+            total_jobs: self.total_jobs(),
+            snapshot_interval_ms: s.run.snapshot_interval_ms,
+            classes: self.classes.iter().map(|c| c.name.clone()).collect(),
+            prefetch_jobs: s.run.prefetch_jobs,
+            arrival: proto::Arrival::Closed as i32,
+            max_restarts: s.supervisor.max_restarts,
+            restart_window_ms: s.supervisor.restart_window_ms,
+        }
+    }
+
+    /// Mean work units and mean sleep (µs) over the class mix, for estimates.
+    pub fn mean_job(&self) -> (f64, f64) {
+        let total: f64 = self.classes.iter().map(|c| f64::from(c.weight)).sum();
+        let mut work = 0.0;
+        let mut sleep = 0.0;
+        for c in &self.classes {
+            let share = f64::from(c.weight) / total;
+            work += share * c.work_units.mean();
+            sleep += share * c.sleep.as_ref().map_or(0.0, |d| d.mean()) * c.sleep_scale_us as f64;
+        }
+        (work, sleep)
+    }
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path, limits: &Limits) -> Result<Plan, ScenarioError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text, &file, limits)
+}
+
+/// Parses and validates scenario text; `file` names it in errors.
+pub fn parse(text: &str, file: &str, limits: &Limits) -> Result<Plan, ScenarioError> {
+    let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+        file: file.to_string(),
+        message: one_line(&e),
+    })?;
+    validate(scenario, file, limits)
+}
+
+/// Flattens toml's multi-line error (with its source excerpt) into one line.
+fn one_line(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, value: impl fmt::Display, expected: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            file: self.file.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+
+    fn range<T: PartialOrd + fmt::Display + Copy>(
+        &self,
+        key: &str,
+        v: T,
+        min: T,
+        max: T,
+    ) -> Result<T, ScenarioError> {
+        if v < min || v > max {
+            Err(self.err(key, v, format!("must be in {min}..={max}")))
+        } else {
+            Ok(v)
+        }
+    }
+
+    fn list<T: Clone + PartialOrd + fmt::Display + Copy>(
+        &self,
+        key: &str,
+        v: &OneOrMany<T>,
+        min: T,
+        max: T,
+    ) -> Result<Vec<T>, ScenarioError> {
+        let values = v.values();
+        if values.is_empty() {
+            return Err(self.err(key, "[]", "a sweep list needs at least one value"));
+        }
+        for x in &values {
+            self.range(key, *x, min, max)?;
+        }
+        Ok(values)
+    }
+}
+
+fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioError> {
+    let c = Checker { file };
+    if s.name.is_empty()
+        || s.name.len() > 64
+        || !s
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        return Err(c.err(
+            "name",
+            format!("{:?}", s.name),
+            "must be 1..=64 characters of [A-Za-z0-9_-]",
+        ));
+    }
+    c.range("run.jobs", s.run.jobs, 1, limits.max_jobs)?;
+    c.range("run.warmup_jobs", s.run.warmup_jobs, 0, limits.max_jobs)?;
+    c.range("run.snapshot_interval_ms", s.run.snapshot_interval_ms, 100, 60_000)?;
+    c.range("run.prefetch_jobs", s.run.prefetch_jobs, 1024, 1 << 22)?;
+
+    let p = &s.profile;
+    let threads: Vec<Option<u32>> = match &p.threads {
+        None => vec![None],
+        Some(t) => c
+            .list("profile.threads", t, 1, limits.max_threads)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
+    let workers = c.list("profile.workers", &p.workers, 1, limits.max_workers)?;
+    let bounds = c.list("profile.queue_bound", &p.queue_bound, 1, limits.max_queue_bound)?;
+    let producers = c.list("profile.producers", &p.producers, 1, limits.max_producers)?;
+    let backpressure = nonempty(&c, "profile.backpressure", p.backpressure.values())?;
+    let dispatch = nonempty(&c, "profile.dispatch", p.dispatch.values())?;
+    let compute = nonempty(&c, "profile.compute", p.compute.values())?;
+
+    let mut profiles = Vec::new();
+    for &t in &threads {
+        for &w in &workers {
+            for &q in &bounds {
+                for &pr in &producers {
+                    for &b in &backpressure {
+                        for &d in &dispatch {
+                            for &cp in &compute {
+                                profiles.push(Profile {
+                                    threads: t,
+                                    workers: w,
+                                    queue_bound: q,
+                                    producers: pr,
+                                    backpressure: b,
+                                    dispatch: d,
+                                    compute: cp,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if profiles.len() > limits.max_profiles {
+        return Err(c.err(
+            "profile",
+            format!("{} combinations", profiles.len()),
+            format!("a sweep may expand to at most {} profiles", limits.max_profiles),
+        ));
+    }
+
+    if s.supervisor.max_restarts > 0 {
+        c.range(
+            "supervisor.restart_window_ms",
+            s.supervisor.restart_window_ms,
+            1,
+            3_600_000,
+        )?;
+    }
+
+    if s.classes.is_empty() || s.classes.len() > 64 {
+        return Err(c.err(
+            "class",
+            format!("{} classes", s.classes.len()),
+            "must define 1..=64 [[class]] tables",
+        ));
+    }
+    let mut classes = Vec::new();
+    for (i, cs) in s.classes.iter().enumerate() {
+        let at = |k: &str| format!("class[{i}].{k}");
+        if cs.name.is_empty() || cs.name.len() > 32 {
+            return Err(c.err(&at("name"), format!("{:?}", cs.name), "must be 1..=32 characters"));
+        }
+        if s.classes[..i].iter().any(|o| o.name == cs.name) {
+            return Err(c.err(&at("name"), format!("{:?}", cs.name), "class names must be unique"));
+        }
+        c.range(&at("weight"), cs.weight, 1, 1_000_000)?;
+        cs.work_units
+            .validate(limits.max_work_units)
+            .map_err(|(k, m)| c.err(&at(&format!("work_units.{k}")), "", m))?;
+        let (sleep, scale, key) = match (&cs.sleep_ms, &cs.sleep_us) {
+            (Some(_), Some(_)) => {
+                return Err(c.err(
+                    &at("sleep_ms"),
+                    "(also sleep_us)",
+                    "give the sleep in one unit only: sleep_ms or sleep_us",
+                ));
+            }
+            (Some(d), None) => (Some(d.clone()), 1000, "sleep_ms"),
+            (None, Some(d)) => (Some(d.clone()), 1, "sleep_us"),
+            (None, None) => (None, 1, "sleep_us"),
+        };
+        if let Some(d) = &sleep {
+            d.validate(limits.max_sleep_us / scale)
+                .map_err(|(k, m)| c.err(&at(&format!("{key}.{k}")), "", m))?;
+        }
+        let p = cs.crash_probability;
+        if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
+            return Err(c.err(&at("crash_probability"), p, "must be a probability in 0..=1"));
+        }
+        classes.push(Class {
+            name: cs.name.clone(),
+            weight: cs.weight,
+            work_units: cs.work_units.clone(),
+            sleep,
+            sleep_scale_us: scale,
+            crash_threshold: crash_threshold(p),
+            crash_probability: p,
+        });
+    }
+
+    Ok(Plan {
+        scenario: s,
+        source: file.to_string(),
+        classes,
+        profiles,
+    })
+}
+
+fn nonempty<T>(c: &Checker<'_>, key: &str, v: Vec<T>) -> Result<Vec<T>, ScenarioError> {
+    if v.is_empty() {
+        Err(c.err(key, "[]", "a sweep list needs at least one value"))
+    } else {
+        Ok(v)
+    }
+}
+
+/// p in [0,1] -> threshold on a uniform 64-bit word (crash iff word < threshold).
+fn crash_threshold(p: f64) -> u64 {
+    if p >= 1.0 {
+        u64::MAX
+    } else {
+        (p * 18_446_744_073_709_551_616.0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parity() -> Plan {
+        parse(PARITY_TOML, PARITY_NAME, &Limits::default()).expect("parity parses")
+    }
+
+    #[test]
+    fn parity_is_valid() {
+        let p = parity();
+        assert_eq!(p.profiles.len(), 1);
+        assert_eq!(p.profiles[0].queue_bound, 256);
+        assert!(p.total_jobs() > 0);
+    }
+
+    fn err_of(text: &str) -> String {
+        parse(text, "t.toml", &Limits::default())
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    fn with(replace: &str, by: &str) -> String {
+        assert!(PARITY_TOML.contains(replace), "{replace}");
+        PARITY_TOML.replacen(replace, by, 1)
+    }
+
+    #[test]
+    fn errors_name_file_key_value_and_range() {
+        let e = err_of(&with("workers = 64", "workers = 0"));
+        assert_eq!(e, "t.toml: profile.workers = 0: must be in 1..=100000");
+        let e = err_of(&with("queue_bound = 256", "queue_bound = 99999999"));
+        assert!(e.contains("profile.queue_bound = 99999999: must be in 1..=1048576"), "{e}");
+        let e = err_of(&with("snapshot_interval_ms = 1000", "snapshot_interval_ms = 5"));
+        assert!(e.contains("run.snapshot_interval_ms = 5: must be in 100..=60000"), "{e}");
+        let e = err_of(&with("crash_probability = 0.0005", "crash_probability = 1.5"));
+        assert!(e.contains("class[0].crash_probability = 1.5"), "{e}");
+        let e = err_of(&with("seed = 42", "seed = 42\nbogus = 1"));
+        assert!(e.starts_with("t.toml: unknown field `bogus`"), "{e}");
+        let e = err_of(&with("workers = 64", "workers = -3"));
+        assert!(e.starts_with("t.toml: "), "{e}");
+        let e = err_of(&with(r#"name = "parity""#, r#"name = "a b""#));
+        assert!(e.contains("name = \"a b\""), "{e}");
+    }
+
+    #[test]
+    fn distribution_errors_name_the_parameter() {
+        let e = err_of(&with("min = 1000, max = 100000", "min = 1000, max = 10"));
+        assert!(e.contains("class[0].work_units.max"), "{e}");
+        assert!(e.contains("must be >= min (1000)"), "{e}");
+    }
+
+    #[test]
+    fn sweeps_expand_to_the_cartesian_product() {
+        let p = parse(
+            &with("workers = 64", "workers = [1, 8, 64]").replace("producers = 1", "producers = [1, 2]"),
+            "t.toml",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(p.profiles.len(), 6);
+        assert_eq!(p.profiles[5].workers, 64);
+        assert_eq!(p.profiles[5].producers, 2);
+    }
+
+    #[test]
+    fn crash_threshold_edges() {
+        assert_eq!(crash_threshold(0.0), 0);
+        assert_eq!(crash_threshold(1.0), u64::MAX);
+        assert_eq!(crash_threshold(0.5), 1 << 63);
+    }
+}
