@@ -66,10 +66,9 @@ impl Generator {
         let class_idx = pick_class(&self.classes, self.weight_total, w[W_CLASS]);
         let class = &self.classes[class_idx];
         let work = class.work_units.sample(w[W_WORK], w[W_WORK + 1]);
-        let sleep = class
-            .sleep
-            .as_ref()
-            .map_or(0, |d| d.sample(w[W_SLEEP], w[W_SLEEP + 1]) * class.sleep_scale_us);
+        let sleep = class.sleep.as_ref().map_or(0, |d| {
+            d.sample(w[W_SLEEP], w[W_SLEEP + 1]) * class.sleep_scale_us
+        });
         Job {
             id,
             class: class_idx as u32,
@@ -191,7 +190,8 @@ pub fn for_each_job(
     if let Some(&c) = b.class_ids.iter().find(|&&c| c as usize >= classes) {
         return Err(BatchError::Class { class: c, classes });
     }
-    if b.crash_at.windows(2).any(|w| w[0] >= w[1]) || b.crash_at.last().is_some_and(|&p| p as usize >= n)
+    if b.crash_at.windows(2).any(|w| w[0] >= w[1])
+        || b.crash_at.last().is_some_and(|&p| p as usize >= n)
     {
         return Err(BatchError::CrashAt { len: n });
     }
@@ -240,7 +240,10 @@ mod tests {
         let first: Vec<String> = (0..5)
             .map(|_| {
                 let j = g.next_job();
-                format!("{} {} {} {} {}", j.id, j.class, j.work_units, j.sleep_us, j.crash)
+                format!(
+                    "{} {} {} {} {}",
+                    j.id, j.class, j.work_units, j.sleep_us, j.crash
+                )
             })
             .collect();
         assert_eq!(first.join("\n"), GOLDEN_FIRST.trim());
@@ -321,7 +324,10 @@ mod tests {
         };
         assert!(matches!(
             for_each_job(&bad, 1, |_| {}),
-            Err(BatchError::ColumnLength { field: "sleep_us", .. })
+            Err(BatchError::ColumnLength {
+                field: "sleep_us",
+                ..
+            })
         ));
         let bad = JobBatch {
             work_units: vec![1, 2],
@@ -329,13 +335,19 @@ mod tests {
             crash_at: vec![1, 1],
             ..Default::default()
         };
-        assert!(matches!(for_each_job(&bad, 1, |_| {}), Err(BatchError::CrashAt { .. })));
+        assert!(matches!(
+            for_each_job(&bad, 1, |_| {}),
+            Err(BatchError::CrashAt { .. })
+        ));
         let bad = JobBatch {
             work_units: vec![1],
             sleep_us: vec![1],
             class_ids: vec![3],
             ..Default::default()
         };
-        assert!(matches!(for_each_job(&bad, 2, |_| {}), Err(BatchError::Class { .. })));
+        assert!(matches!(
+            for_each_job(&bad, 2, |_| {}),
+            Err(BatchError::Class { .. })
+        ));
     }
 }

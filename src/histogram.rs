@@ -16,6 +16,16 @@ pub fn new_hist() -> Hist {
     h
 }
 
+/// Records `v`, growing the histogram as needed. (hdrhistogram's
+/// `saturating_record` clamps to the current top instead of resizing, which
+/// silently flattens every value of a fresh auto-resizing histogram.)
+#[inline]
+pub fn record(h: &mut Hist, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
 /// Encodes as V2 + DEFLATE. An empty histogram encodes to no bytes.
 pub fn encode(h: &Hist) -> Vec<u8> {
     if h.is_empty() {
@@ -131,6 +141,16 @@ mod tests {
         let s = Summary::of(&m);
         assert_eq!(s.count, 2000);
         assert!(s.p50 <= 1000 && s.p99 > 900_000);
+    }
+
+    #[test]
+    fn record_grows_a_fresh_histogram() {
+        let mut h = new_hist();
+        record(&mut h, 5_000_000);
+        record(&mut h, 7);
+        assert_eq!(h.len(), 2);
+        assert!(h.max() >= 4_990_000, "{}", h.max());
+        assert_eq!(h.min(), 7);
     }
 
     #[test]

@@ -406,7 +406,12 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn err(&self, key: &str, value: impl fmt::Display, expected: impl Into<String>) -> ScenarioError {
+    fn err(
+        &self,
+        key: &str,
+        value: impl fmt::Display,
+        expected: impl Into<String>,
+    ) -> ScenarioError {
         ScenarioError::Invalid {
             file: self.file.to_string(),
             key: key.to_string(),
@@ -464,7 +469,12 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     }
     c.range("run.jobs", s.run.jobs, 1, limits.max_jobs)?;
     c.range("run.warmup_jobs", s.run.warmup_jobs, 0, limits.max_jobs)?;
-    c.range("run.snapshot_interval_ms", s.run.snapshot_interval_ms, 100, 60_000)?;
+    c.range(
+        "run.snapshot_interval_ms",
+        s.run.snapshot_interval_ms,
+        100,
+        60_000,
+    )?;
     c.range("run.prefetch_jobs", s.run.prefetch_jobs, 1024, 1 << 22)?;
 
     let p = &s.profile;
@@ -477,7 +487,12 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
             .collect(),
     };
     let workers = c.list("profile.workers", &p.workers, 1, limits.max_workers)?;
-    let bounds = c.list("profile.queue_bound", &p.queue_bound, 1, limits.max_queue_bound)?;
+    let bounds = c.list(
+        "profile.queue_bound",
+        &p.queue_bound,
+        1,
+        limits.max_queue_bound,
+    )?;
     let producers = c.list("profile.producers", &p.producers, 1, limits.max_producers)?;
     let backpressure = nonempty(&c, "profile.backpressure", p.backpressure.values())?;
     let dispatch = nonempty(&c, "profile.dispatch", p.dispatch.values())?;
@@ -511,7 +526,10 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         return Err(c.err(
             "profile",
             format!("{} combinations", profiles.len()),
-            format!("a sweep may expand to at most {} profiles", limits.max_profiles),
+            format!(
+                "a sweep may expand to at most {} profiles",
+                limits.max_profiles
+            ),
         ));
     }
 
@@ -535,10 +553,18 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     for (i, cs) in s.classes.iter().enumerate() {
         let at = |k: &str| format!("class[{i}].{k}");
         if cs.name.is_empty() || cs.name.len() > 32 {
-            return Err(c.err(&at("name"), format!("{:?}", cs.name), "must be 1..=32 characters"));
+            return Err(c.err(
+                &at("name"),
+                format!("{:?}", cs.name),
+                "must be 1..=32 characters",
+            ));
         }
         if s.classes[..i].iter().any(|o| o.name == cs.name) {
-            return Err(c.err(&at("name"), format!("{:?}", cs.name), "class names must be unique"));
+            return Err(c.err(
+                &at("name"),
+                format!("{:?}", cs.name),
+                "class names must be unique",
+            ));
         }
         c.range(&at("weight"), cs.weight, 1, 1_000_000)?;
         cs.work_units
@@ -562,7 +588,11 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         }
         let p = cs.crash_probability;
         if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
-            return Err(c.err(&at("crash_probability"), p, "must be a probability in 0..=1"));
+            return Err(c.err(
+                &at("crash_probability"),
+                p,
+                "must be a probability in 0..=1",
+            ));
         }
         classes.push(Class {
             name: cs.name.clone(),
@@ -632,10 +662,22 @@ mod tests {
         let e = err_of(&with("workers = 64", "workers = 0"));
         assert_eq!(e, "t.toml: profile.workers = 0: must be in 1..=100000");
         let e = err_of(&with("queue_bound = 256", "queue_bound = 99999999"));
-        assert!(e.contains("profile.queue_bound = 99999999: must be in 1..=1048576"), "{e}");
-        let e = err_of(&with("snapshot_interval_ms = 1000", "snapshot_interval_ms = 5"));
-        assert!(e.contains("run.snapshot_interval_ms = 5: must be in 100..=60000"), "{e}");
-        let e = err_of(&with("crash_probability = 0.0005", "crash_probability = 1.5"));
+        assert!(
+            e.contains("profile.queue_bound = 99999999: must be in 1..=1048576"),
+            "{e}"
+        );
+        let e = err_of(&with(
+            "snapshot_interval_ms = 1000",
+            "snapshot_interval_ms = 5",
+        ));
+        assert!(
+            e.contains("run.snapshot_interval_ms = 5: must be in 100..=60000"),
+            "{e}"
+        );
+        let e = err_of(&with(
+            "crash_probability = 0.0005",
+            "crash_probability = 1.5",
+        ));
         assert!(e.contains("class[0].crash_probability = 1.5"), "{e}");
         let e = err_of(&with("seed = 42", "seed = 42\nbogus = 1"));
         assert!(e.starts_with("t.toml: unknown field `bogus`"), "{e}");
@@ -655,7 +697,8 @@ mod tests {
     #[test]
     fn sweeps_expand_to_the_cartesian_product() {
         let p = parse(
-            &with("workers = 64", "workers = [1, 8, 64]").replace("producers = 1", "producers = [1, 2]"),
+            &with("workers = 64", "workers = [1, 8, 64]")
+                .replace("producers = 1", "producers = [1, 2]"),
             "t.toml",
             &Limits::default(),
         )

@@ -1,0 +1,10 @@
+//! cwbench agent: serves the `cwbench.v1.Agent` gRPC service and runs the
+//! workload of each run on a fresh tokio runtime.
+
+mod queue;
+mod recorder;
+pub mod server;
+mod session;
+pub mod workload;
+
+pub use server::{AgentConfig, AgentService, Limits, LocalAgent, serve};

@@ -1,1 +1,54 @@
-fn main() {}
+//! `coordinator`: parses flags, runs the benchmark, maps the outcome to an
+//! exit code (0 ok, 1 run failed, 2 bad input, 3 agent unavailable).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cwbench_coordinator::cli::{self, Args, exit};
+use cwbench_coordinator::report;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::BAD_INPUT
+            } else {
+                exit::OK
+            });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if args.quiet { "warn" } else { "info" }.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coordinator: cannot start the runtime: {e}");
+            return ExitCode::from(exit::RUN_FAILED);
+        }
+    };
+    match rt.block_on(cli::execute(args)) {
+        Ok((result, dir)) => {
+            print!("{}", report::table(&result));
+            for w in &result.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("results: {}", dir.display());
+            ExitCode::from(cli::run_exit_code(&result))
+        }
+        Err(e) => {
+            eprintln!("coordinator: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Where measurements land. Workers record into one of a few sharded
+//! recorders (a shard per pair of workers would waste memory on histograms;
+//! one shared lock would serialise the pool); the aggregator merges the
+//! shards every snapshot interval into interval and whole-run histograms.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cwbench::generator::Job;
+use cwbench::histogram::{Hist, encode, new_hist, record};
+use cwbench::proto;
+use parking_lot::Mutex;
+
+/// Latency histograms of one class.
+#[derive(Debug, Clone)]
+pub struct ClassHists {
+    pub completion: Hist,
+    pub queue_wait: Hist,
+    pub service: Hist,
+    pub overshoot: Hist,
+}
+
+impl ClassHists {
+    pub fn new() -> Self {
+        Self {
+            completion: new_hist(),
+            queue_wait: new_hist(),
+            service: new_hist(),
+            overshoot: new_hist(),
+        }
+    }
+
+    fn each_mut(&mut self) -> [&mut Hist; 4] {
+        [
+            &mut self.completion,
+            &mut self.queue_wait,
+            &mut self.service,
+            &mut self.overshoot,
+        ]
+    }
+
+    /// Adds `other` in and empties it (keeping its allocation).
+    fn drain_from(&mut self, other: &mut ClassHists) {
+        for (a, b) in self.each_mut().into_iter().zip(other.each_mut()) {
+            // Both auto-resize, so add cannot fail on range.
+            let _ = a.add(&*b);
+            b.reset();
+        }
+    }
+
+    fn add(&mut self, other: &ClassHists) {
+        let _ = self.completion.add(&other.completion);
+        let _ = self.queue_wait.add(&other.queue_wait);
+        let _ = self.service.add(&other.service);
+        let _ = self.overshoot.add(&other.overshoot);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.completion.is_empty()
+    }
+
+    pub fn to_proto(&self, class_id: u32) -> proto::ClassHistograms {
+        proto::ClassHistograms {
+            class_id,
+            completion: encode(&self.completion),
+            queue_wait: encode(&self.queue_wait),
+            service: encode(&self.service),
+            sleep_overshoot: encode(&self.overshoot),
+        }
+    }
+}
+
+impl Default for ClassHists {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ShardCounts {
+    completed: u64,
+    crashed: u64,
+    measured_completed: u64,
+    /// Completion time of the last measured job, µs since run start.
+    last_measured_done_us: u64,
+}
+
+#[derive(Debug)]
+struct Shard {
+    classes: Vec<ClassHists>,
+    counts: ShardCounts,
+    restart: Hist,
+}
+
+/// Saturating microseconds between two instants.
+#[inline]
+pub fn us(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_micros() as u64
+}
+
+/// Everything workers, producers and the session record during one run.
+#[derive(Debug)]
+pub struct Recorder {
+    shards: Vec<Mutex<Shard>>,
+    start: Instant,
+    warmup_jobs: u64,
+    pub received: AtomicU64,
+    pub released: AtomicU64,
+    pub shed: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub restarts: AtomicU64,
+    pub feed_stall_us: AtomicU64,
+    /// Release time of the first measured job, µs since start; MAX = not yet.
+    first_measured_release_us: AtomicU64,
+}
+
+/// A finished job's timestamps.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Latency origin: the enqueue attempt (closed loop).
+    pub origin: Instant,
+    pub pickup: Instant,
+    pub done: Instant,
+    /// (requested, actual) sleep, for jobs that slept.
+    pub sleep: Option<(Duration, Duration)>,
+}
+
+impl Recorder {
+    pub fn new(shards: usize, classes: usize, warmup_jobs: u64, start: Instant) -> Self {
+        Self {
+            shards: (0..shards.max(1))
+                .map(|_| {
+                    Mutex::new(Shard {
+                        classes: (0..classes).map(|_| ClassHists::new()).collect(),
+                        counts: ShardCounts::default(),
+                        restart: new_hist(),
+                    })
+                })
+                .collect(),
+            start,
+            warmup_jobs,
+            received: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            feed_stall_us: AtomicU64::new(0),
+            first_measured_release_us: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    pub fn is_measured(&self, job: &Job) -> bool {
+        job.id >= self.warmup_jobs
+    }
+
+    fn shard(&self, worker: usize) -> &Mutex<Shard> {
+        &self.shards[worker % self.shards.len()]
+    }
+
+    /// A producer released `job` into the queue at `at`.
+    #[inline]
+    pub fn released(&self, job: &Job, at: Instant) {
+        if self.is_measured(job) {
+            self.first_measured_release_us
+                .fetch_min(us(self.start, at), Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    pub fn completed(&self, worker: usize, job: &Job, t: &Timing) {
+        let measured = self.is_measured(job);
+        let mut s = self.shard(worker).lock();
+        s.counts.completed += 1;
+        if !measured {
+            return;
+        }
+        s.counts.measured_completed += 1;
+        let done_us = us(self.start, t.done);
+        if done_us > s.counts.last_measured_done_us {
+            s.counts.last_measured_done_us = done_us;
+        }
+        let h = &mut s.classes[job.class as usize];
+        record(&mut h.completion, us(t.origin, t.done));
+        record(&mut h.queue_wait, us(t.origin, t.pickup));
+        record(&mut h.service, us(t.pickup, t.done));
+        if let Some((req, actual)) = t.sleep {
+            record(
+                &mut h.overshoot,
+                actual.saturating_sub(req).as_micros() as u64,
+            );
+        }
+    }
+
+    pub fn crashed(&self, worker: usize) {
+        self.shard(worker).lock().counts.crashed += 1;
+    }
+
+    pub fn restart_latency(&self, worker: usize, d: Duration) {
+        record(&mut self.shard(worker).lock().restart, d.as_micros() as u64);
+    }
+
+    fn counters(&self, c: ShardCounts) -> proto::Counters {
+        proto::Counters {
+            received: self.received.load(Ordering::Relaxed),
+            completed: c.completed,
+            crashed: c.crashed,
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            measured_completed: c.measured_completed,
+            feed_stall_us: self.feed_stall_us.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Turns the recorder's shards into numbered snapshots and the final Done.
+#[derive(Debug)]
+pub struct Aggregator {
+    whole: Vec<ClassHists>,
+    interval: Vec<ClassHists>,
+    restart: Hist,
+    seq: u64,
+    last_us: u64,
+    last_counts: ShardCounts,
+}
+
+impl Aggregator {
+    pub fn new(classes: usize) -> Self {
+        Self {
+            whole: (0..classes).map(|_| ClassHists::new()).collect(),
+            interval: (0..classes).map(|_| ClassHists::new()).collect(),
+            restart: new_hist(),
+            seq: 0,
+            last_us: 0,
+            last_counts: ShardCounts::default(),
+        }
+    }
+
+    fn collect(&mut self, rec: &Recorder) {
+        let mut c = ShardCounts::default();
+        for shard in &rec.shards {
+            let mut s = shard.lock();
+            for (into, from) in self.interval.iter_mut().zip(s.classes.iter_mut()) {
+                into.drain_from(from);
+            }
+            let _ = self.restart.add(&s.restart);
+            s.restart.reset();
+            c.completed += s.counts.completed;
+            c.crashed += s.counts.crashed;
+            c.measured_completed += s.counts.measured_completed;
+            c.last_measured_done_us = c.last_measured_done_us.max(s.counts.last_measured_done_us);
+        }
+        self.last_counts = c;
+        for (w, i) in self.whole.iter_mut().zip(&self.interval) {
+            w.add(i);
+        }
+    }
+
+    /// The next interval snapshot (also folds it into the whole-run totals).
+    pub fn snapshot(&mut self, rec: &Recorder, queue_depth: u64) -> proto::Snapshot {
+        self.collect(rec);
+        let now_us = us(rec.start, Instant::now());
+        let classes = self
+            .interval
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(i, h)| {
+                let p = h.to_proto(i as u32);
+                for x in h.each_mut() {
+                    x.reset();
+                }
+                p
+            })
+            .collect();
+        let received = rec.received.load(Ordering::Relaxed);
+        let released = rec.released.load(Ordering::Relaxed);
+        let (cpu_user_us, cpu_system_us) = cwbench::sysinfo::cpu_times_us();
+        let snap = proto::Snapshot {
+            seq: self.seq,
+            elapsed_us: now_us,
+            interval_us: now_us - self.last_us,
+            counters: Some(rec.counters(self.last_counts)),
+            gauges: Some(proto::Gauges {
+                queue_depth,
+                in_flight: rec.in_flight.load(Ordering::Relaxed),
+                prefetch_depth: received.saturating_sub(released),
+                rss_bytes: cwbench::sysinfo::rss_bytes(),
+                cpu_user_us,
+                cpu_system_us,
+            }),
+            classes,
+        };
+        self.seq += 1;
+        self.last_us = now_us;
+        snap
+    }
+
+    /// Final totals; call after the last snapshot, once the pool has stopped.
+    pub fn done(&mut self, rec: &Recorder, digest: u64) -> proto::Done {
+        self.collect(rec);
+        let first = rec.first_measured_release_us.load(Ordering::Relaxed);
+        let window = if first == u64::MAX {
+            0
+        } else {
+            self.last_counts.last_measured_done_us.saturating_sub(first)
+        };
+        proto::Done {
+            totals: Some(rec.counters(self.last_counts)),
+            classes: self
+                .whole
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| !h.is_empty())
+                .map(|(i, h)| h.to_proto(i as u32))
+                .collect(),
+            digest,
+            measured_window_us: window,
+            snapshots: self.seq,
+            restart_latency: encode(&self.restart),
+            elapsed_us: us(rec.start, Instant::now()),
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! One `Run` stream: the protocol state machine. Start -> Ready, then job
+//! batches within credit, snapshots on a timer, and Done (or Error) at the
+//! end. Every wait has a deadline; a vanished coordinator cancels the run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cwbench::digest::Digest;
+use cwbench::generator::{Job, for_each_job};
+use cwbench::proto::error::Code;
+use cwbench::proto::run_event::Msg as Out;
+use cwbench::proto::run_request::Msg as In;
+use cwbench::proto::{self, RunEvent, RunRequest};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use crate::recorder::Aggregator;
+use crate::server::{AgentConfig, Slot, agent_info, error_event};
+use crate::workload::{Config, Outcome, Workload};
+
+type Tx = mpsc::Sender<Result<RunEvent, Status>>;
+
+/// How long a cancelled workload may take to stop before the agent reports
+/// and moves on regardless.
+const CANCEL_GRACE: Duration = Duration::from_millis(1500);
+
+fn ev(msg: Out) -> Result<RunEvent, Status> {
+    Ok(RunEvent { msg: Some(msg) })
+}
+
+async fn fail(tx: &Tx, code: Code, message: String) {
+    tracing::warn!("run rejected or failed: {message}");
+    let _ = tx.send(Ok(error_event(code, message))).await;
+}
+
+/// Checks a Start against the agent's limits; returns the workload config.
+pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config, String> {
+    let l = &cfg.limits;
+    let p = start.profile.as_ref().ok_or("Start.profile is missing")?;
+    let plan = start.plan.as_ref().ok_or("Start.plan is missing")?;
+    let range = |name: &str, v: u64, min: u64, max: u64| -> Result<u64, String> {
+        if v < min || v > max {
+            Err(format!("{name} = {v}: must be in {min}..={max}"))
+        } else {
+            Ok(v)
+        }
+    };
+    if start.run_id.is_empty() || start.run_id.len() > 128 {
+        return Err("Start.run_id: must be 1..=128 characters".into());
+    }
+    let threads = if p.threads == 0 {
+        cfg.threads
+    } else {
+        p.threads
+    };
+    range("profile.threads", threads.into(), 1, l.max_threads.into())?;
+    let workers = range("profile.workers", p.workers.into(), 1, l.max_workers.into())?;
+    let bound = range(
+        "profile.queue_bound",
+        p.queue_bound.into(),
+        1,
+        l.max_queue_bound.into(),
+    )?;
+    let producers = range(
+        "profile.producers",
+        p.producers.into(),
+        1,
+        l.max_producers.into(),
+    )?;
+    match proto::Dispatch::try_from(p.dispatch) {
+        Ok(proto::Dispatch::Pool | proto::Dispatch::Unspecified) => {}
+        _ => {
+            return Err(format!(
+                "profile.dispatch = {}: this agent supports pool",
+                p.dispatch
+            ));
+        }
+    }
+    match proto::Compute::try_from(p.compute) {
+        Ok(proto::Compute::Inline | proto::Compute::Unspecified) => {}
+        _ => {
+            return Err(format!(
+                "profile.compute = {}: this agent supports inline",
+                p.compute
+            ));
+        }
+    }
+    if p.current_thread {
+        return Err("profile.current_thread: this agent supports multi-thread runtimes".into());
+    }
+    let shed = match proto::Backpressure::try_from(p.backpressure) {
+        Ok(proto::Backpressure::Shed) => true,
+        Ok(_) => false,
+        Err(_) => {
+            return Err(format!(
+                "profile.backpressure = {}: must be 0..=2",
+                p.backpressure
+            ));
+        }
+    };
+    match proto::Arrival::try_from(plan.arrival) {
+        Ok(proto::Arrival::Closed | proto::Arrival::Unspecified) => {}
+        _ => {
+            return Err(format!(
+                "plan.arrival = {}: this agent supports closed",
+                plan.arrival
+            ));
+        }
+    }
+    range(
+        "plan.snapshot_interval_ms",
+        plan.snapshot_interval_ms.into(),
+        100,
+        60_000,
+    )?;
+    range(
+        "plan.classes (count)",
+        plan.classes.len() as u64,
+        1,
+        l.max_classes as u64,
+    )?;
+    range("plan.prefetch_jobs", plan.prefetch_jobs.into(), 1, u64::MAX)?;
+    if plan.max_restarts > 0 {
+        range(
+            "plan.restart_window_ms",
+            plan.restart_window_ms.into(),
+            1,
+            3_600_000,
+        )?;
+    }
+    Ok(Config {
+        threads: threads as usize,
+        workers: workers as usize,
+        queue_bound: bound as usize,
+        producers: producers as usize,
+        shed,
+        warmup_jobs: plan.warmup_jobs,
+        classes: plan.classes.len(),
+        credit_chunk: 0, // set by the caller from the granted window
+        max_restarts: plan.max_restarts,
+        restart_window: Duration::from_millis(plan.restart_window_ms.into()),
+    })
+}
+
+/// Drives one Run stream to its end.
+pub async fn run(
+    cfg: Arc<AgentConfig>,
+    slot: Arc<Slot>,
+    mut inbound: Streaming<RunRequest>,
+    tx: Tx,
+    peer: String,
+) {
+    let first = tokio::time::timeout(cfg.handshake_timeout, inbound.message()).await;
+    let start = match first {
+        Ok(Ok(Some(RunRequest {
+            msg: Some(In::Start(s)),
+        }))) => s,
+        Ok(Ok(Some(_))) => {
+            return fail(
+                &tx,
+                Code::Protocol,
+                "the first message of a Run must be Start".into(),
+            )
+            .await;
+        }
+        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Err(_) => {
+            return fail(
+                &tx,
+                Code::Protocol,
+                format!(
+                    "no Start within {} s of opening the Run stream",
+                    cfg.handshake_timeout.as_secs()
+                ),
+            )
+            .await;
+        }
+    };
+    if start.protocol_version != cwbench::PROTOCOL_VERSION {
+        return fail(
+            &tx,
+            Code::Version,
+            format!(
+                "protocol version mismatch: coordinator speaks {}, agent {} speaks {}",
+                start.protocol_version,
+                cwbench::VERSION,
+                cwbench::PROTOCOL_VERSION
+            ),
+        )
+        .await;
+    }
+    let mut wcfg = match validate_start(&cfg, &start) {
+        Ok(c) => c,
+        Err(e) => return fail(&tx, Code::Invalid, e).await,
+    };
+    let run_id = start.run_id.clone();
+    let _guard = match slot.claim(&run_id) {
+        Ok(g) => g,
+        Err(busy) => {
+            return fail(
+                &tx,
+                Code::Busy,
+                format!("agent is busy with run {busy}; run {run_id} refused"),
+            )
+            .await;
+        }
+    };
+    let plan = start.plan.unwrap_or_default();
+    let window = u64::from(plan.prefetch_jobs.min(cfg.limits.max_prefetch_jobs));
+    wcfg.credit_chunk = (window / (4 * wcfg.producers as u64)).max(1);
+    let threads = wcfg.threads as u32;
+    let nclasses = wcfg.classes;
+    let mut wl = match Workload::start(wcfg) {
+        Ok(w) => w,
+        Err(e) => return fail(&tx, Code::Internal, e).await,
+    };
+    tracing::info!(run = %run_id, %peer, threads, "run started");
+    let ready = proto::Ready {
+        agent: Some(agent_info(&cfg, Some(run_id.clone()))),
+        threads,
+        initial_credit: window,
+    };
+    if tx.send(ev(Out::Ready(ready))).await.is_err() {
+        return;
+    }
+
+    let mut s = Session {
+        credit: window,
+        digest: Digest::new(),
+        next_id: 0,
+        ended: false,
+        nclasses,
+        max_batch: cfg.limits.max_batch_jobs,
+    };
+    let mut agg = Aggregator::new(nclasses);
+    let period = Duration::from_millis(plan.snapshot_interval_ms.into());
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut inbound_open = true;
+    let mut failure: Option<(Code, String)> = None;
+    let mut cancel_deadline: Option<tokio::time::Instant> = None;
+
+    let outcome = loop {
+        tokio::select! {
+            msg = inbound.message(), if inbound_open => {
+                match s.handle(msg, &mut wl) {
+                    Ok(true) => {}
+                    Ok(false) => inbound_open = false,
+                    Err((code, m)) => {
+                        inbound_open = false;
+                        if failure.is_none() {
+                            failure = Some((code, m));
+                        }
+                        wl.cancel();
+                    }
+                }
+                if wl.is_cancelled() && cancel_deadline.is_none() {
+                    cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+                }
+            }
+            Some(n) = wl.credit.recv() => {
+                s.credit += n;
+                if tx.send(ev(Out::Credit(proto::Credit { jobs: n }))).await.is_err() {
+                    wl.cancel();
+                }
+            }
+            _ = tick.tick() => {
+                let snap = agg.snapshot(&wl.recorder, wl.queue.len() as u64);
+                if tx.send(ev(Out::Snapshot(snap))).await.is_err() {
+                    tracing::warn!(run = %run_id, "coordinator gone; cancelling");
+                    wl.cancel();
+                    inbound_open = false;
+                }
+            }
+            r = &mut wl.finished => {
+                break r.unwrap_or_else(|_| Outcome::Internal("the run thread died".into()));
+            }
+            _ = sleep_until(cancel_deadline) => {
+                break Outcome::Internal(format!(
+                    "the workload did not stop within {} ms of being cancelled",
+                    CANCEL_GRACE.as_millis()
+                ));
+            }
+        }
+    };
+
+    let snap = agg.snapshot(&wl.recorder, wl.queue.len() as u64);
+    let _ = tx.send(ev(Out::Snapshot(snap))).await;
+    let done = agg.done(&wl.recorder, s.digest.value());
+    let t = done.totals.unwrap_or_default();
+    tracing::info!(
+        run = %run_id,
+        received = t.received,
+        completed = t.completed,
+        crashed = t.crashed,
+        cancelled = t.cancelled,
+        "run ended"
+    );
+    let terminal = match (failure, outcome) {
+        (Some((code, m)), _) => error_event(code, m),
+        (None, Outcome::PoolFailed(m)) => error_event(Code::PoolFailed, m),
+        (None, Outcome::Internal(m)) => error_event(Code::Internal, m),
+        (None, Outcome::Finished) => RunEvent {
+            msg: Some(Out::Done(done)),
+        },
+    };
+    let _ = tx.send(Ok(terminal)).await;
+    // Dropping the workload (and the slot guard) ends the run.
+    drop(wl);
+    // A client that is gone must not keep this alive: dropping tx closes the stream.
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Session {
+    credit: u64,
+    digest: Digest,
+    next_id: u64,
+    ended: bool,
+    nclasses: usize,
+    max_batch: usize,
+}
+
+impl Session {
+    /// Handles one inbound message. Ok(false): the inbound side is finished.
+    fn handle(
+        &mut self,
+        msg: Result<Option<RunRequest>, Status>,
+        wl: &mut Workload,
+    ) -> Result<bool, (Code, String)> {
+        let msg = match msg {
+            Ok(Some(RunRequest { msg: Some(m) })) => m,
+            Ok(Some(RunRequest { msg: None })) => {
+                return Err((Code::Protocol, "empty RunRequest".into()));
+            }
+            Ok(None) | Err(_) => {
+                if !self.ended {
+                    // The coordinator vanished mid-run.
+                    tracing::warn!("coordinator stream ended before EndOfJobs; cancelling");
+                    wl.cancel();
+                }
+                return Ok(false);
+            }
+        };
+        match msg {
+            In::Jobs(b) => {
+                if self.ended {
+                    return Err((Code::Protocol, "JobBatch after EndOfJobs".into()));
+                }
+                let n = b.work_units.len();
+                if n > self.max_batch {
+                    return Err((
+                        Code::Protocol,
+                        format!("JobBatch of {n} jobs: must be at most {}", self.max_batch),
+                    ));
+                }
+                if n as u64 > self.credit {
+                    return Err((
+                        Code::Protocol,
+                        format!(
+                            "credit exceeded: batch of {n} jobs with {} jobs of credit left",
+                            self.credit
+                        ),
+                    ));
+                }
+                if b.first_id < self.next_id {
+                    return Err((
+                        Code::Protocol,
+                        format!(
+                            "JobBatch.first_id {} goes backwards (next id at least {})",
+                            b.first_id, self.next_id
+                        ),
+                    ));
+                }
+                let mut jobs: Vec<Job> = Vec::with_capacity(n);
+                let digest = &mut self.digest;
+                for_each_job(&b, self.nclasses, |j| {
+                    digest.push(&j);
+                    jobs.push(j);
+                })
+                .map_err(|e| (Code::Protocol, e.to_string()))?;
+                self.credit -= n as u64;
+                self.next_id = b.first_id + n as u64;
+                wl.recorder.received.fetch_add(n as u64, Ordering::Relaxed);
+                wl.feed(jobs);
+                Ok(true)
+            }
+            In::End(_) => {
+                self.ended = true;
+                wl.end_of_jobs();
+                Ok(true)
+            }
+            In::Cancel(c) => {
+                tracing::info!("run cancelled by the coordinator: {}", c.reason);
+                self.ended = true;
+                wl.cancel();
+                Ok(true)
+            }
+            In::Start(_) => Err((
+                Code::Protocol,
+                "a second Start on the same Run stream".into(),
+            )),
+        }
+    }
+}

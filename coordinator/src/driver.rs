@@ -1,0 +1,651 @@
+//! Drives one agent through one run: dial, Start, stream seeded job batches
+//! within the agent's credit, collect snapshots, check Done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cwbench::digest::{Digest, hex};
+use cwbench::generator::{BatchBuilder, Generator};
+use cwbench::histogram::{Hist, Summary, merge_encoded, new_hist};
+use cwbench::proto::agent_client::AgentClient;
+use cwbench::proto::run_event::Msg as In;
+use cwbench::proto::run_request::Msg as Out;
+use cwbench::proto::{self, AgentInfo, DescribeRequest, RunRequest};
+use cwbench::scenario::{Distribution, Plan, Profile};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::result::{
+    Accounting, ClassResult, HostInfo, HostResult, HostStatus, IntervalPoint, Latencies,
+};
+
+/// Jobs per shard chunk: in shard mode, chunk k of the stream goes to agent
+/// k mod n (docs/workload.md).
+pub const SHARD_CHUNK: u64 = 1024;
+
+/// Timeouts and sizes of the coordinator side of a run.
+#[derive(Debug, Clone)]
+pub struct DriveOptions {
+    pub connect_timeout: Duration,
+    /// Start -> Ready.
+    pub ready_timeout: Duration,
+    /// Added to two snapshot intervals: silence longer than this is a lost host.
+    pub silence_grace: Duration,
+    /// Jobs per JobBatch message.
+    pub batch_jobs: usize,
+    pub max_message_bytes: usize,
+}
+
+impl Default for DriveOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            ready_timeout: Duration::from_secs(30),
+            silence_grace: Duration::from_secs(5),
+            batch_jobs: 8192,
+            max_message_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Why an agent cannot take part.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("cannot reach agent {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("agent {addr} is busy with run {run}")]
+    Busy { addr: String, run: String },
+    #[error(
+        "agent {addr} speaks protocol {agent} (cwbench {agent_version}); this coordinator speaks {ours} (cwbench {our_version})"
+    )]
+    Version {
+        addr: String,
+        agent: u32,
+        agent_version: String,
+        ours: u32,
+        our_version: String,
+    },
+}
+
+/// Opens a channel to an agent (HTTP/2 over TCP).
+pub async fn connect(addr: &str, opts: &DriveOptions) -> Result<AgentClient<Channel>, Unavailable> {
+    let unreachable = |reason: String| Unavailable::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| unreachable(format!("bad address: {e}")))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true);
+    let ch = tokio::time::timeout(opts.connect_timeout, ep.connect())
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "no connection within {} s",
+                opts.connect_timeout.as_secs()
+            ))
+        })?
+        .map_err(|e| unreachable(error_chain(&e)))?;
+    Ok(AgentClient::new(ch)
+        .max_decoding_message_size(opts.max_message_bytes)
+        .max_encoding_message_size(opts.max_message_bytes))
+}
+
+/// Describes an agent and checks it can take a run.
+pub async fn preflight(addr: &str, opts: &DriveOptions) -> Result<AgentInfo, Unavailable> {
+    let mut client = connect(addr, opts).await?;
+    let info = tokio::time::timeout(
+        opts.connect_timeout,
+        client.describe(DescribeRequest {
+            protocol_version: cwbench::PROTOCOL_VERSION,
+        }),
+    )
+    .await
+    .map_err(|_| Unavailable::Unreachable {
+        addr: addr.into(),
+        reason: format!(
+            "no answer to Describe within {} s",
+            opts.connect_timeout.as_secs()
+        ),
+    })?
+    .map_err(|s| Unavailable::Unreachable {
+        addr: addr.into(),
+        reason: format!("Describe failed: {}", s.message()),
+    })?
+    .into_inner();
+    if info.protocol_version != cwbench::PROTOCOL_VERSION {
+        return Err(Unavailable::Version {
+            addr: addr.into(),
+            agent: info.protocol_version,
+            agent_version: info.agent_version,
+            ours: cwbench::PROTOCOL_VERSION,
+            our_version: cwbench::VERSION.into(),
+        });
+    }
+    if !info.busy_run_id.is_empty() {
+        return Err(Unavailable::Busy {
+            addr: addr.into(),
+            run: info.busy_run_id,
+        });
+    }
+    Ok(info)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let m = x.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = x.source();
+    }
+    s
+}
+
+/// Which ids an agent gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    pub index: u64,
+    pub of: u64,
+}
+
+impl Share {
+    /// Number of jobs of a `total`-job stream in this share.
+    pub fn jobs(&self, total: u64, mode: Distribution) -> u64 {
+        if mode == Distribution::Replicate || self.of <= 1 {
+            return total;
+        }
+        let full_chunks = total / SHARD_CHUNK;
+        let rest = total % SHARD_CHUNK;
+        let mine = full_chunks / self.of + u64::from(full_chunks % self.of > self.index);
+        let tail = if full_chunks % self.of == self.index {
+            rest
+        } else {
+            0
+        };
+        mine * SHARD_CHUNK + tail
+    }
+}
+
+/// Everything needed to run one profile on one agent.
+#[derive(Debug, Clone)]
+pub struct HostRun {
+    pub addr: String,
+    pub label: String,
+    pub run_id: String,
+    pub plan: Arc<Plan>,
+    pub profile: Profile,
+    pub share: Share,
+}
+
+/// Progress callback: (host label, snapshot) as each arrives.
+pub type Progress = Arc<dyn Fn(&str, &proto::Snapshot) + Send + Sync>;
+
+/// Runs one profile on one agent. Never fails: every problem ends up in the
+/// returned result's status and error, with the data received until then.
+pub async fn drive(run: HostRun, opts: DriveOptions, progress: Option<Progress>) -> HostResult {
+    let mut st = HostState::new(&run);
+    if let Err(e) = drive_inner(&run, &opts, &mut st, progress).await {
+        st.status = e.0;
+        st.error = Some(e.1);
+    }
+    st.finish(&run)
+}
+
+type Failure = (HostStatus, String);
+
+async fn drive_inner(
+    run: &HostRun,
+    opts: &DriveOptions,
+    st: &mut HostState,
+    progress: Option<Progress>,
+) -> Result<(), Failure> {
+    let failed = |m: String| (HostStatus::Failed, m);
+    let mut client = connect(&run.addr, opts)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let plan = &run.plan;
+    let mode = plan.scenario.run.distribution;
+    let jobs = run.share.jobs(plan.total_jobs(), mode);
+    let mut wire_plan = plan.to_proto();
+    wire_plan.total_jobs = jobs;
+    let start = proto::Start {
+        run_id: run.run_id.clone(),
+        protocol_version: cwbench::PROTOCOL_VERSION,
+        profile: Some(run.profile.to_proto()),
+        plan: Some(wire_plan),
+    };
+    let (req_tx, req_rx) = mpsc::channel::<RunRequest>(4);
+    let _ = req_tx
+        .send(RunRequest {
+            msg: Some(Out::Start(start)),
+        })
+        .await;
+    let resp = tokio::time::timeout(opts.ready_timeout, client.run(ReceiverStream::new(req_rx)))
+        .await
+        .map_err(|_| failed(format!("agent {} did not open the run stream", run.addr)))?
+        .map_err(|s| failed(format!("agent {}: {}", run.addr, s.message())))?;
+    let mut inbound = resp.into_inner();
+
+    let first = tokio::time::timeout(opts.ready_timeout, inbound.message())
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "agent {} sent no Ready within {} s",
+                run.addr,
+                opts.ready_timeout.as_secs()
+            ))
+        })?
+        .map_err(|s| failed(format!("agent {}: {}", run.addr, s.message())))?;
+    let ready = match first.and_then(|m| m.msg) {
+        Some(In::Ready(r)) => r,
+        Some(In::Error(e)) => return Err(failed(agent_error(&run.addr, &e))),
+        other => {
+            return Err(failed(format!(
+                "agent {} answered Start with {other:?} instead of Ready",
+                run.addr
+            )));
+        }
+    };
+    st.threads = ready.threads;
+    if let Some(a) = &ready.agent {
+        st.info = host_info(a);
+    }
+
+    // Credit: permits are jobs the agent allows us to send.
+    let credit = Arc::new(Semaphore::new(0));
+    credit.add_permits(ready.initial_credit.min(Semaphore::MAX_PERMITS as u64) as usize);
+    let feeder = tokio::spawn(feed(
+        run.plan.clone(),
+        run.share,
+        jobs,
+        opts.batch_jobs,
+        credit.clone(),
+        req_tx,
+    ));
+    let silence = Duration::from_millis(2 * u64::from(plan.scenario.run.snapshot_interval_ms))
+        + opts.silence_grace;
+
+    let result = loop {
+        let msg = match tokio::time::timeout(silence, inbound.message()).await {
+            Err(_) => {
+                break Err((
+                    HostStatus::Lost,
+                    format!(
+                        "agent {} went silent for {:.1} s (no snapshot); marked lost",
+                        run.addr,
+                        silence.as_secs_f64()
+                    ),
+                ));
+            }
+            Ok(Err(s)) => {
+                break Err((
+                    HostStatus::Lost,
+                    format!("agent {} connection lost: {}", run.addr, s.message()),
+                ));
+            }
+            Ok(Ok(None)) => {
+                break Err((
+                    HostStatus::Lost,
+                    format!("agent {} closed the run stream before Done", run.addr),
+                ));
+            }
+            Ok(Ok(Some(m))) => m,
+        };
+        match msg.msg {
+            Some(In::Credit(c)) => {
+                let room = Semaphore::MAX_PERMITS.saturating_sub(credit.available_permits());
+                credit.add_permits((c.jobs as usize).min(room));
+            }
+            Some(In::Snapshot(s)) => {
+                if let Some(p) = &progress {
+                    p(&run.label, &s);
+                }
+                st.snapshot(&s);
+            }
+            Some(In::Done(d)) => break Ok(d),
+            Some(In::Error(e)) => break Err(failed(agent_error(&run.addr, &e))),
+            Some(In::Ready(_)) => {
+                break Err(failed(format!("agent {} sent a second Ready", run.addr)));
+            }
+            None => break Err(failed(format!("agent {} sent an empty message", run.addr))),
+        }
+    };
+    credit.close();
+    let fed = feeder.await.unwrap_or((0, Digest::new()));
+    st.accounting.sent = fed.0;
+    st.digest_sent = fed.1.value();
+    let done = result?;
+    st.done(&done).map_err(failed)?;
+    // The checks that make a run trustworthy.
+    if !st.accounting.balances() {
+        return Err(failed(format!(
+            "accounting does not balance: {:?}",
+            st.accounting
+        )));
+    }
+    if done.digest != st.digest_sent {
+        return Err(failed(format!(
+            "job digest mismatch: sent {}, agent received {}",
+            hex(st.digest_sent),
+            hex(done.digest)
+        )));
+    }
+    Ok(())
+}
+
+fn agent_error(addr: &str, e: &proto::Error) -> String {
+    let code = proto::error::Code::try_from(e.code).map_or_else(
+        |_| format!("code {}", e.code),
+        |c| c.as_str_name().to_string(),
+    );
+    format!("agent {addr}: {} ({code})", e.message)
+}
+
+fn host_info(a: &AgentInfo) -> HostInfo {
+    HostInfo {
+        hostname: a.hostname.clone(),
+        logical_cores: a.logical_cores,
+        cpu_model: a.cpu_model.clone(),
+        os: a.os.clone(),
+        agent_version: a.agent_version.clone(),
+        runtime: a.runtime.clone(),
+    }
+}
+
+/// Generates this agent's share of the stream and sends it within credit.
+/// Returns the jobs sent and their digest.
+async fn feed(
+    plan: Arc<Plan>,
+    share: Share,
+    jobs: u64,
+    batch_jobs: usize,
+    credit: Arc<Semaphore>,
+    tx: mpsc::Sender<RunRequest>,
+) -> (u64, Digest) {
+    let mut g = Generator::new(&plan);
+    let mode = plan.scenario.run.distribution;
+    let sharded = mode == Distribution::Shard && share.of > 1;
+    let mut digest = Digest::new();
+    let mut b = BatchBuilder::new(plan.classes.len() > 1, batch_jobs);
+    let mut sent = 0u64;
+    while sent < jobs {
+        // Wait for at least one job of credit, then take what is there.
+        let Ok(p) = credit.acquire().await else {
+            return (sent, digest);
+        };
+        p.forget();
+        let mut n = 1usize;
+        let want = (batch_jobs as u64).min(jobs - sent) as usize;
+        let more = (want - 1).min(credit.available_permits());
+        if more > 0
+            && let Ok(p) = credit.try_acquire_many(more as u32)
+        {
+            p.forget();
+            n += more;
+        }
+        let mut expect = None;
+        for _ in 0..n {
+            if sharded {
+                next_in_share(&mut g, share);
+                // A batch never spans a gap between this agent's chunks.
+                if expect.is_some_and(|e| e != g.next_id()) {
+                    break;
+                }
+            }
+            expect = Some(g.next_id() + 1);
+            let j = g.next_job();
+            digest.push(&j);
+            b.push(&j);
+        }
+        let taken = b.len();
+        // Credit taken but not used (a batch cut at a chunk boundary) goes back.
+        if taken < n {
+            credit.add_permits(n - taken);
+        }
+        sent += taken as u64;
+        if tx
+            .send(RunRequest {
+                msg: Some(Out::Jobs(b.take())),
+            })
+            .await
+            .is_err()
+        {
+            return (sent - taken as u64, digest);
+        }
+    }
+    let _ = tx
+        .send(RunRequest {
+            msg: Some(Out::End(proto::EndOfJobs {
+                jobs_sent: sent,
+                digest: digest.value(),
+            })),
+        })
+        .await;
+    // Dropping the sender half-closes the request stream: after EndOfJobs
+    // the agent reads that as the normal end, not as a vanished coordinator.
+    (sent, digest)
+}
+
+/// Moves the generator to the next id of `share` (no-op inside its chunks).
+fn next_in_share(g: &mut Generator, share: Share) {
+    let id = g.next_id();
+    let chunk = id / SHARD_CHUNK;
+    if chunk % share.of != share.index {
+        let skip = (share.index + share.of - chunk % share.of) % share.of;
+        g.seek((chunk + skip) * SHARD_CHUNK);
+    }
+}
+
+/// What the coordinator keeps of a host while it runs: fixed-size
+/// histograms and one small point per snapshot.
+struct HostState {
+    info: HostInfo,
+    threads: u32,
+    status: HostStatus,
+    error: Option<String>,
+    accounting: Accounting,
+    digest_sent: u64,
+    digest_received: Option<u64>,
+    window_s: f64,
+    classes: Vec<(Latencies, bool)>,
+    overall: [Hist; 4],
+    restart: Summary,
+    feed_stall_us: u64,
+    snapshots: u64,
+    next_seq: u64,
+    intervals: Vec<IntervalPoint>,
+    last_cpu_us: u64,
+    class_names: Vec<String>,
+}
+
+impl HostState {
+    fn new(run: &HostRun) -> Self {
+        Self {
+            info: HostInfo::default(),
+            threads: 0,
+            status: HostStatus::Ok,
+            error: None,
+            accounting: Accounting::default(),
+            digest_sent: 0,
+            digest_received: None,
+            window_s: 0.0,
+            classes: Vec::new(),
+            overall: [new_hist(), new_hist(), new_hist(), new_hist()],
+            restart: Summary::default(),
+            feed_stall_us: 0,
+            snapshots: 0,
+            next_seq: 0,
+            intervals: Vec::new(),
+            last_cpu_us: 0,
+            class_names: run.plan.classes.iter().map(|c| c.name.clone()).collect(),
+        }
+    }
+
+    fn counters(&mut self, c: &proto::Counters) {
+        let a = &mut self.accounting;
+        a.received = c.received;
+        a.completed = c.completed;
+        a.crashed = c.crashed;
+        a.timed_out = c.timed_out;
+        a.shed = c.shed;
+        a.cancelled = c.cancelled;
+        a.measured_completed = c.measured_completed;
+        a.restarts = c.restarts;
+        self.feed_stall_us = c.feed_stall_us;
+    }
+
+    fn snapshot(&mut self, s: &proto::Snapshot) {
+        if s.seq != self.next_seq {
+            self.error = Some(format!(
+                "snapshot {} arrived when {} was expected",
+                s.seq, self.next_seq
+            ));
+        }
+        self.next_seq = s.seq + 1;
+        self.snapshots += 1;
+        let before = self.accounting.measured_completed;
+        if let Some(c) = &s.counters {
+            self.counters(c);
+        }
+        let mut h = new_hist();
+        for c in &s.classes {
+            let _ = merge_encoded(&mut h, &c.completion);
+        }
+        let g = s.gauges.unwrap_or_default();
+        let cpu = g.cpu_user_us + g.cpu_system_us;
+        let secs = s.interval_us as f64 / 1e6;
+        let p = IntervalPoint {
+            seq: s.seq,
+            t_s: s.elapsed_us as f64 / 1e6,
+            jobs_per_s: if secs > 0.0 {
+                (self.accounting.measured_completed - before) as f64 / secs
+            } else {
+                0.0
+            },
+            p50_us: if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(0.5)
+            },
+            p99_us: if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(0.99)
+            },
+            max_us: if h.is_empty() { 0 } else { h.max() },
+            queue_depth: g.queue_depth,
+            in_flight: g.in_flight,
+            rss_bytes: g.rss_bytes,
+            cpu_cores: if secs > 0.0 {
+                cpu.saturating_sub(self.last_cpu_us) as f64 / 1e6 / secs
+            } else {
+                0.0
+            },
+        };
+        self.last_cpu_us = cpu;
+        self.intervals.push(p);
+    }
+
+    fn done(&mut self, d: &proto::Done) -> Result<(), String> {
+        if let Some(c) = &d.totals {
+            self.counters(c);
+        }
+        self.digest_received = Some(d.digest);
+        self.window_s = d.measured_window_us as f64 / 1e6;
+        self.classes = vec![(Latencies::default(), false); self.class_names.len()];
+        for c in &d.classes {
+            let idx = c.class_id as usize;
+            if idx >= self.classes.len() {
+                return Err(format!(
+                    "Done names class {idx}, the plan has {}",
+                    self.classes.len()
+                ));
+            }
+            let mut hs = [new_hist(), new_hist(), new_hist(), new_hist()];
+            let parts = [&c.completion, &c.queue_wait, &c.service, &c.sleep_overshoot];
+            for (k, bytes) in parts.iter().enumerate() {
+                merge_encoded(&mut hs[k], bytes).map_err(|e| e.to_string())?;
+                let _ = self.overall[k].add(&hs[k]);
+            }
+            self.classes[idx] = (latencies(&hs), true);
+        }
+        let mut r = new_hist();
+        merge_encoded(&mut r, &d.restart_latency).map_err(|e| e.to_string())?;
+        self.restart = Summary::of(&r);
+        Ok(())
+    }
+
+    fn finish(self, run: &HostRun) -> HostResult {
+        let throughput = if self.window_s > 0.0 {
+            self.accounting.measured_completed as f64 / self.window_s
+        } else {
+            0.0
+        };
+        HostResult {
+            label: run.label.clone(),
+            addr: run.addr.clone(),
+            info: self.info,
+            threads: self.threads,
+            status: self.status,
+            error: self.error,
+            accounting: self.accounting,
+            digest_sent: hex(self.digest_sent),
+            digest_received: self.digest_received.map(hex),
+            window_s: self.window_s,
+            throughput,
+            latency: latencies(&self.overall),
+            classes: self
+                .classes
+                .iter()
+                .zip(&self.class_names)
+                .filter(|((_, seen), _)| *seen)
+                .map(|((l, _), n)| ClassResult {
+                    class: n.clone(),
+                    latency: *l,
+                })
+                .collect(),
+            restart_latency: self.restart,
+            feed_stall_ms: self.feed_stall_us as f64 / 1000.0,
+            snapshots: self.snapshots,
+            intervals: self.intervals,
+        }
+    }
+}
+
+fn latencies(h: &[Hist; 4]) -> Latencies {
+    Latencies {
+        completion: Summary::of(&h[0]),
+        queue_wait: Summary::of(&h[1]),
+        service: Summary::of(&h[2]),
+        sleep_overshoot: Summary::of(&h[3]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_the_stream_exactly() {
+        for total in [0, 1, 1023, 1024, 1025, 5000, 100_000] {
+            for of in 1..=5 {
+                let sum: u64 = (0..of)
+                    .map(|index| Share { index, of }.jobs(total, Distribution::Shard))
+                    .sum();
+                assert_eq!(sum, total, "total {total} over {of}");
+            }
+        }
+        assert_eq!(
+            Share { index: 1, of: 3 }.jobs(77, Distribution::Replicate),
+            77
+        );
+    }
+}

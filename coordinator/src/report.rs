@@ -1,0 +1,309 @@
+//! Human-readable output: the comparison table (stdout) and report.md.
+
+use std::fmt::Write as _;
+
+use cwbench::histogram::Summary;
+
+use crate::result::{HostResult, HostStatus, RunResult};
+
+/// Formats microseconds compactly: 850µs, 12.3ms, 4.20s.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e4 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+const HEADER: [&str; 13] = [
+    "host", "profile", "cores", "threads", "status", "jobs", "jobs/s", "p50", "p95", "p99",
+    "p99.9", "max", "errors",
+];
+
+fn row(profile: &str, h: &HostResult) -> [String; 13] {
+    let s: &Summary = &h.latency.completion;
+    let status = match h.status {
+        HostStatus::Ok => "ok",
+        HostStatus::Failed => "FAILED",
+        HostStatus::Lost => "LOST",
+    };
+    [
+        h.label.clone(),
+        profile.to_string(),
+        h.info.logical_cores.to_string(),
+        h.threads.to_string(),
+        status.to_string(),
+        h.accounting.measured_completed.to_string(),
+        fmt_rate(h.throughput),
+        fmt_us(s.p50),
+        fmt_us(s.p95),
+        fmt_us(s.p99),
+        fmt_us(s.p999),
+        fmt_us(s.max),
+        h.accounting.errors().to_string(),
+    ]
+}
+
+fn rows(r: &RunResult) -> Vec<[String; 13]> {
+    r.profiles
+        .iter()
+        .flat_map(|p| p.hosts.iter().map(move |h| row(&p.label, h)))
+        .collect()
+}
+
+/// The comparison table as aligned plain text (completion latency).
+pub fn table(r: &RunResult) -> String {
+    let rows = rows(r);
+    let mut w = HEADER.map(|h| h.chars().count());
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[String], out: &mut String| {
+        for (i, c) in cells.iter().enumerate() {
+            let pad = w[i] - c.chars().count();
+            // Text left, numbers right.
+            if i <= 1 || i == 4 {
+                let _ = write!(out, "{c}{}", " ".repeat(pad));
+            } else {
+                let _ = write!(out, "{}{c}", " ".repeat(pad));
+            }
+            out.push_str(if i + 1 < cells.len() { "  " } else { "\n" });
+        }
+    };
+    line(&HEADER.map(String::from), &mut out);
+    for row in &rows {
+        line(row, &mut out);
+    }
+    out
+}
+
+/// report.md: the run's facts, the comparison table and the findings.
+pub fn markdown(r: &RunResult) -> String {
+    let mut md = String::new();
+    let s = &r.scenario;
+    let _ = writeln!(md, "# cwbench run {}\n", r.run_id);
+    let _ = writeln!(
+        md,
+        "Scenario **{}** (seed {}, {} measured jobs after {} warm-up jobs, {}), from `{}`; cwbench {}, started {}.\n",
+        s.name,
+        s.seed,
+        s.run.jobs,
+        s.run.warmup_jobs,
+        cwbench::scenario::enum_name(&s.run.distribution),
+        r.scenario_source,
+        r.cwbench_version,
+        r.started_at
+    );
+    if !s.description.is_empty() {
+        let _ = writeln!(md, "> {}\n", s.description);
+    }
+    let _ = writeln!(md, "## Completion latency and throughput\n");
+    let _ = writeln!(md, "| {} |", HEADER.join(" | "));
+    let _ = writeln!(
+        md,
+        "|{}|",
+        HEADER
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i <= 1 || i == 4 { " --- " } else { " ---: " })
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for row in rows(r) {
+        let _ = writeln!(md, "| {} |", row.join(" | "));
+    }
+    let _ = writeln!(
+        md,
+        "\nLatencies are completion latency (completion − enqueue attempt, closed loop), measured on each agent's own clock. jobs/s = measured completed jobs ÷ measured window. errors = crashed + timed out + shed + cancelled.\n"
+    );
+
+    let _ = writeln!(md, "## Hosts\n");
+    let _ = writeln!(md, "| host | address | CPU | cores | OS | agent |");
+    let _ = writeln!(md, "| --- | --- | --- | ---: | --- | --- |");
+    if let Some(p) = r.profiles.first() {
+        for h in &p.hosts {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} {} |",
+                h.label,
+                h.addr,
+                h.info.cpu_model,
+                h.info.logical_cores,
+                h.info.os,
+                h.info.runtime,
+                h.info.agent_version
+            );
+        }
+    }
+
+    let _ = writeln!(md, "\n## Breakdown and accounting\n");
+    let _ = writeln!(
+        md,
+        "| host | profile | queue wait p99 | service p99 | sleep overshoot p50 / p99 | restart p50 / max | sent | completed | crashed | timed out | shed | cancelled | balanced | digest |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+    );
+    for p in &r.profiles {
+        for h in &p.hosts {
+            let a = &h.accounting;
+            let digest = match &h.digest_received {
+                Some(d) if *d == h.digest_sent => format!("`{d}` ✓"),
+                Some(d) => format!("`{d}` ≠ sent `{}`", h.digest_sent),
+                None => "—".into(),
+            };
+            let restart = if h.restart_latency.count > 0 {
+                format!(
+                    "{} / {}",
+                    fmt_us(h.restart_latency.p50),
+                    fmt_us(h.restart_latency.max)
+                )
+            } else {
+                "—".into()
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                h.label,
+                p.label,
+                fmt_us(h.latency.queue_wait.p99),
+                fmt_us(h.latency.service.p99),
+                fmt_us(h.latency.sleep_overshoot.p50),
+                fmt_us(h.latency.sleep_overshoot.p99),
+                restart,
+                a.sent,
+                a.completed,
+                a.crashed,
+                a.timed_out,
+                a.shed,
+                a.cancelled,
+                if a.balances() { "yes" } else { "**NO**" },
+                digest
+            );
+        }
+    }
+    if r.profiles
+        .iter()
+        .any(|p| p.hosts.iter().any(|h| h.classes.len() > 1))
+    {
+        let _ = writeln!(md, "\n## Per class (completion latency)\n");
+        let _ = writeln!(md, "| host | profile | class | jobs | p50 | p99 | max |");
+        let _ = writeln!(md, "| --- | --- | --- | ---: | ---: | ---: | ---: |");
+        for p in &r.profiles {
+            for h in &p.hosts {
+                for c in &h.classes {
+                    let l = &c.latency.completion;
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {} | {} | {} | {} |",
+                        h.label,
+                        p.label,
+                        c.class,
+                        l.count,
+                        fmt_us(l.p50),
+                        fmt_us(l.p99),
+                        fmt_us(l.max)
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(md, "\n## Findings\n");
+    for f in findings(r) {
+        let _ = writeln!(md, "- {f}");
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(md, "\n## Warnings\n");
+        for w in &r.warnings {
+            let _ = writeln!(md, "- {w}");
+        }
+    }
+    md
+}
+
+/// Plain statements drawn from the numbers.
+pub fn findings(r: &RunResult) -> Vec<String> {
+    let mut f = Vec::new();
+    for p in &r.profiles {
+        let ok: Vec<&HostResult> = p
+            .hosts
+            .iter()
+            .filter(|h| h.status == HostStatus::Ok)
+            .collect();
+        if ok.len() >= 2 {
+            let best = ok
+                .iter()
+                .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
+                .expect("non-empty");
+            let worst = ok
+                .iter()
+                .min_by(|a, b| a.throughput.total_cmp(&b.throughput))
+                .expect("non-empty");
+            if worst.throughput > 0.0 {
+                f.push(format!(
+                    "[{}] {} has the highest throughput ({} jobs/s), {:.2}× {} ({} jobs/s).",
+                    p.label,
+                    best.label,
+                    fmt_rate(best.throughput),
+                    best.throughput / worst.throughput,
+                    worst.label,
+                    fmt_rate(worst.throughput)
+                ));
+            }
+            let tail = ok
+                .iter()
+                .min_by_key(|h| h.latency.completion.p99)
+                .expect("non-empty");
+            f.push(format!(
+                "[{}] lowest p99 completion latency: {} ({}).",
+                p.label,
+                tail.label,
+                fmt_us(tail.latency.completion.p99)
+            ));
+        }
+        for h in &p.hosts {
+            let o = &h.latency.sleep_overshoot;
+            if o.count > 0 {
+                f.push(format!(
+                    "[{}] {}: sleeps overshot their request by {} at p50 and {} at p99 (timer granularity counts in every sleeping job's latency).",
+                    p.label,
+                    h.label,
+                    fmt_us(o.p50),
+                    fmt_us(o.p99)
+                ));
+            }
+        }
+    }
+    let digests: std::collections::BTreeSet<&str> = r
+        .profiles
+        .iter()
+        .flat_map(|p| p.hosts.iter().filter_map(|h| h.digest_received.as_deref()))
+        .collect();
+    if r.scenario.run.distribution == cwbench::scenario::Distribution::Replicate {
+        match digests.len() {
+            0 => {}
+            1 => f.push(format!(
+                "Every host ran the identical job stream (digest {}).",
+                digests.iter().next().expect("one")
+            )),
+            _ => f.push("Hosts ran different job streams: the comparison is not valid.".into()),
+        }
+    }
+    f
+}

@@ -1,0 +1,151 @@
+//! The result of a run, as written to `result.json` (schema version 1).
+
+use cwbench::histogram::Summary;
+use serde::{Deserialize, Serialize};
+
+/// Version of the result.json layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub cwbench_version: String,
+    /// Wall-clock start, RFC 3339 (UTC), from the coordinator's clock.
+    pub started_at: String,
+    /// Scenario as run (after defaults).
+    pub scenario: cwbench::scenario::Scenario,
+    /// Where the scenario came from.
+    pub scenario_source: String,
+    /// One entry per profile of the sweep, in run order.
+    pub profiles: Vec<ProfileResult>,
+    /// Problems a reader must know about.
+    pub warnings: Vec<String>,
+}
+
+/// One profile's run on every host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileResult {
+    pub label: String,
+    pub profile: cwbench::scenario::Profile,
+    pub hosts: Vec<HostResult>,
+}
+
+/// How a host's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostStatus {
+    /// Done received; accounting and digest checked.
+    Ok,
+    /// The agent reported an error, or a check failed.
+    Failed,
+    /// The agent stopped answering; data up to then is kept.
+    Lost,
+}
+
+/// Facts about the agent's machine.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub logical_cores: u32,
+    pub cpu_model: String,
+    pub os: String,
+    pub agent_version: String,
+    pub runtime: String,
+}
+
+/// Counters as the agent reported them, and what the coordinator sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accounting {
+    pub sent: u64,
+    pub received: u64,
+    pub completed: u64,
+    pub crashed: u64,
+    pub timed_out: u64,
+    pub shed: u64,
+    pub cancelled: u64,
+    pub measured_completed: u64,
+    pub restarts: u64,
+}
+
+impl Accounting {
+    /// sent = completed + failed + shed + cancelled (failed = crashed + timed out).
+    pub fn balances(&self) -> bool {
+        self.sent == self.received
+            && self.received
+                == self.completed + self.crashed + self.timed_out + self.shed + self.cancelled
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.crashed + self.timed_out + self.shed + self.cancelled
+    }
+}
+
+/// Latency summaries of a set of jobs (microseconds).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Latencies {
+    pub completion: Summary,
+    pub queue_wait: Summary,
+    pub service: Summary,
+    pub sleep_overshoot: Summary,
+}
+
+/// One job class on one host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassResult {
+    pub class: String,
+    pub latency: Latencies,
+}
+
+/// One snapshot interval on one host.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct IntervalPoint {
+    pub seq: u64,
+    /// End of the interval, seconds since the host's run start (its clock).
+    pub t_s: f64,
+    /// Measured jobs completed in the interval, per second.
+    pub jobs_per_s: f64,
+    /// Completion latency in the interval, µs (0 when no job completed).
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub queue_depth: u64,
+    pub in_flight: u64,
+    pub rss_bytes: u64,
+    /// CPU time used by the agent process in the interval, as a share of one
+    /// core (1.0 = one core busy).
+    pub cpu_cores: f64,
+}
+
+/// One host's run of one profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostResult {
+    /// Short unique name in this report.
+    pub label: String,
+    /// Address the coordinator dialled.
+    pub addr: String,
+    pub info: HostInfo,
+    /// Worker threads the agent used.
+    pub threads: u32,
+    pub status: HostStatus,
+    /// Why the status is not ok.
+    pub error: Option<String>,
+    pub accounting: Accounting,
+    /// Digest of the jobs the coordinator sent, and the agent's digest of the
+    /// jobs it received (hex); equal on a sound run.
+    pub digest_sent: String,
+    pub digest_received: Option<String>,
+    /// Measured window (first measured release to last measured completion), s.
+    pub window_s: f64,
+    /// Measured completed jobs ÷ window.
+    pub throughput: f64,
+    /// Over all classes.
+    pub latency: Latencies,
+    pub classes: Vec<ClassResult>,
+    pub restart_latency: Summary,
+    /// Time the agent's producers waited for jobs from the coordinator, ms.
+    pub feed_stall_ms: f64,
+    pub snapshots: u64,
+    pub intervals: Vec<IntervalPoint>,
+}

@@ -1,0 +1,284 @@
+//! One benchmark run: resolve the agents (or start local ones), check they
+//! can take the run, run every profile of the sweep on all of them at once,
+//! and assemble the result.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cwbench::scenario::{Distribution, Plan};
+use cwbench_agent::{AgentConfig, LocalAgent};
+
+use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
+use crate::result::{HostStatus, ProfileResult, RunResult, SCHEMA_VERSION};
+
+/// Where the agents are.
+#[derive(Debug, Clone)]
+pub enum Agents {
+    /// Dial these addresses (host:port).
+    Remote(Vec<String>),
+    /// Start this many agents in this process on loopback, each with
+    /// `threads` worker threads by default.
+    Local { count: usize, threads: u32 },
+}
+
+/// How the run goes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub agents: Agents,
+    pub drive: DriveOptions,
+    /// Attempts to reach each agent before giving up (with backoff).
+    pub connect_attempts: u32,
+    pub run_id: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            agents: Agents::Local {
+                count: 2,
+                threads: 1,
+            },
+            drive: DriveOptions::default(),
+            connect_attempts: 3,
+            run_id: None,
+        }
+    }
+}
+
+/// A run that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    #[error("cannot start a local agent: {0}")]
+    Local(std::io::Error),
+}
+
+/// A new run id: UTC time and a random suffix, e.g. `20261123-130501-3fa2`.
+pub fn new_run_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (date, time) = utc(now.as_secs());
+    let suffix = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{date}-{time}-{suffix:04x}")
+}
+
+/// (YYYYMMDD, HHMMSS) of a Unix time, UTC (civil-from-days, Howard Hinnant).
+fn utc(secs: u64) -> (String, String) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (
+        format!("{y:04}{m:02}{d:02}"),
+        format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
+    )
+}
+
+/// RFC 3339 UTC timestamp of now.
+pub fn rfc3339_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let (d, t) = utc(secs);
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &d[..4],
+        &d[4..6],
+        &d[6..],
+        &t[..2],
+        &t[2..4],
+        &t[4..]
+    )
+}
+
+/// Describes an agent, retrying unreachable ones with backoff (agents that
+/// are still starting); busy or incompatible agents fail at once.
+async fn preflight_with_retry(
+    addr: &str,
+    opts: &RunOptions,
+) -> Result<cwbench::proto::AgentInfo, Unavailable> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match driver::preflight(addr, &opts.drive).await {
+            Err(Unavailable::Unreachable { .. }) if attempt < opts.connect_attempts => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Runs every profile of `plan` on every agent. Local agents live until the
+/// run ends.
+pub async fn run(
+    plan: Plan,
+    opts: RunOptions,
+    progress: Option<Progress>,
+) -> Result<RunResult, RunError> {
+    let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+    let mut local = Vec::new();
+    let addrs: Vec<String> = match &opts.agents {
+        Agents::Remote(a) => a.clone(),
+        Agents::Local { count, threads } => {
+            for _ in 0..*count {
+                let cfg = AgentConfig {
+                    threads: *threads,
+                    ..AgentConfig::default()
+                };
+                local.push(LocalAgent::spawn(cfg).map_err(RunError::Local)?);
+            }
+            local.iter().map(|a| a.addr.to_string()).collect()
+        }
+    };
+    // Every agent must be reachable and idle before anything starts.
+    let checks: Vec<_> = addrs
+        .iter()
+        .map(|a| {
+            let (a, o) = (a.clone(), opts.clone());
+            tokio::spawn(async move { preflight_with_retry(&a, &o).await })
+        })
+        .collect();
+    let mut infos = Vec::new();
+    for (c, addr) in checks.into_iter().zip(&addrs) {
+        let info = c.await.map_err(|e| Unavailable::Unreachable {
+            addr: addr.clone(),
+            reason: format!("check failed: {e}"),
+        })??;
+        infos.push(info);
+    }
+    let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
+    let plan = Arc::new(plan);
+    let mut profiles = Vec::new();
+    let n = addrs.len() as u64;
+    for (pi, profile) in plan.profiles.iter().enumerate() {
+        tracing::info!(
+            "profile {}/{}: {} on {} agent(s)",
+            pi + 1,
+            plan.profiles.len(),
+            profile.label(),
+            n
+        );
+        let mut tasks = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let hr = HostRun {
+                addr: addr.clone(),
+                label: labels[i].clone(),
+                run_id: format!("{run_id}-p{pi}"),
+                plan: plan.clone(),
+                profile: profile.clone(),
+                share: Share {
+                    index: i as u64,
+                    of: if plan.scenario.run.distribution == Distribution::Shard {
+                        n
+                    } else {
+                        1
+                    },
+                },
+            };
+            tasks.push(tokio::spawn(driver::drive(
+                hr,
+                opts.drive.clone(),
+                progress.clone(),
+            )));
+        }
+        let mut hosts = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await {
+                Ok(h) => hosts.push(h),
+                Err(e) => {
+                    tracing::error!("driver for {} failed: {e}", addrs[i]);
+                }
+            }
+        }
+        profiles.push(ProfileResult {
+            label: profile.label(),
+            profile: profile.clone(),
+            hosts,
+        });
+    }
+    drop(local);
+    let warnings = warnings(&profiles);
+    Ok(RunResult {
+        schema_version: SCHEMA_VERSION,
+        run_id,
+        cwbench_version: cwbench::VERSION.into(),
+        started_at: rfc3339_now(),
+        scenario: plan.scenario.clone(),
+        scenario_source: plan.source.clone(),
+        profiles,
+        warnings,
+    })
+}
+
+/// Unique row labels: host names, qualified by address where they repeat.
+fn labels(addrs: &[String], infos: &[cwbench::proto::AgentInfo], local: bool) -> Vec<String> {
+    if local {
+        return (1..=addrs.len()).map(|i| format!("local-{i}")).collect();
+    }
+    addrs
+        .iter()
+        .zip(infos)
+        .map(|(a, i)| {
+            let dup = infos.iter().filter(|o| o.hostname == i.hostname).count() > 1;
+            if dup || i.hostname.is_empty() {
+                format!("{}@{a}", i.hostname)
+            } else {
+                i.hostname.clone()
+            }
+        })
+        .collect()
+}
+
+fn warnings(profiles: &[ProfileResult]) -> Vec<String> {
+    let mut w = Vec::new();
+    for p in profiles {
+        for h in &p.hosts {
+            match h.status {
+                HostStatus::Ok => {}
+                HostStatus::Failed | HostStatus::Lost => w.push(format!(
+                    "{} [{}]: {:?}: {}",
+                    h.label,
+                    p.label,
+                    h.status,
+                    h.error.as_deref().unwrap_or("")
+                )),
+            }
+            if h.window_s > 0.0 && h.feed_stall_ms > 0.01 * h.window_s * 1000.0 {
+                w.push(format!(
+                    "{} [{}]: feed stall {:.1} ms ({:.1}% of the window): the coordinator did not keep the agent fed",
+                    h.label,
+                    p.label,
+                    h.feed_stall_ms,
+                    h.feed_stall_ms / (h.window_s * 10.0)
+                ));
+            }
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), ("19700101".into(), "000000".into()));
+        assert_eq!(utc(951_782_400), ("20000229".into(), "000000".into()));
+        assert_eq!(utc(1_795_437_296), ("20261123".into(), "093456".into()));
+    }
+}
