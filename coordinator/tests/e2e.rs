@@ -1,0 +1,213 @@
+//! End to end: the real `agent` binary started twice as processes on loopback
+//! ports, the real `coordinator` binary run against both. This is the
+//! single-host loopback test CI gates on.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn coordinator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
+}
+
+/// The agent binary sits beside the coordinator's in the same target dir;
+/// build it if this test runs alone.
+fn agent_bin() -> PathBuf {
+    let p = coordinator_bin().with_file_name(format!("agent{}", std::env::consts::EXE_SUFFIX));
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "cwbench-agent", "--bin", "agent"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("cargo runs");
+        assert!(st.success(), "building the agent failed");
+    }
+    p
+}
+
+fn smoke() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/smoke.toml")
+}
+
+/// A running agent process, killed when dropped.
+struct AgentProc {
+    child: Child,
+    addr: String,
+}
+
+impl AgentProc {
+    fn start() -> Self {
+        let mut child = Command::new(agent_bin())
+            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("agent prints its address");
+        // "agent listening on 127.0.0.1:PORT (threads 1)"
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Self { child, addr }
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the coordinator with a deadline; returns its output.
+fn coordinator(args: &[&str]) -> Output {
+    let mut child = Command::new(coordinator_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coordinator starts");
+    let t = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if t.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("coordinator ran past 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[test]
+fn two_agent_processes_one_coordinator_process() {
+    let (a, b) = (AgentProc::start(), AgentProc::start());
+    let out = tempfile::tempdir().unwrap();
+    let o = coordinator(&[
+        "--agent",
+        &a.addr,
+        "--agent",
+        &b.addr,
+        "--scenario",
+        smoke().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--run-id",
+        "e2e",
+        "--quiet",
+    ]);
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("jobs/s") && stdout.contains("p99.9"),
+        "{stdout}"
+    );
+
+    let dir = out.path().join("e2e");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["schema_version"], 1);
+    let hosts = result["profiles"][0]["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2);
+    let addrs: Vec<&str> = hosts.iter().map(|h| h["addr"].as_str().unwrap()).collect();
+    assert!(addrs.contains(&a.addr.as_str()) && addrs.contains(&b.addr.as_str()));
+    for h in hosts {
+        assert_eq!(h["status"], "ok");
+        assert_eq!(h["digest_received"], h["digest_sent"]);
+    }
+    assert_eq!(hosts[0]["digest_sent"], hosts[1]["digest_sent"]);
+    // Same seeded stream, nothing shed or cancelled: identical counts.
+    assert_eq!(hosts[0]["accounting"], hosts[1]["accounting"]);
+    assert_eq!(hosts[0]["accounting"]["sent"], 6500);
+
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| host | profile | cores | threads |"), "{md}");
+    for h in hosts {
+        assert!(md.contains(h["label"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn bad_scenario_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text_in = std::fs::read_to_string(smoke())
+        .unwrap()
+        .replace("queue_bound = 64", "queue_bound = 0");
+    std::fs::write(&bad, text_in).unwrap();
+    let o = coordinator(&["--scenario", bad.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("bad.toml: profile.queue_bound = 0: must be in 1..=1048576"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+
+    let o = coordinator(&["--scenario", "/nonexistent/x.toml", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = coordinator(&["--agent", "no-port-here", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--agent \"no-port-here\""));
+    let o = coordinator(&["--bogus-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn unreachable_agent_exits_3_naming_the_address() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let o = coordinator(&[
+        "--agent",
+        &addr,
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = text(&o.stderr);
+    assert!(err.contains(&format!("cannot reach agent {addr}")), "{err}");
+}
+
+#[test]
+fn help_matches_the_snapshot() {
+    for (bin, file) in [
+        (coordinator_bin(), "coordinator-help.txt"),
+        (agent_bin(), "agent-help.txt"),
+    ] {
+        let o = Command::new(bin).arg("--help").output().unwrap();
+        assert!(o.status.success());
+        let got = text(&o.stdout);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(file);
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            got, want,
+            "--help changed; rerun with UPDATE_SNAPSHOTS=1 and review the diff of {file}"
+        );
+    }
+}
