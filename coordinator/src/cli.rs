@@ -21,6 +21,9 @@ pub mod exit {
     pub const BAD_INPUT: u8 = 2;
     /// An agent could not take the run: unreachable, busy, other version.
     pub const UNAVAILABLE: u8 = 3;
+    /// A host was lost mid-run (the others finished; its data up to then is
+    /// kept). `--allow-partial` turns this into 0.
+    pub const HOST_LOST: u8 = 4;
 }
 
 /// cwbench coordinator: runs a seeded concurrency workload on agents and
@@ -56,6 +59,9 @@ pub struct Args {
     /// Seconds to wait for an agent to accept a connection.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub connect_timeout: u64,
+    /// Exit 0 when hosts were lost mid-run but every other host finished.
+    #[arg(long)]
+    pub allow_partial: bool,
     /// Print only the table and the result paths.
     #[arg(long, short)]
     pub quiet: bool,
@@ -183,10 +189,19 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
 }
 
 /// The exit code a finished run deserves.
-pub fn run_exit_code(r: &RunResult) -> u8 {
-    let all_ok = r
-        .profiles
-        .iter()
-        .all(|p| !p.hosts.is_empty() && p.hosts.iter().all(|h| h.status == HostStatus::Ok));
-    if all_ok { exit::OK } else { exit::RUN_FAILED }
+pub fn run_exit_code(r: &RunResult, allow_partial: bool) -> u8 {
+    let hosts = || r.profiles.iter().flat_map(|p| p.hosts.iter());
+    if r.profiles.iter().any(|p| p.hosts.is_empty())
+        || hosts().any(|h| h.status == HostStatus::Failed)
+    {
+        exit::RUN_FAILED
+    } else if hosts().any(|h| h.status == HostStatus::Lost) {
+        if allow_partial && hosts().any(|h| h.status == HostStatus::Ok) {
+            exit::OK
+        } else {
+            exit::HOST_LOST
+        }
+    } else {
+        exit::OK
+    }
 }

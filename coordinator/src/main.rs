@@ -1,5 +1,6 @@
 //! `coordinator`: parses flags, runs the benchmark, maps the outcome to an
-//! exit code (0 ok, 1 run failed, 2 bad input, 3 agent unavailable).
+//! exit code (0 ok, 1 run failed, 2 bad input, 3 agent unavailable, 4 host
+//! lost).
 
 use std::process::ExitCode;
 
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::RUN_FAILED);
         }
     };
+    let allow_partial = args.allow_partial;
     match rt.block_on(cli::execute(args)) {
         Ok((result, dir)) => {
             print!("{}", report::table(&result));
@@ -44,7 +46,7 @@ fn main() -> ExitCode {
                 eprintln!("warning: {w}");
             }
             println!("results: {}", dir.display());
-            ExitCode::from(cli::run_exit_code(&result))
+            ExitCode::from(cli::run_exit_code(&result, allow_partial))
         }
         Err(e) => {
             eprintln!("coordinator: {e}");
