@@ -8,9 +8,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::digest::{CanonicalJob, Digest};
-use crate::distribution::below;
+use crate::distribution::{below, unit_f64};
 use crate::proto::JobBatch;
-use crate::scenario::{Class, Plan};
+use crate::scenario::{Class, Plan, Process};
 
 /// A generated job (see [`CanonicalJob`]; the same fields).
 pub type Job = CanonicalJob;
@@ -20,6 +20,7 @@ const W_CLASS: usize = 0;
 const W_WORK: usize = 1; // and 2
 const W_SLEEP: usize = 3; // and 4
 const W_CRASH: usize = 5;
+const W_ARRIVAL: usize = 6; // 7 is reserved
 
 /// Generates the job stream of a plan, in id order, from any starting id.
 #[derive(Debug, Clone)]
@@ -28,6 +29,12 @@ pub struct Generator {
     classes: Vec<Class>,
     weight_total: u64,
     next_id: u64,
+    /// Open loop: (rate, first id) steps; empty in closed loop.
+    rates: Vec<(f64, u64)>,
+    poisson: bool,
+    /// Open loop: intended time of the next job, µs from the run start.
+    t_us: f64,
+    step: usize,
 }
 
 impl Generator {
@@ -39,14 +46,32 @@ impl Generator {
             classes: plan.classes.clone(),
             weight_total: plan.classes.iter().map(|c| u64::from(c.weight)).sum(),
             next_id: 0,
+            rates: plan.rates.clone(),
+            poisson: plan.scenario.arrival.process == Process::Poisson,
+            t_us: 0.0,
+            step: 0,
         }
     }
 
-    /// Positions the generator so the next job is `id`.
+    /// Positions the generator so the next job is `id`. Constant time in
+    /// closed loop; in open loop intended times accumulate, so it replays
+    /// the stream from the start.
     pub fn seek(&mut self, id: u64) {
-        // 16 32-bit words per ChaCha block, one block per job.
-        self.rng.set_word_pos(u128::from(id) * 16);
-        self.next_id = id;
+        if self.rates.is_empty() {
+            // 16 32-bit words per ChaCha block, one block per job.
+            self.rng.set_word_pos(u128::from(id) * 16);
+            self.next_id = id;
+            return;
+        }
+        if id < self.next_id {
+            self.rng.set_word_pos(0);
+            self.next_id = 0;
+            self.t_us = 0.0;
+            self.step = 0;
+        }
+        while self.next_id < id {
+            self.next_job();
+        }
     }
 
     /// Id of the job `next` will return.
@@ -69,6 +94,21 @@ impl Generator {
         let sleep = class.sleep.as_ref().map_or(0, |d| {
             d.sample(w[W_SLEEP], w[W_SLEEP + 1]) * class.sleep_scale_us
         });
+        let intended_us = if self.rates.is_empty() {
+            0
+        } else {
+            while self.step + 1 < self.rates.len() && self.rates[self.step + 1].1 <= id {
+                self.step += 1;
+            }
+            let mean_gap = 1e6 / self.rates[self.step].0;
+            let at = self.t_us;
+            self.t_us += if self.poisson {
+                -mean_gap * (1.0 - unit_f64(w[W_ARRIVAL])).ln()
+            } else {
+                mean_gap
+            };
+            at as u64
+        };
         Job {
             id,
             class: class_idx as u32,
@@ -76,7 +116,7 @@ impl Generator {
             work_units: work.min(u64::from(u32::MAX)) as u32,
             sleep_us: sleep.min(u64::from(u32::MAX)) as u32,
             crash: w[W_CRASH] < class.crash_threshold,
-            intended_us: 0,
+            intended_us,
         }
     }
 }
@@ -102,17 +142,28 @@ fn pick_class(classes: &[Class], total: u64, w: u64) -> usize {
 pub struct BatchBuilder {
     batch: JobBatch,
     multi_class: bool,
+    open: bool,
+    last_intended: u64,
 }
 
 impl BatchBuilder {
-    pub fn new(multi_class: bool, capacity: usize) -> Self {
+    /// `open`: the jobs carry intended times (open loop).
+    pub fn new(multi_class: bool, open: bool, capacity: usize) -> Self {
         let mut batch = JobBatch::default();
         batch.work_units.reserve(capacity);
         batch.sleep_us.reserve(capacity);
         if multi_class {
             batch.class_ids.reserve(capacity);
         }
-        Self { batch, multi_class }
+        if open {
+            batch.intended_us.reserve(capacity);
+        }
+        Self {
+            batch,
+            multi_class,
+            open,
+            last_intended: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -138,12 +189,18 @@ impl BatchBuilder {
         if job.crash {
             self.batch.crash_at.push(pos);
         }
+        if self.open {
+            // Delta-encoded: the first value absolute, then differences.
+            let base = if pos == 0 { 0 } else { self.last_intended };
+            self.batch.intended_us.push(job.intended_us - base);
+            self.last_intended = job.intended_us;
+        }
     }
 
     /// Takes the batch out, leaving the builder empty.
     pub fn take(&mut self) -> JobBatch {
         let cap = self.batch.work_units.capacity();
-        let mut fresh = Self::new(self.multi_class, cap);
+        let mut fresh = Self::new(self.multi_class, self.open, cap);
         std::mem::swap(&mut fresh.batch, &mut self.batch);
         fresh.batch
     }
@@ -164,12 +221,15 @@ pub enum BatchError {
     Class { class: u32, classes: usize },
     #[error("JobBatch.first_id {got} goes backwards (next expected id is at least {want})")]
     Order { got: u64, want: u64 },
+    #[error("JobBatch.intended_us: {0}")]
+    Intended(&'static str),
 }
 
 /// Checks a received batch and calls `f` with each job, in order.
 pub fn for_each_job(
     b: &JobBatch,
     classes: usize,
+    open: bool,
     mut f: impl FnMut(Job),
 ) -> Result<(), BatchError> {
     let n = b.work_units.len();
@@ -195,16 +255,39 @@ pub fn for_each_job(
     {
         return Err(BatchError::CrashAt { len: n });
     }
+    if open && b.intended_us.len() != n {
+        return Err(BatchError::ColumnLength {
+            field: "intended_us",
+            got: b.intended_us.len(),
+            want: n,
+        });
+    }
+    if !open && !b.intended_us.is_empty() {
+        return Err(BatchError::Intended("must be empty in closed loop"));
+    }
+    let mut intended = 0u64;
+    if open {
+        // Absolute times must fit; overflow means a hostile or broken peer.
+        let mut t = 0u64;
+        for d in &b.intended_us {
+            t = t
+                .checked_add(*d)
+                .ok_or(BatchError::Intended("overflows 64 bits"))?;
+        }
+    }
     let mut crashes = b.crash_at.iter().peekable();
     for k in 0..n {
         let crash = crashes.next_if(|&&p| p as usize == k).is_some();
+        if open {
+            intended += b.intended_us[k];
+        }
         f(Job {
             id: b.first_id + k as u64,
             class: b.class_ids.get(k).copied().unwrap_or(0),
             work_units: b.work_units[k],
             sleep_us: b.sleep_us[k],
             crash,
-            intended_us: 0,
+            intended_us: intended,
         });
     }
     Ok(())
@@ -291,7 +374,7 @@ mod tests {
         let mut plan = parity();
         plan.classes[0].crash_threshold = u64::MAX / 10; // plenty of crashes
         let mut g = Generator::new(&plan);
-        let mut b = BatchBuilder::new(false, 64);
+        let mut b = BatchBuilder::new(false, false, 64);
         let mut want = Digest::new();
         let mut jobs = Vec::new();
         for _ in 0..500 {
@@ -305,13 +388,71 @@ mod tests {
         assert!(!batch.crash_at.is_empty());
         let mut got = Digest::new();
         let mut back = Vec::new();
-        for_each_job(&batch, 1, |j| {
+        for_each_job(&batch, 1, false, |j| {
             got.push(&j);
             back.push(j);
         })
         .unwrap();
         assert_eq!(back, jobs);
         assert_eq!(got.value(), want.value());
+    }
+
+    fn open(process: &str) -> Plan {
+        let text = PARITY_TOML.replace(
+            "[profile]",
+            &format!("[arrival]\nmode = \"open\"\nprocess = \"{process}\"\nsteps = [{{ rate = 1000.0, jobs = 100 }}, {{ rate = 4000.0, jobs = 100 }}]\n\n[profile]"),
+        );
+        parse(&text, "t", &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn open_loop_intended_times_follow_the_rate() {
+        let plan = open("constant");
+        let mut g = Generator::new(&plan);
+        let jobs: Vec<Job> = (0..300).map(|_| g.next_job()).collect();
+        assert_eq!(jobs[0].intended_us, 0);
+        assert_eq!(jobs[1].intended_us, 1000);
+        assert_eq!(jobs[100].intended_us, 100_000);
+        assert_eq!(jobs[101].intended_us, 100_250);
+        let plan = open("poisson");
+        let mut g = Generator::new(&plan);
+        let jobs: Vec<Job> = (0..100).map(|_| g.next_job()).collect();
+        let mean = jobs[99].intended_us as f64 / 99.0;
+        assert!((700.0..1300.0).contains(&mean), "mean gap {mean}");
+        assert!(
+            jobs.windows(2)
+                .all(|w| w[0].intended_us <= w[1].intended_us)
+        );
+        // Seeking replays the accumulated times.
+        let mut s = Generator::new(&plan);
+        s.seek(57);
+        assert_eq!(s.next_job(), jobs[57]);
+        s.seek(3);
+        assert_eq!(s.next_job(), jobs[3]);
+    }
+
+    #[test]
+    fn open_loop_batches_round_trip() {
+        let plan = open("poisson");
+        let mut g = Generator::new(&plan);
+        let jobs: Vec<Job> = (0..250).map(|_| g.next_job()).collect();
+        for chunk in jobs.chunks(64) {
+            let mut b = BatchBuilder::new(false, true, 64);
+            for j in chunk {
+                b.push(j);
+            }
+            let mut back = Vec::new();
+            for_each_job(&b.take(), 1, true, |j| back.push(j)).unwrap();
+            assert_eq!(back, chunk);
+        }
+        let bad = JobBatch {
+            work_units: vec![1, 2],
+            sleep_us: vec![1, 2],
+            intended_us: vec![u64::MAX, 5],
+            ..Default::default()
+        };
+        assert!(for_each_job(&bad, 1, true, |_| {}).is_err());
+        assert!(for_each_job(&bad, 1, false, |_| {}).is_err());
     }
 
     #[test]
@@ -323,7 +464,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            for_each_job(&bad, 1, |_| {}),
+            for_each_job(&bad, 1, false, |_| {}),
             Err(BatchError::ColumnLength {
                 field: "sleep_us",
                 ..
@@ -336,7 +477,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            for_each_job(&bad, 1, |_| {}),
+            for_each_job(&bad, 1, false, |_| {}),
             Err(BatchError::CrashAt { .. })
         ));
         let bad = JobBatch {
@@ -346,7 +487,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            for_each_job(&bad, 2, |_| {}),
+            for_each_job(&bad, 2, false, |_| {}),
             Err(BatchError::Class { .. })
         ));
     }

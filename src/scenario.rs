@@ -46,6 +46,9 @@ pub struct Scenario {
     /// Seed of the job stream: the stream is a pure function of (seed, scenario).
     pub seed: u64,
     pub run: RunSpec,
+    /// How jobs are released: closed loop (default) or open loop at a rate.
+    #[serde(default)]
+    pub arrival: ArrivalSpec,
     pub profile: ProfileSpec,
     #[serde(default)]
     pub supervisor: SupervisorSpec,
@@ -72,6 +75,13 @@ pub struct RunSpec {
     /// Jobs each agent keeps buffered ahead of its producers.
     #[serde(default = "default_prefetch")]
     pub prefetch_jobs: u32,
+    /// Period of the scheduler-lateness probe, microseconds.
+    #[serde(default = "default_probe_us")]
+    pub probe_interval_us: u32,
+}
+
+fn default_probe_us() -> u32 {
+    1000
 }
 
 fn default_snapshot_ms() -> u32 {
@@ -79,6 +89,53 @@ fn default_snapshot_ms() -> u32 {
 }
 fn default_prefetch() -> u32 {
     65_536
+}
+
+/// Arrival process.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrivalSpec {
+    /// `closed` (as fast as the queue accepts) or `open` (at intended times).
+    #[serde(default)]
+    pub mode: ArrivalMode,
+    /// Open loop: `constant` spacing or `poisson` (exponential gaps).
+    #[serde(default)]
+    pub process: Process,
+    /// Open loop: jobs per second (per agent in replicate mode; in all in
+    /// shard mode). Exclusive with `steps`.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Open loop: a rate per span of jobs; the last step's rate holds to the end.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// One step of a stepped open-loop arrival.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Jobs per second.
+    pub rate: f64,
+    /// Jobs released at this rate.
+    pub jobs: u64,
+}
+
+/// Closed or open loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArrivalMode {
+    #[default]
+    Closed,
+    Open,
+}
+
+/// Spacing of open-loop arrivals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Process {
+    #[default]
+    Constant,
+    Poisson,
 }
 
 /// How the stream is spread over agents.
@@ -116,6 +173,31 @@ pub struct ProfileSpec {
     /// Compute placement.
     #[serde(default)]
     pub compute: OneOrMany<Compute>,
+    /// Runtime flavor: `multi-thread` or `current-thread` (threads = 1).
+    #[serde(default)]
+    pub runtime: OneOrMany<Flavor>,
+    /// compute = "yield": yield to the scheduler every this many work units.
+    #[serde(default = "default_yield_every")]
+    pub yield_every: u32,
+    /// compute = "pool": OS threads of the dedicated compute pool.
+    #[serde(default = "default_compute_threads")]
+    pub compute_threads: u32,
+}
+
+fn default_yield_every() -> u32 {
+    10_000
+}
+fn default_compute_threads() -> u32 {
+    2
+}
+
+/// Tokio runtime flavor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flavor {
+    #[default]
+    MultiThread,
+    CurrentThread,
 }
 
 fn default_bound() -> OneOrMany<u32> {
@@ -147,6 +229,14 @@ pub enum Dispatch {
     /// N workers pull from one bounded queue.
     #[default]
     Pool,
+    /// One bounded queue per worker, filled round robin (BEAM style).
+    Mailbox,
+    /// A task per job; in-flight bounded by queue_bound.
+    TaskPerJob,
+    /// Each producer awaits each job itself.
+    Serial,
+    /// Each producer spawns each job and awaits it before the next.
+    SpawnAwait,
 }
 
 /// Compute placement.
@@ -156,6 +246,12 @@ pub enum Compute {
     /// On the async worker thread.
     #[default]
     Inline,
+    /// On the async worker, yielding every `yield_every` units.
+    Yield,
+    /// In tokio's blocking pool (spawn_blocking).
+    Blocking,
+    /// On a dedicated pool of `compute_threads` OS threads.
+    Pool,
 }
 
 /// Supervision of crashed workers.
@@ -197,7 +293,7 @@ fn default_weight() -> u32 {
 }
 
 /// Upper limits that stop a typo from becoming a runaway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     pub max_jobs: u64,
     pub max_threads: u32,
@@ -207,6 +303,8 @@ pub struct Limits {
     pub max_work_units: u64,
     pub max_sleep_us: u64,
     pub max_profiles: usize,
+    /// Open-loop jobs per second.
+    pub max_rate: f64,
 }
 
 impl Default for Limits {
@@ -220,6 +318,7 @@ impl Default for Limits {
             max_work_units: 1_000_000_000,
             max_sleep_us: 60_000_000,
             max_profiles: 256,
+            max_rate: 10_000_000.0,
         }
     }
 }
@@ -254,6 +353,9 @@ pub struct Profile {
     pub backpressure: Backpressure,
     pub dispatch: Dispatch,
     pub compute: Compute,
+    pub runtime: Flavor,
+    pub yield_every: u32,
+    pub compute_threads: u32,
 }
 
 impl Profile {
@@ -266,13 +368,21 @@ impl Profile {
             Backpressure::Block => "",
             Backpressure::Shed => " shed",
         };
+        let t = match self.runtime {
+            Flavor::MultiThread => t,
+            Flavor::CurrentThread => "ct".to_string(),
+        };
+        let compute = match self.compute {
+            Compute::Yield => format!("yield{}", self.yield_every),
+            Compute::Pool => format!("pool{}", self.compute_threads),
+            c => enum_name(&c),
+        };
         format!(
-            "{t} w{} q{} p{} {}/{}{shed}",
+            "{t} w{} q{} p{} {}/{compute}{shed}",
             self.workers,
             self.queue_bound,
             self.producers,
             enum_name(&self.dispatch),
-            enum_name(&self.compute)
         )
     }
 
@@ -289,13 +399,20 @@ impl Profile {
             } as i32,
             dispatch: match self.dispatch {
                 Dispatch::Pool => proto::Dispatch::Pool,
+                Dispatch::Mailbox => proto::Dispatch::Mailbox,
+                Dispatch::TaskPerJob => proto::Dispatch::TaskPerJob,
+                Dispatch::Serial => proto::Dispatch::Serial,
+                Dispatch::SpawnAwait => proto::Dispatch::SpawnAwait,
             } as i32,
             compute: match self.compute {
                 Compute::Inline => proto::Compute::Inline,
+                Compute::Yield => proto::Compute::Yield,
+                Compute::Blocking => proto::Compute::Blocking,
+                Compute::Pool => proto::Compute::Pool,
             } as i32,
-            yield_every: 0,
-            compute_threads: 0,
-            current_thread: false,
+            yield_every: self.yield_every,
+            compute_threads: self.compute_threads,
+            current_thread: self.runtime == Flavor::CurrentThread,
             label: self.label(),
         }
     }
@@ -328,6 +445,9 @@ pub struct Class {
 pub struct Plan {
     /// The scenario as written (for result.json).
     pub scenario: Scenario,
+    /// Open loop: (rate in jobs/s, first job id at that rate), ascending ids.
+    /// Empty in closed loop.
+    pub rates: Vec<(f64, u64)>,
     /// Where it came from, for messages.
     pub source: String,
     pub classes: Vec<Class>,
@@ -353,10 +473,20 @@ impl Plan {
             snapshot_interval_ms: s.run.snapshot_interval_ms,
             classes: self.classes.iter().map(|c| c.name.clone()).collect(),
             prefetch_jobs: s.run.prefetch_jobs,
-            arrival: proto::Arrival::Closed as i32,
+            probe_interval_us: s.run.probe_interval_us,
+            arrival: if self.is_open() {
+                proto::Arrival::Open
+            } else {
+                proto::Arrival::Closed
+            } as i32,
             max_restarts: s.supervisor.max_restarts,
             restart_window_ms: s.supervisor.restart_window_ms,
         }
+    }
+
+    /// Open-loop arrival?
+    pub fn is_open(&self) -> bool {
+        !self.rates.is_empty()
     }
 
     /// Mean work units and mean sleep (µs) over the class mix, for estimates.
@@ -476,6 +606,12 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         60_000,
     )?;
     c.range("run.prefetch_jobs", s.run.prefetch_jobs, 1024, 1 << 22)?;
+    c.range(
+        "run.probe_interval_us",
+        s.run.probe_interval_us,
+        100,
+        1_000_000,
+    )?;
 
     let p = &s.profile;
     let threads: Vec<Option<u32>> = match &p.threads {
@@ -497,6 +633,14 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     let backpressure = nonempty(&c, "profile.backpressure", p.backpressure.values())?;
     let dispatch = nonempty(&c, "profile.dispatch", p.dispatch.values())?;
     let compute = nonempty(&c, "profile.compute", p.compute.values())?;
+    let flavors = nonempty(&c, "profile.runtime", p.runtime.values())?;
+    c.range("profile.yield_every", p.yield_every, 1, u32::MAX)?;
+    c.range(
+        "profile.compute_threads",
+        p.compute_threads,
+        1,
+        limits.max_threads,
+    )?;
 
     let mut profiles = Vec::new();
     for &t in &threads {
@@ -506,15 +650,22 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
                     for &b in &backpressure {
                         for &d in &dispatch {
                             for &cp in &compute {
-                                profiles.push(Profile {
-                                    threads: t,
-                                    workers: w,
-                                    queue_bound: q,
-                                    producers: pr,
-                                    backpressure: b,
-                                    dispatch: d,
-                                    compute: cp,
-                                });
+                                for &f in &flavors {
+                                    let prof = Profile {
+                                        threads: t,
+                                        workers: w,
+                                        queue_bound: q,
+                                        producers: pr,
+                                        backpressure: b,
+                                        dispatch: d,
+                                        compute: cp,
+                                        runtime: f,
+                                        yield_every: p.yield_every,
+                                        compute_threads: p.compute_threads,
+                                    };
+                                    check_combination(&c, &prof)?;
+                                    profiles.push(prof);
+                                }
                             }
                         }
                     }
@@ -605,12 +756,116 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         });
     }
 
+    let rates = validate_arrival(&c, &s.arrival, limits)?;
     Ok(Plan {
         scenario: s,
+        rates,
         source: file.to_string(),
         classes,
         profiles,
     })
+}
+
+fn validate_arrival(
+    c: &Checker<'_>,
+    a: &ArrivalSpec,
+    limits: &Limits,
+) -> Result<Vec<(f64, u64)>, ScenarioError> {
+    let rate_ok = |key: &str, r: f64| -> Result<f64, ScenarioError> {
+        if r.is_finite() && r >= 0.001 && r <= limits.max_rate {
+            Ok(r)
+        } else {
+            Err(c.err(
+                key,
+                r,
+                format!("must be a rate in 0.001..={} jobs/s", limits.max_rate),
+            ))
+        }
+    };
+    match a.mode {
+        ArrivalMode::Closed => {
+            if a.rate.is_some() || !a.steps.is_empty() || a.process != Process::Constant {
+                return Err(c.err(
+                    "arrival.mode",
+                    "\"closed\"",
+                    "rate, steps and process apply to mode = \"open\" only",
+                ));
+            }
+            Ok(Vec::new())
+        }
+        ArrivalMode::Open => match (a.rate, a.steps.is_empty()) {
+            (Some(r), true) => Ok(vec![(rate_ok("arrival.rate", r)?, 0)]),
+            (None, false) => {
+                let mut out = Vec::new();
+                let mut first = 0u64;
+                for (i, st) in a.steps.iter().enumerate() {
+                    out.push((
+                        rate_ok(&format!("arrival.steps[{i}].rate"), st.rate)?,
+                        first,
+                    ));
+                    c.range(
+                        &format!("arrival.steps[{i}].jobs"),
+                        st.jobs,
+                        1,
+                        limits.max_jobs,
+                    )?;
+                    first = first.saturating_add(st.jobs);
+                }
+                Ok(out)
+            }
+            (Some(_), false) => Err(c.err(
+                "arrival.rate",
+                "(with steps)",
+                "give either rate or steps, not both",
+            )),
+            (None, true) => Err(c.err(
+                "arrival.rate",
+                "(missing)",
+                "open loop needs a rate in jobs/s, or steps",
+            )),
+        },
+    }
+}
+
+/// Rejects combinations that make no sense, with the reason.
+fn check_combination(c: &Checker<'_>, p: &Profile) -> Result<(), ScenarioError> {
+    let label = p.label();
+    if p.runtime == Flavor::CurrentThread && p.threads.is_some_and(|t| t != 1) {
+        return Err(c.err(
+            "profile.threads",
+            format!("{} (profile {label})", p.threads.unwrap_or(0)),
+            "runtime = \"current-thread\" runs on exactly 1 thread: set threads = 1 or leave it out",
+        ));
+    }
+    let no_pool = matches!(
+        p.dispatch,
+        Dispatch::TaskPerJob | Dispatch::Serial | Dispatch::SpawnAwait
+    );
+    if no_pool && p.workers != 1 {
+        return Err(c.err(
+            "profile.workers",
+            format!("{} (profile {label})", p.workers),
+            format!(
+                "dispatch = \"{}\" has no worker pool (concurrency comes from {}): set workers = 1",
+                enum_name(&p.dispatch),
+                if p.dispatch == Dispatch::TaskPerJob {
+                    "queue_bound, the in-flight bound"
+                } else {
+                    "producers, one job at a time each"
+                }
+            ),
+        ));
+    }
+    if matches!(p.dispatch, Dispatch::Serial | Dispatch::SpawnAwait)
+        && p.backpressure == Backpressure::Shed
+    {
+        return Err(c.err(
+            "profile.backpressure",
+            format!("\"shed\" (profile {label})"),
+            "serial and spawn-await have no queue to shed from: use block",
+        ));
+    }
+    Ok(())
 }
 
 fn nonempty<T>(c: &Checker<'_>, key: &str, v: Vec<T>) -> Result<Vec<T>, ScenarioError> {
@@ -706,6 +961,62 @@ mod tests {
         assert_eq!(p.profiles.len(), 6);
         assert_eq!(p.profiles[5].workers, 64);
         assert_eq!(p.profiles[5].producers, 2);
+    }
+
+    #[test]
+    fn arrival_is_validated() {
+        let open = |a: &str| with("[profile]", &format!("[arrival]\n{a}\n\n[profile]"));
+        let p = parse(
+            &open("mode = \"open\"\nrate = 500.0"),
+            "t",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(p.rates, vec![(500.0, 0)]);
+        let p = parse(
+            &open("mode = \"open\"\nprocess = \"poisson\"\nsteps = [{ rate = 10.0, jobs = 5 }, { rate = 20.0, jobs = 7 }]"),
+            "t",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(p.rates, vec![(10.0, 0), (20.0, 5)]);
+        let e = err_of(&open("mode = \"open\""));
+        assert!(e.contains("arrival.rate = (missing)"), "{e}");
+        let e = err_of(&open("mode = \"open\"\nrate = -1.0"));
+        assert!(
+            e.contains("arrival.rate = -1: must be a rate in 0.001..=10000000"),
+            "{e}"
+        );
+        let e = err_of(&open("mode = \"open\"\nrate = nan"));
+        assert!(e.contains("arrival.rate = NaN"), "{e}");
+        let e = err_of(&open("rate = 5.0"));
+        assert!(e.contains("arrival.mode"), "{e}");
+        let e = err_of(&open("mode = \"open\"\nsteps = [{ rate = 1.0, jobs = 0 }]"));
+        assert!(e.contains("arrival.steps[0].jobs = 0"), "{e}");
+    }
+
+    #[test]
+    fn senseless_combinations_are_rejected_with_a_reason() {
+        let e = err_of(&with(
+            "dispatch = \"pool\"",
+            "dispatch = [\"pool\", \"serial\"]",
+        ));
+        assert!(e.contains("profile.workers = 64"), "{e}");
+        assert!(e.contains("has no worker pool"), "{e}");
+        let e = err_of(&with(
+            "workers = 64",
+            "workers = 1\nthreads = 2\nruntime = \"current-thread\"",
+        ));
+        assert!(e.contains("profile.threads = 2"), "{e}");
+        let ok = parse(
+            &with("workers = 64", "workers = 1")
+                .replace("dispatch = \"pool\"", "dispatch = [\"pool\", \"mailbox\", \"task-per-job\", \"serial\", \"spawn-await\"]")
+                .replace("compute = \"inline\"", "compute = [\"inline\", \"yield\", \"blocking\", \"pool\"]"),
+            "t",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.profiles.len(), 20);
     }
 
     #[test]

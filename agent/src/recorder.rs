@@ -112,6 +112,8 @@ pub struct Recorder {
     pub in_flight: AtomicU64,
     pub restarts: AtomicU64,
     pub feed_stall_us: AtomicU64,
+    /// Scheduler lateness of the probe, since the last snapshot.
+    lateness: Mutex<Hist>,
     /// Release time of the first measured job, µs since start; MAX = not yet.
     first_measured_release_us: AtomicU64,
 }
@@ -149,6 +151,7 @@ impl Recorder {
             in_flight: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             feed_stall_us: AtomicU64::new(0),
+            lateness: Mutex::new(new_hist()),
             first_measured_release_us: AtomicU64::new(u64::MAX),
         }
     }
@@ -203,6 +206,11 @@ impl Recorder {
         self.shard(worker).lock().counts.crashed += 1;
     }
 
+    /// One wake of the lateness probe.
+    pub fn lateness(&self, d: Duration) {
+        record(&mut self.lateness.lock(), d.as_micros() as u64);
+    }
+
     pub fn restart_latency(&self, worker: usize, d: Duration) {
         record(&mut self.shard(worker).lock().restart, d.as_micros() as u64);
     }
@@ -228,6 +236,8 @@ pub struct Aggregator {
     whole: Vec<ClassHists>,
     interval: Vec<ClassHists>,
     restart: Hist,
+    lateness: Hist,
+    lateness_whole: Hist,
     seq: u64,
     last_us: u64,
     last_counts: ShardCounts,
@@ -239,6 +249,8 @@ impl Aggregator {
             whole: (0..classes).map(|_| ClassHists::new()).collect(),
             interval: (0..classes).map(|_| ClassHists::new()).collect(),
             restart: new_hist(),
+            lateness: new_hist(),
+            lateness_whole: new_hist(),
             seq: 0,
             last_us: 0,
             last_counts: ShardCounts::default(),
@@ -260,13 +272,21 @@ impl Aggregator {
             c.last_measured_done_us = c.last_measured_done_us.max(s.counts.last_measured_done_us);
         }
         self.last_counts = c;
+        {
+            let mut l = rec.lateness.lock();
+            let _ = self.lateness.add(&*l);
+            let _ = self.lateness_whole.add(&*l);
+            l.reset();
+        }
         for (w, i) in self.whole.iter_mut().zip(&self.interval) {
             w.add(i);
         }
     }
 
     /// The next interval snapshot (also folds it into the whole-run totals).
-    pub fn snapshot(&mut self, rec: &Recorder, queue_depth: u64) -> proto::Snapshot {
+    /// `gauges` carries what only the caller can read (queue depth, runtime
+    /// metrics); process figures are filled in here.
+    pub fn snapshot(&mut self, rec: &Recorder, gauges: proto::Gauges) -> proto::Snapshot {
         self.collect(rec);
         let now_us = us(rec.start, Instant::now());
         let classes = self
@@ -291,15 +311,17 @@ impl Aggregator {
             interval_us: now_us - self.last_us,
             counters: Some(rec.counters(self.last_counts)),
             gauges: Some(proto::Gauges {
-                queue_depth,
                 in_flight: rec.in_flight.load(Ordering::Relaxed),
                 prefetch_depth: received.saturating_sub(released),
                 rss_bytes: cwbench::sysinfo::rss_bytes(),
                 cpu_user_us,
                 cpu_system_us,
+                ..gauges
             }),
             classes,
+            lateness: encode(&self.lateness),
         };
+        self.lateness.reset();
         self.seq += 1;
         self.last_us = now_us;
         snap
@@ -328,6 +350,7 @@ impl Aggregator {
             snapshots: self.seq,
             restart_latency: encode(&self.restart),
             elapsed_us: us(rec.start, Instant::now()),
+            lateness: encode(&self.lateness_whole),
         }
     }
 }

@@ -68,27 +68,51 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         1,
         l.max_producers.into(),
     )?;
-    match proto::Dispatch::try_from(p.dispatch) {
-        Ok(proto::Dispatch::Pool | proto::Dispatch::Unspecified) => {}
-        _ => {
-            return Err(format!(
-                "profile.dispatch = {}: this agent supports pool",
-                p.dispatch
-            ));
-        }
+    let dispatch = match proto::Dispatch::try_from(p.dispatch) {
+        Ok(proto::Dispatch::Unspecified) => proto::Dispatch::Pool,
+        Ok(d) => d,
+        Err(_) => return Err(format!("profile.dispatch = {}: must be 0..=5", p.dispatch)),
+    };
+    let compute = match proto::Compute::try_from(p.compute) {
+        Ok(proto::Compute::Unspecified) => proto::Compute::Inline,
+        Ok(c) => c,
+        Err(_) => return Err(format!("profile.compute = {}: must be 0..=4", p.compute)),
+    };
+    let no_pool = matches!(
+        dispatch,
+        proto::Dispatch::TaskPerJob | proto::Dispatch::Serial | proto::Dispatch::SpawnAwait
+    );
+    if no_pool && workers != 1 {
+        return Err(format!(
+            "profile.workers = {workers}: dispatch {} has no worker pool, must be 1",
+            dispatch.as_str_name()
+        ));
     }
-    match proto::Compute::try_from(p.compute) {
-        Ok(proto::Compute::Inline | proto::Compute::Unspecified) => {}
-        _ => {
-            return Err(format!(
-                "profile.compute = {}: this agent supports inline",
-                p.compute
-            ));
-        }
+    if p.current_thread && threads != 1 && p.threads != 0 {
+        return Err(format!(
+            "profile.threads = {threads}: a current-thread runtime has exactly 1"
+        ));
     }
-    if p.current_thread {
-        return Err("profile.current_thread: this agent supports multi-thread runtimes".into());
-    }
+    let yield_every = if compute == proto::Compute::Yield {
+        range(
+            "profile.yield_every",
+            p.yield_every.into(),
+            1,
+            u64::from(u32::MAX),
+        )? as u32
+    } else {
+        p.yield_every.max(1)
+    };
+    let compute_threads = if compute == proto::Compute::Pool {
+        range(
+            "profile.compute_threads",
+            p.compute_threads.into(),
+            1,
+            l.max_threads.into(),
+        )? as usize
+    } else {
+        0
+    };
     let shed = match proto::Backpressure::try_from(p.backpressure) {
         Ok(proto::Backpressure::Shed) => true,
         Ok(_) => false,
@@ -99,15 +123,21 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
             ));
         }
     };
-    match proto::Arrival::try_from(plan.arrival) {
-        Ok(proto::Arrival::Closed | proto::Arrival::Unspecified) => {}
-        _ => {
-            return Err(format!(
-                "plan.arrival = {}: this agent supports closed",
-                plan.arrival
-            ));
-        }
-    }
+    let open = match proto::Arrival::try_from(plan.arrival) {
+        Ok(proto::Arrival::Closed | proto::Arrival::Unspecified) => false,
+        Ok(proto::Arrival::Open) => true,
+        Err(_) => return Err(format!("plan.arrival = {}: must be 0..=2", plan.arrival)),
+    };
+    let probe_us = if plan.probe_interval_us == 0 {
+        1000
+    } else {
+        range(
+            "plan.probe_interval_us",
+            plan.probe_interval_us.into(),
+            100,
+            1_000_000,
+        )?
+    };
     range(
         "plan.snapshot_interval_ms",
         plan.snapshot_interval_ms.into(),
@@ -130,11 +160,22 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         )?;
     }
     Ok(Config {
-        threads: threads as usize,
+        threads: if p.current_thread {
+            1
+        } else {
+            threads as usize
+        },
+        current_thread: p.current_thread,
         workers: workers as usize,
         queue_bound: bound as usize,
         producers: producers as usize,
         shed,
+        open,
+        dispatch,
+        compute,
+        yield_every,
+        compute_threads,
+        probe_interval: Duration::from_micros(probe_us),
         warmup_jobs: plan.warmup_jobs,
         classes: plan.classes.len(),
         credit_chunk: 0, // set by the caller from the granted window
@@ -211,6 +252,7 @@ pub async fn run(
     wcfg.credit_chunk = (window / (4 * wcfg.producers as u64)).max(1);
     let threads = wcfg.threads as u32;
     let nclasses = wcfg.classes;
+    let wcfg_open = wcfg.open;
     let mut wl = match Workload::start(wcfg) {
         Ok(w) => w,
         Err(e) => return fail(&tx, Code::Internal, e).await,
@@ -231,6 +273,7 @@ pub async fn run(
         next_id: 0,
         ended: false,
         nclasses,
+        open: wcfg_open,
         max_batch: cfg.limits.max_batch_jobs,
     };
     let mut agg = Aggregator::new(nclasses);
@@ -266,7 +309,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                let snap = agg.snapshot(&wl.recorder, wl.queue.len() as u64);
+                let snap = agg.snapshot(&wl.recorder, gauges(&wl));
                 if tx.send(ev(Out::Snapshot(snap))).await.is_err() {
                     tracing::warn!(run = %run_id, "coordinator gone; cancelling");
                     wl.cancel();
@@ -285,7 +328,7 @@ pub async fn run(
         }
     };
 
-    let snap = agg.snapshot(&wl.recorder, wl.queue.len() as u64);
+    let snap = agg.snapshot(&wl.recorder, gauges(&wl));
     let _ = tx.send(ev(Out::Snapshot(snap))).await;
     let done = agg.done(&wl.recorder, s.digest.value());
     let t = done.totals.unwrap_or_default();
@@ -311,6 +354,24 @@ pub async fn run(
     // A client that is gone must not keep this alive: dropping tx closes the stream.
 }
 
+/// Gauges only the session can read: queue depth and the workload
+/// runtime's stable metrics.
+fn gauges(wl: &Workload) -> proto::Gauges {
+    let m = wl.runtime.metrics();
+    let workers = m.num_workers();
+    proto::Gauges {
+        queue_depth: wl.queue_depth(),
+        runtime_workers: workers as u64,
+        alive_tasks: m.num_alive_tasks() as u64,
+        global_queue_depth: m.global_queue_depth() as u64,
+        workers_busy_us: (0..workers)
+            .map(|i| m.worker_total_busy_duration(i).as_micros() as u64)
+            .sum(),
+        workers_park_count: (0..workers).map(|i| m.worker_park_count(i)).sum(),
+        ..Default::default()
+    }
+}
+
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -324,6 +385,7 @@ struct Session {
     next_id: u64,
     ended: bool,
     nclasses: usize,
+    open: bool,
     max_batch: usize,
 }
 
@@ -380,7 +442,7 @@ impl Session {
                 }
                 let mut jobs: Vec<Job> = Vec::with_capacity(n);
                 let digest = &mut self.digest;
-                for_each_job(&b, self.nclasses, |j| {
+                for_each_job(&b, self.nclasses, self.open, |j| {
                     digest.push(&j);
                     jobs.push(j);
                 })

@@ -1,18 +1,24 @@
-//! One run's workload: a fresh tokio runtime with the profile's worker
-//! threads, producers that release jobs from the prefetch buffer into the
-//! bounded queue, a supervised pool of worker tasks that run them.
+//! One run's workload: a fresh tokio runtime with the profile's threads and
+//! flavor; producers that release jobs from the prefetch buffer (closed loop:
+//! as fast as accepted; open loop: at each job's intended time); one of five
+//! dispatch architectures; one of four compute placements; a supervisor that
+//! restarts crashed workers; a scheduler-lateness probe.
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cwbench::generator::Job;
-use tokio::sync::{mpsc, oneshot};
+use cwbench::proto::{Compute, Dispatch};
+use futures_util::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::compute::{ComputePool, compute};
 use crate::queue::Queue;
 use crate::recorder::{Recorder, Timing};
 
@@ -20,16 +26,24 @@ use crate::recorder::{Recorder, Timing};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub threads: usize,
+    pub current_thread: bool,
     pub workers: usize,
     pub queue_bound: usize,
     pub producers: usize,
     pub shed: bool,
+    /// Open loop: release each job at its intended time.
+    pub open: bool,
+    pub dispatch: Dispatch,
+    pub compute: Compute,
+    pub yield_every: u32,
+    pub compute_threads: usize,
     pub warmup_jobs: u64,
     pub classes: usize,
     /// Jobs a producer releases before it returns them as credit.
     pub credit_chunk: u64,
     pub max_restarts: u32,
     pub restart_window: Duration,
+    pub probe_interval: Duration,
 }
 
 /// How a run's workload ended.
@@ -50,6 +64,14 @@ pub struct InjectedCrash {
     pub at: Instant,
 }
 
+/// A job on its way to a worker, with the origin its latency is measured
+/// from (the intended time in open loop, the enqueue attempt in closed loop).
+#[derive(Debug, Clone, Copy)]
+pub struct Item {
+    pub job: Job,
+    pub origin: Instant,
+}
+
 /// The handle the session keeps on a running workload.
 #[derive(Debug)]
 pub struct Workload {
@@ -57,7 +79,9 @@ pub struct Workload {
     pub credit: mpsc::UnboundedReceiver<u64>,
     pub finished: oneshot::Receiver<Outcome>,
     pub recorder: Arc<Recorder>,
-    pub queue: Arc<Queue<(Job, Instant)>>,
+    queues: Vec<Arc<Queue<Item>>>,
+    /// The workload runtime, for its metrics.
+    pub runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -71,53 +95,76 @@ impl Workload {
         let (credit_tx, credit_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let (built_tx, built_rx) = std::sync::mpsc::channel();
-        let shards = cfg.workers.min(cfg.threads.max(1) * 2);
+        let shards = cfg.workers.max(cfg.producers).min(cfg.threads.max(1) * 2);
         let recorder = Arc::new(Recorder::new(
             shards,
             cfg.classes,
             cfg.warmup_jobs,
             Instant::now(),
         ));
-        let queue = Arc::new(Queue::new(cfg.queue_bound));
+        let queues: Vec<Arc<Queue<Item>>> = match cfg.dispatch {
+            Dispatch::Mailbox => (0..cfg.workers)
+                .map(|_| Arc::new(Queue::new(cfg.queue_bound)))
+                .collect(),
+            Dispatch::Pool | Dispatch::Unspecified => vec![Arc::new(Queue::new(cfg.queue_bound))],
+            _ => Vec::new(),
+        };
         let cancel = CancellationToken::new();
+        let compute_pool = (cfg.compute == Compute::Pool)
+            .then(|| ComputePool::new(cfg.compute_threads))
+            .transpose()
+            .map_err(|e| format!("cannot start the compute pool: {e}"))?;
+        let (done_jobs_tx, done_jobs_rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             rec: recorder.clone(),
-            queue: queue.clone(),
+            queues: queues.clone(),
             cancel: cancel.clone(),
+            rr: AtomicUsize::new(0),
+            in_flight: Arc::new(Semaphore::new(cfg.queue_bound)),
+            compute_pool,
+            completions: done_jobs_tx,
+            t0: OnceLock::new(),
         });
         let thread = std::thread::Builder::new()
             .name("cwbench-run".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(cfg.threads)
-                    .thread_name("cwbench-work")
-                    .enable_all()
-                    .build()
-                {
+                let built = if cfg.current_thread {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(cfg.threads)
+                        .thread_name("cwbench-work")
+                        .enable_all()
+                        .build()
+                };
+                let rt = match built {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = built_tx.send(Err(format!("cannot build the runtime: {e}")));
                         return;
                     }
                 };
-                let _ = built_tx.send(Ok(()));
-                let outcome = rt.block_on(run(ctx, feed_rx, credit_tx));
+                let _ = built_tx.send(Ok(rt.handle().clone()));
+                let outcome = rt.block_on(run(ctx, feed_rx, credit_tx, done_jobs_rx));
                 let _ = done_tx.send(outcome);
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(|e| format!("cannot start the run thread: {e}"))?;
-        match built_rx.recv() {
-            Ok(Ok(())) => {}
+        let runtime = match built_rx.recv() {
+            Ok(Ok(h)) => h,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err("the run thread died while building the runtime".into()),
-        }
+        };
         Ok(Self {
             feed: Some(feed_tx),
             credit: credit_rx,
             finished: done_rx,
             recorder,
-            queue,
+            queues,
+            runtime,
             cancel,
             thread: Some(thread),
         })
@@ -150,6 +197,11 @@ impl Workload {
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
+
+    /// Jobs waiting in the bounded queue(s).
+    pub fn queue_depth(&self) -> u64 {
+        self.queues.iter().map(|q| q.len() as u64).sum()
+    }
 }
 
 impl Drop for Workload {
@@ -166,27 +218,60 @@ impl Drop for Workload {
     }
 }
 
+struct Completion {
+    job: Job,
+    timing: Timing,
+}
+
 struct Ctx {
     cfg: Config,
     rec: Arc<Recorder>,
-    queue: Arc<Queue<(Job, Instant)>>,
+    /// pool: one queue; mailbox: one per worker; other dispatches: none.
+    queues: Vec<Arc<Queue<Item>>>,
     cancel: CancellationToken,
+    /// mailbox: round-robin cursor.
+    rr: AtomicUsize,
+    /// task-per-job: the in-flight bound.
+    in_flight: Arc<Semaphore>,
+    compute_pool: Option<ComputePool>,
+    /// task-per-job: completions go to the aggregator task over a channel.
+    completions: mpsc::UnboundedSender<Completion>,
+    /// Open loop: time zero of the intended times (first jobs received).
+    t0: OnceLock<Instant>,
 }
 
 async fn run(
     ctx: Arc<Ctx>,
     feed: mpsc::UnboundedReceiver<Vec<Job>>,
     credit: mpsc::UnboundedSender<u64>,
+    mut completions: mpsc::UnboundedReceiver<Completion>,
 ) -> Outcome {
+    let probe_stop = CancellationToken::new();
+    let probe = tokio::spawn(probe(ctx.clone(), probe_stop.clone()));
+    // task-per-job: the aggregator records what the job tasks report.
+    let rec = ctx.rec.clone();
+    let aggregator = tokio::spawn(async move {
+        while let Some(c) = completions.recv().await {
+            rec.completed(0, &c.job, &c.timing);
+        }
+    });
     let feed = Arc::new(tokio::sync::Mutex::new(feed));
     let mut producers = JoinSet::new();
-    for _ in 0..ctx.cfg.producers {
-        producers.spawn(produce(ctx.clone(), feed.clone(), credit.clone()));
+    for i in 0..ctx.cfg.producers {
+        producers.spawn(produce(ctx.clone(), i, feed.clone(), credit.clone()));
     }
     let pool = tokio::spawn(supervise(ctx.clone()));
-    while producers.join_next().await.is_some() {}
-    // Producers are done (or cancelled): no more jobs can enter the queue.
-    ctx.queue.close();
+    let mut outcome = Outcome::Finished;
+    while let Some(r) = producers.join_next().await {
+        if let Err(e) = r {
+            outcome = Outcome::Internal(format!("producer failed: {e}"));
+            ctx.cancel.cancel();
+        }
+    }
+    // Producers are done (or cancelled): no more jobs can enter a queue.
+    for q in &ctx.queues {
+        q.close();
+    }
     // Whatever is left in the buffer after a cancel never ran.
     let mut rx = feed.lock().await;
     rx.close();
@@ -195,15 +280,41 @@ async fn run(
             .cancelled
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
     }
-    match pool.await {
-        Ok(outcome) => outcome,
+    let pool_outcome = match pool.await {
+        Ok(o) => o,
         Err(e) => Outcome::Internal(format!("supervisor failed: {e}")),
+    };
+    // task-per-job: every job task has returned its permit once all are back.
+    if let Ok(p) = ctx.in_flight.acquire_many(ctx.cfg.queue_bound as u32).await {
+        p.forget();
+    }
+    if let Some(p) = &ctx.compute_pool {
+        p.close();
+    }
+    probe_stop.cancel();
+    let _ = probe.await;
+    // The aggregator ends when the last sender (in ctx) is gone: the tasks
+    // hold clones of ctx until they finish, so wait for the count to drop.
+    drop(ctx);
+    let _ = aggregator.await;
+    if outcome == Outcome::Finished {
+        pool_outcome
+    } else {
+        outcome
     }
 }
 
-/// Moves jobs from the prefetch buffer into the bounded queue.
+/// How a producer's attempt to hand a job on ended.
+enum Released {
+    Queued,
+    Shed,
+    Cancelled,
+}
+
+/// Moves jobs from the prefetch buffer into the dispatch.
 async fn produce(
     ctx: Arc<Ctx>,
+    idx: usize,
     feed: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<Job>>>>,
     credit: mpsc::UnboundedSender<u64>,
 ) {
@@ -238,25 +349,32 @@ async fn produce(
         };
         let Some(chunk) = chunk else { break };
         fed_once = true;
+        let t0 = *ctx.t0.get_or_init(Instant::now);
         let mut jobs = chunk.into_iter();
         while let Some(job) = jobs.next() {
+            let origin = if ctx.cfg.open {
+                let at = t0 + Duration::from_micros(job.intended_us);
+                if !pace_until(at, &ctx.cancel).await {
+                    rec.cancelled
+                        .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                at
+            } else {
+                Instant::now()
+            };
             if ctx.cancel.is_cancelled() {
                 rec.cancelled
                     .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                 break;
             }
-            let t_enq = Instant::now();
-            rec.released(&job, t_enq);
-            if ctx.cfg.shed {
-                if ctx.queue.try_send((job, t_enq)).is_err() {
+            rec.released(&job, Instant::now());
+            match release(&ctx, idx, Item { job, origin }).await {
+                Released::Queued => {}
+                Released::Shed => {
                     rec.shed.fetch_add(1, Ordering::Relaxed);
                 }
-            } else {
-                let sent = tokio::select! {
-                    r = ctx.queue.send((job, t_enq)) => r.is_ok(),
-                    _ = ctx.cancel.cancelled() => false,
-                };
-                if !sent {
+                Released::Cancelled => {
                     rec.cancelled
                         .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                     break;
@@ -275,12 +393,231 @@ async fn produce(
     }
 }
 
-/// Runs the worker pool and restarts workers that crash.
+/// Waits until `at`: tokio's timer (1 ms ticks) for the long part, then
+/// yielding until the instant, so releases are not late by a timer tick.
+/// Returns false if cancelled.
+async fn pace_until(at: Instant, cancel: &CancellationToken) -> bool {
+    const SPIN: Duration = Duration::from_micros(1500);
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            return true;
+        }
+        if cancel.is_cancelled() {
+            return false;
+        }
+        let left = at - now;
+        if left > SPIN {
+            tokio::select! {
+                _ = tokio::time::sleep(left - Duration::from_millis(1)) => {}
+                _ = cancel.cancelled() => return false,
+            }
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Hands one job to the configured dispatch.
+async fn release(ctx: &Arc<Ctx>, producer: usize, item: Item) -> Released {
+    let cfg = &ctx.cfg;
+    match cfg.dispatch {
+        Dispatch::Pool | Dispatch::Unspecified | Dispatch::Mailbox => {
+            let q = if cfg.dispatch == Dispatch::Mailbox {
+                &ctx.queues[ctx.rr.fetch_add(1, Ordering::Relaxed) % ctx.queues.len()]
+            } else {
+                &ctx.queues[0]
+            };
+            if cfg.shed {
+                return match q.try_send(item) {
+                    Ok(()) => Released::Queued,
+                    Err(_) => Released::Shed,
+                };
+            }
+            tokio::select! {
+                r = q.send(item) => if r.is_ok() { Released::Queued } else { Released::Cancelled },
+                _ = ctx.cancel.cancelled() => Released::Cancelled,
+            }
+        }
+        Dispatch::TaskPerJob => {
+            let permit = if cfg.shed {
+                match ctx.in_flight.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => return Released::Shed,
+                }
+            } else {
+                tokio::select! {
+                    p = ctx.in_flight.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return Released::Cancelled,
+                    },
+                    _ = ctx.cancel.cancelled() => return Released::Cancelled,
+                }
+            };
+            tokio::spawn(job_task(ctx.clone(), item, permit));
+            Released::Queued
+        }
+        Dispatch::Serial => {
+            // The handler runs the job itself; an injected crash unwinds to
+            // here and the handler goes on (it is its own supervisor).
+            let pickup = Instant::now();
+            let r = AssertUnwindSafe(run_job(ctx, producer, &item.job, item.origin, pickup))
+                .catch_unwind()
+                .await;
+            after_awaited(
+                ctx,
+                producer,
+                &item.job,
+                r.map_err(|p| p as Box<dyn Any + Send>),
+            );
+            Released::Queued
+        }
+        Dispatch::SpawnAwait => {
+            let c = ctx.clone();
+            let h = tokio::spawn(async move {
+                let pickup = Instant::now();
+                run_job(&c, producer, &item.job, item.origin, pickup).await
+            });
+            let r = h.await.map_err(|e| {
+                if e.is_panic() {
+                    e.into_panic()
+                } else {
+                    Box::new("job task cancelled") as Box<dyn Any + Send>
+                }
+            });
+            after_awaited(ctx, producer, &item.job, r);
+            Released::Queued
+        }
+    }
+}
+
+/// Records a job a handler awaited (serial, spawn-await).
+fn after_awaited(
+    ctx: &Ctx,
+    shard: usize,
+    job: &Job,
+    r: Result<Option<Timing>, Box<dyn Any + Send>>,
+) {
+    match r {
+        Ok(Some(t)) => ctx.rec.completed(shard, job, &t),
+        Ok(None) => {}
+        Err(p) if p.downcast_ref::<InjectedCrash>().is_some() => {
+            ctx.rec.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(p) => {
+            // Not an injected crash: a bug. Count the job so nothing is
+            // lost, and stop the run.
+            tracing::error!("job {} panicked: {}", job.id, panic_message(&p));
+            ctx.rec.crashed(shard);
+            ctx.cancel.cancel();
+        }
+    }
+}
+
+/// task-per-job: one job in its own task; the permit bounds the in-flight.
+async fn job_task(ctx: Arc<Ctx>, item: Item, permit: OwnedSemaphorePermit) {
+    let pickup = Instant::now();
+    if let Some(timing) = run_job(&ctx, 0, &item.job, item.origin, pickup).await {
+        let _ = ctx.completions.send(Completion {
+            job: item.job,
+            timing,
+        });
+    }
+    drop(permit);
+}
+
+/// Runs one job: the CPU step where the profile places it, an injected crash
+/// if the job carries one, then the sleep. None if cancelled part way.
+async fn run_job(
+    ctx: &Ctx,
+    shard: usize,
+    job: &Job,
+    origin: Instant,
+    pickup: Instant,
+) -> Option<Timing> {
+    let rec = &ctx.rec;
+    if ctx.cancel.is_cancelled() {
+        rec.cancelled.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    rec.in_flight.fetch_add(1, Ordering::Relaxed);
+    let mut ok = compute_step(ctx, job).await;
+    if ok && job.crash {
+        rec.in_flight.fetch_sub(1, Ordering::Relaxed);
+        rec.crashed(shard);
+        std::panic::panic_any(InjectedCrash {
+            job: job.id,
+            at: Instant::now(),
+        });
+    }
+    let mut sleep = None;
+    if ok && job.sleep_us > 0 {
+        let req = Duration::from_micros(u64::from(job.sleep_us));
+        let t0 = Instant::now();
+        ok = tokio::select! {
+            _ = tokio::time::sleep(req) => true,
+            _ = ctx.cancel.cancelled() => false,
+        };
+        sleep = Some((req, t0.elapsed()));
+    }
+    rec.in_flight.fetch_sub(1, Ordering::Relaxed);
+    if !ok {
+        rec.cancelled.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(Timing {
+        origin,
+        pickup,
+        done: Instant::now(),
+        sleep,
+    })
+}
+
+/// The CPU step, placed as the profile says. False if cancelled.
+async fn compute_step(ctx: &Ctx, job: &Job) -> bool {
+    let (id, units) = (job.id, job.work_units);
+    if units == 0 {
+        return true;
+    }
+    match ctx.cfg.compute {
+        Compute::Inline | Compute::Unspecified => compute(id, units, &ctx.cancel),
+        Compute::Yield => {
+            let mut left = units;
+            while left > 0 {
+                let n = left.min(ctx.cfg.yield_every);
+                if !compute(id, n, &ctx.cancel) {
+                    return false;
+                }
+                left -= n;
+                if left > 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            true
+        }
+        Compute::Blocking => {
+            let cancel = ctx.cancel.clone();
+            tokio::task::spawn_blocking(move || compute(id, units, &cancel))
+                .await
+                .unwrap_or(false)
+        }
+        Compute::Pool => match &ctx.compute_pool {
+            Some(p) => p.run(id, units, ctx.cancel.clone()).await,
+            None => compute(id, units, &ctx.cancel),
+        },
+    }
+}
+
+/// Runs the worker pool (pool and mailbox dispatch) and restarts workers
+/// that crash. Other dispatches have no pool: it returns at once.
 async fn supervise(ctx: Arc<Ctx>) -> Outcome {
     let mut set = JoinSet::new();
     let mut who = HashMap::new();
-    for i in 0..ctx.cfg.workers {
-        let h = set.spawn(worker(ctx.clone(), i, None));
+    let nq = ctx.queues.len();
+    let workers = if nq == 0 { 0 } else { ctx.cfg.workers };
+    for i in 0..workers {
+        let q = ctx.queues[i % nq].clone();
+        let h = set.spawn(worker(ctx.clone(), i, q, None));
         who.insert(h.id(), i);
     }
     let mut recent: VecDeque<Instant> = VecDeque::new();
@@ -301,8 +638,8 @@ async fn supervise(ctx: Arc<Ctx>) -> Outcome {
         }
         let payload: Box<dyn Any + Send> = err.into_panic();
         let Some(crash) = payload.downcast_ref::<InjectedCrash>() else {
-            let msg = panic_message(&payload);
-            outcome = Outcome::Internal(format!("worker {i} panicked: {msg}"));
+            outcome =
+                Outcome::Internal(format!("worker {i} panicked: {}", panic_message(&payload)));
             ctx.cancel.cancel();
             continue;
         };
@@ -324,17 +661,24 @@ async fn supervise(ctx: Arc<Ctx>) -> Outcome {
                     crash.job
                 ));
                 ctx.cancel.cancel();
-                // The remaining workers drain the queue as cancelled.
+                // The remaining workers drain their queues as cancelled.
                 continue;
             }
         }
         ctx.rec.restarts.fetch_add(1, Ordering::Relaxed);
-        let h = set.spawn(worker(ctx.clone(), i, Some(crash.at)));
+        let h = set.spawn(worker(
+            ctx.clone(),
+            i,
+            ctx.queues[i % nq].clone(),
+            Some(crash.at),
+        ));
         who.insert(h.id(), i);
     }
     // Anything still queued after a cancel (no worker left to take it).
-    let left = ctx.queue.drain().len() as u64;
-    ctx.rec.cancelled.fetch_add(left, Ordering::Relaxed);
+    for q in &ctx.queues {
+        let left = q.drain().len() as u64;
+        ctx.rec.cancelled.fetch_add(left, Ordering::Relaxed);
+    }
     outcome
 }
 
@@ -348,75 +692,51 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
     }
 }
 
-/// Iterations between cancellation checks in the compute loop (~tens of µs).
-const COMPUTE_SLICE: u32 = 1 << 16;
-
-/// The CPU step: `units` iterations of a loop the optimiser cannot remove
-/// (the seed harness's loop). Returns false if cancelled part way.
-#[inline]
-pub fn compute(id: u64, units: u32, cancel: &CancellationToken) -> bool {
-    let mut left = units;
-    while left > 0 {
-        let n = left.min(COMPUTE_SLICE);
-        for _ in 0..n {
-            std::hint::black_box(id ^ u64::from(units));
-        }
-        left -= n;
-        if left > 0 && cancel.is_cancelled() {
-            return false;
-        }
-    }
-    true
-}
-
-async fn worker(ctx: Arc<Ctx>, idx: usize, mut restarted_at: Option<Instant>) {
-    let rec = &ctx.rec;
-    while let Some((job, t_enq)) = ctx.queue.recv().await {
+async fn worker(
+    ctx: Arc<Ctx>,
+    idx: usize,
+    queue: Arc<Queue<Item>>,
+    mut restarted_at: Option<Instant>,
+) {
+    while let Some(item) = queue.recv().await {
         let pickup = Instant::now();
         if let Some(t) = restarted_at.take() {
-            rec.restart_latency(idx, pickup.saturating_duration_since(t));
+            ctx.rec
+                .restart_latency(idx, pickup.saturating_duration_since(t));
         }
-        if ctx.cancel.is_cancelled() {
-            rec.cancelled.fetch_add(1, Ordering::Relaxed);
-            continue;
+        if let Some(t) = run_job(&ctx, idx, &item.job, item.origin, pickup).await {
+            ctx.rec.completed(idx, &item.job, &t);
         }
-        rec.in_flight.fetch_add(1, Ordering::Relaxed);
-        let ok = compute(job.id, job.work_units, &ctx.cancel);
-        if ok && job.crash {
-            rec.in_flight.fetch_sub(1, Ordering::Relaxed);
-            rec.crashed(idx);
-            std::panic::panic_any(InjectedCrash {
-                job: job.id,
-                at: Instant::now(),
-            });
+    }
+}
+
+/// The scheduler-lateness probe: a task on the workload runtime that sleeps
+/// one period at a time and records how late each wake is.
+async fn probe(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let period = ctx.cfg.probe_interval;
+    let mut next = tokio::time::Instant::now() + period;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.cancelled() => {
+                // A probe starved until the end never woke: its pending wake
+                // is late by now - intended, and must be counted, or total
+                // starvation would read as no lateness at all.
+                let now = tokio::time::Instant::now();
+                if now > next + period {
+                    ctx.rec.lateness(now - next);
+                }
+                return;
+            }
         }
-        let mut sleep = None;
-        let mut ok = ok;
-        if ok && job.sleep_us > 0 {
-            let req = Duration::from_micros(u64::from(job.sleep_us));
-            let t0 = Instant::now();
-            ok = tokio::select! {
-                _ = tokio::time::sleep(req) => true,
-                _ = ctx.cancel.cancelled() => false,
-            };
-            sleep = Some((req, t0.elapsed()));
+        let now = tokio::time::Instant::now();
+        ctx.rec.lateness(now.saturating_duration_since(next));
+        next += period;
+        if next < now {
+            // Starved for more than a period: resume from now rather than
+            // firing a burst of catch-up wakes.
+            next = now + period;
         }
-        rec.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if !ok {
-            rec.cancelled.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let done = Instant::now();
-        rec.completed(
-            idx,
-            &job,
-            &Timing {
-                origin: t_enq,
-                pickup,
-                done,
-                sleep,
-            },
-        );
     }
 }
 

@@ -374,7 +374,7 @@ async fn feed(
     let mode = plan.scenario.run.distribution;
     let sharded = mode == Distribution::Shard && share.of > 1;
     let mut digest = Digest::new();
-    let mut b = BatchBuilder::new(plan.classes.len() > 1, batch_jobs);
+    let mut b = BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch_jobs);
     let mut sent = 0u64;
     while sent < jobs {
         // Wait for at least one job of credit, then take what is there.
@@ -463,7 +463,9 @@ struct HostState {
     next_seq: u64,
     intervals: Vec<IntervalPoint>,
     last_cpu_us: u64,
+    last_busy_us: u64,
     class_names: Vec<String>,
+    lateness: Summary,
 }
 
 impl HostState {
@@ -485,6 +487,8 @@ impl HostState {
             next_seq: 0,
             intervals: Vec::new(),
             last_cpu_us: 0,
+            last_busy_us: 0,
+            lateness: Summary::default(),
             class_names: run.plan.classes.iter().map(|c| c.name.clone()).collect(),
         }
     }
@@ -549,7 +553,24 @@ impl HostState {
             } else {
                 0.0
             },
+            ..IntervalPoint::default()
         };
+        let mut late = new_hist();
+        let _ = merge_encoded(&mut late, &s.lateness);
+        let late = Summary::of(&late);
+        let p = IntervalPoint {
+            lateness_p50_us: late.p50,
+            lateness_p99_us: late.p99,
+            alive_tasks: g.alive_tasks,
+            global_queue_depth: g.global_queue_depth,
+            runtime_busy_cores: if secs > 0.0 {
+                g.workers_busy_us.saturating_sub(self.last_busy_us) as f64 / 1e6 / secs
+            } else {
+                0.0
+            },
+            ..p
+        };
+        self.last_busy_us = g.workers_busy_us;
         self.last_cpu_us = cpu;
         self.intervals.push(p);
     }
@@ -580,6 +601,9 @@ impl HostState {
         let mut r = new_hist();
         merge_encoded(&mut r, &d.restart_latency).map_err(|e| e.to_string())?;
         self.restart = Summary::of(&r);
+        let mut l = new_hist();
+        merge_encoded(&mut l, &d.lateness).map_err(|e| e.to_string())?;
+        self.lateness = Summary::of(&l);
         Ok(())
     }
 
@@ -616,6 +640,7 @@ impl HostState {
             feed_stall_ms: self.feed_stall_us as f64 / 1000.0,
             snapshots: self.snapshots,
             intervals: self.intervals,
+            lateness: self.lateness,
         }
     }
 }

@@ -127,9 +127,14 @@ pub fn markdown(r: &RunResult) -> String {
     for row in rows(r) {
         let _ = writeln!(md, "| {} |", row.join(" | "));
     }
+    let origin = if r.scenario.arrival.mode == cwbench::scenario::ArrivalMode::Open {
+        "completion − intended start, open loop: coordinated omission is counted"
+    } else {
+        "completion − enqueue attempt, closed loop"
+    };
     let _ = writeln!(
         md,
-        "\nLatencies are completion latency (completion − enqueue attempt, closed loop), measured on each agent's own clock. jobs/s = measured completed jobs ÷ measured window. errors = crashed + timed out + shed + cancelled.\n"
+        "\nLatencies are completion latency ({origin}), measured on each agent's own clock. jobs/s = measured completed jobs ÷ measured window. errors = crashed + timed out + shed + cancelled.\n"
     );
 
     let _ = writeln!(md, "## Hosts\n");
@@ -154,11 +159,11 @@ pub fn markdown(r: &RunResult) -> String {
     let _ = writeln!(md, "\n## Breakdown and accounting\n");
     let _ = writeln!(
         md,
-        "| host | profile | queue wait p99 | service p99 | sleep overshoot p50 / p99 | restart p50 / max | sent | completed | crashed | timed out | shed | cancelled | balanced | digest |"
+        "| host | profile | queue wait p99 | service p99 | sleep overshoot p50 / p99 | scheduler lateness p50 / p99 | restart p50 / max | sent | completed | crashed | timed out | shed | cancelled | balanced | digest |"
     );
     let _ = writeln!(
         md,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
     );
     for p in &r.profiles {
         for h in &p.hosts {
@@ -179,13 +184,15 @@ pub fn markdown(r: &RunResult) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 h.label,
                 p.label,
                 fmt_us(h.latency.queue_wait.p99),
                 fmt_us(h.latency.service.p99),
                 fmt_us(h.latency.sleep_overshoot.p50),
                 fmt_us(h.latency.sleep_overshoot.p99),
+                fmt_us(h.lateness.p50),
+                fmt_us(h.lateness.p99),
                 restart,
                 a.sent,
                 a.completed,

@@ -116,6 +116,14 @@ pub struct IntervalPoint {
     /// CPU time used by the agent process in the interval, as a share of one
     /// core (1.0 = one core busy).
     pub cpu_cores: f64,
+    /// Scheduler lateness probe in the interval, µs.
+    pub lateness_p50_us: u64,
+    pub lateness_p99_us: u64,
+    /// Workload runtime: tasks alive, global queue depth, and busy time of
+    /// its workers in the interval as a share of one core.
+    pub alive_tasks: u64,
+    pub global_queue_depth: u64,
+    pub runtime_busy_cores: f64,
 }
 
 /// One host's run of one profile.
@@ -148,4 +156,6 @@ pub struct HostResult {
     pub feed_stall_ms: f64,
     pub snapshots: u64,
     pub intervals: Vec<IntervalPoint>,
+    /// Scheduler lateness of the probe task over the whole run, µs.
+    pub lateness: Summary,
 }
