@@ -1020,6 +1020,27 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_scenario_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let plan = load(&p, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
+                let text = std::fs::read_to_string(&p).unwrap();
+                assert!(text.starts_with("# "), "{}: document it in a header", p.display());
+                assert_eq!(
+                    p.file_stem().unwrap().to_str().unwrap(),
+                    plan.scenario.name,
+                    "file name = scenario name"
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "{n} scenarios");
+    }
+
+    #[test]
     fn crash_threshold_edges() {
         assert_eq!(crash_threshold(0.0), 0);
         assert_eq!(crash_threshold(1.0), u64::MAX);
