@@ -10,7 +10,7 @@ use rand_core::{RngCore, SeedableRng};
 use crate::digest::{CanonicalJob, Digest};
 use crate::distribution::{below, unit_f64};
 use crate::proto::JobBatch;
-use crate::scenario::{Class, Plan, Process};
+use crate::scenario::{Class, FaultSpec, Plan, Process};
 
 /// A generated job (see [`CanonicalJob`]; the same fields).
 pub type Job = CanonicalJob;
@@ -35,6 +35,7 @@ pub struct Generator {
     /// Open loop: intended time of the next job, µs from the run start.
     t_us: f64,
     step: usize,
+    faults: Vec<FaultSpec>,
 }
 
 impl Generator {
@@ -50,6 +51,7 @@ impl Generator {
             poisson: plan.scenario.arrival.process == Process::Poisson,
             t_us: 0.0,
             step: 0,
+            faults: plan.scenario.faults.clone(),
         }
     }
 
@@ -109,7 +111,7 @@ impl Generator {
             };
             at as u64
         };
-        Job {
+        let mut job = Job {
             id,
             class: class_idx as u32,
             // Validation bounds both far below u32::MAX.
@@ -117,7 +119,19 @@ impl Generator {
             sleep_us: sleep.min(u64::from(u32::MAX)) as u32,
             crash: w[W_CRASH] < class.crash_threshold,
             intended_us,
+        };
+        for f in &self.faults {
+            match *f {
+                FaultSpec::CrashBurst { at_job, jobs } if (at_job..at_job + jobs).contains(&id) => {
+                    job.crash = true;
+                }
+                FaultSpec::Stall { at_job, stall_ms } if at_job == id => {
+                    job.sleep_us = (stall_ms * 1000).min(u64::from(u32::MAX)) as u32;
+                }
+                _ => {}
+            }
         }
+        job
     }
 }
 
@@ -453,6 +467,25 @@ mod tests {
         };
         assert!(for_each_job(&bad, 1, true, |_| {}).is_err());
         assert!(for_each_job(&bad, 1, false, |_| {}).is_err());
+    }
+
+    #[test]
+    fn faults_land_on_the_same_jobs() {
+        let text = PARITY_TOML.to_string()
+            + "\n[[fault]]\nkind = \"crash-burst\"\nat_job = 10\njobs = 3\n\n[[fault]]\nkind = \"stall\"\nat_job = 20\nstall_ms = 250\n";
+        let plan = parse(&text, "t", &Limits::default()).unwrap();
+        let mut g = Generator::new(&plan);
+        let jobs: Vec<Job> = (0..30).map(|_| g.next_job()).collect();
+        assert!(jobs[10].crash && jobs[11].crash && jobs[12].crash);
+        assert_eq!(jobs[20].sleep_us, 250_000);
+        let e = parse(
+            &text.replace("at_job = 10", "at_job = 99999999"),
+            "t",
+            &Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fault[0].at_job = 99999999"), "{e}");
     }
 
     #[test]

@@ -55,6 +55,57 @@ pub struct Scenario {
     /// Job classes; at least one.
     #[serde(rename = "class")]
     pub classes: Vec<ClassSpec>,
+    /// Injected faults beyond each class's crash probability.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
+    /// How the recovery interval after a fault is measured.
+    #[serde(default)]
+    pub recovery: RecoverySpec,
+}
+
+/// Recovery interval: fault -> completion rate over `window_ms` back within
+/// `band` of the median window of the `baseline_ms` before the fault.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySpec {
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u32,
+    #[serde(default = "default_band")]
+    pub band: f64,
+    #[serde(default = "default_baseline_ms")]
+    pub baseline_ms: u32,
+}
+
+impl Default for RecoverySpec {
+    fn default() -> Self {
+        Self {
+            window_ms: default_window_ms(),
+            band: default_band(),
+            baseline_ms: default_baseline_ms(),
+        }
+    }
+}
+
+fn default_window_ms() -> u32 {
+    100
+}
+fn default_band() -> f64 {
+    0.1
+}
+fn default_baseline_ms() -> u32 {
+    1000
+}
+
+/// A deterministic fault, placed by job id so every host meets it on the
+/// same jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FaultSpec {
+    /// Jobs `at_job .. at_job + jobs` all crash their workers.
+    CrashBurst { at_job: u64, jobs: u64 },
+    /// Job `at_job` hangs: its sleep becomes `stall_ms` (a job timeout
+    /// shorter than that catches it).
+    Stall { at_job: u64, stall_ms: u64 },
 }
 
 /// How long the run is and how it is observed.
@@ -78,6 +129,10 @@ pub struct RunSpec {
     /// Period of the scheduler-lateness probe, microseconds.
     #[serde(default = "default_probe_us")]
     pub probe_interval_us: u32,
+    /// A job running longer than this (pick-up to completion) is abandoned
+    /// and counted as timed out; absent = no limit.
+    #[serde(default)]
+    pub job_timeout_ms: Option<u32>,
 }
 
 fn default_probe_us() -> u32 {
@@ -474,6 +529,10 @@ impl Plan {
             classes: self.classes.iter().map(|c| c.name.clone()).collect(),
             prefetch_jobs: s.run.prefetch_jobs,
             probe_interval_us: s.run.probe_interval_us,
+            job_timeout_ms: s.run.job_timeout_ms.unwrap_or(0),
+            recovery_window_ms: s.recovery.window_ms,
+            recovery_band: s.recovery.band,
+            recovery_baseline_ms: s.recovery.baseline_ms,
             arrival: if self.is_open() {
                 proto::Arrival::Open
             } else {
@@ -756,6 +815,62 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         });
     }
 
+    if let Some(t) = s.run.job_timeout_ms {
+        c.range("run.job_timeout_ms", t, 1, 3_600_000)?;
+    }
+    let total = s.run.warmup_jobs + s.run.jobs;
+    if s.faults.len() > 1024 {
+        return Err(c.err("fault", s.faults.len(), "at most 1024 [[fault]] tables"));
+    }
+    for (i, f) in s.faults.iter().enumerate() {
+        match f {
+            FaultSpec::CrashBurst { at_job, jobs } => {
+                c.range(
+                    &format!("fault[{i}].at_job"),
+                    *at_job,
+                    0,
+                    total.saturating_sub(1),
+                )?;
+                c.range(&format!("fault[{i}].jobs"), *jobs, 1, total - at_job)?;
+            }
+            FaultSpec::Stall { at_job, stall_ms } => {
+                c.range(
+                    &format!("fault[{i}].at_job"),
+                    *at_job,
+                    0,
+                    total.saturating_sub(1),
+                )?;
+                c.range(
+                    &format!("fault[{i}].stall_ms"),
+                    *stall_ms,
+                    1,
+                    limits.max_sleep_us / 1000,
+                )?;
+            }
+        }
+    }
+    let rv = &s.recovery;
+    c.range("recovery.window_ms", rv.window_ms, 10, 60_000)?;
+    if !rv.window_ms.is_multiple_of(10) {
+        return Err(c.err(
+            "recovery.window_ms",
+            rv.window_ms,
+            "must be a multiple of 10",
+        ));
+    }
+    if !(rv.band.is_finite() && rv.band > 0.0 && rv.band < 1.0) {
+        return Err(c.err(
+            "recovery.band",
+            rv.band,
+            "must be in (0, 1), e.g. 0.1 for ±10%",
+        ));
+    }
+    c.range(
+        "recovery.baseline_ms",
+        rv.baseline_ms,
+        3 * rv.window_ms,
+        600_000,
+    )?;
     let rates = validate_arrival(&c, &s.arrival, limits)?;
     Ok(Plan {
         scenario: s,
@@ -1028,7 +1143,11 @@ mod tests {
             if p.extension().is_some_and(|x| x == "toml") {
                 let plan = load(&p, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
                 let text = std::fs::read_to_string(&p).unwrap();
-                assert!(text.starts_with("# "), "{}: document it in a header", p.display());
+                assert!(
+                    text.starts_with("# "),
+                    "{}: document it in a header",
+                    p.display()
+                );
                 assert_eq!(
                     p.file_stem().unwrap().to_str().unwrap(),
                     plan.scenario.name,

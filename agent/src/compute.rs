@@ -3,6 +3,7 @@
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -10,11 +11,20 @@ use tokio_util::sync::CancellationToken;
 /// Iterations between cancellation checks (~tens of µs).
 const SLICE: u32 = 1 << 16;
 
+/// How a CPU step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Done,
+    Cancelled,
+    /// Past the job's deadline (job timeout).
+    TimedOut,
+}
+
 /// `units` iterations of a loop the optimiser cannot remove: the seed
-/// harness's `black_box(id ^ work_units)` loop (docs/workload.md). Returns
-/// false if cancelled part way.
+/// harness's `black_box(id ^ work_units)` loop (docs/workload.md). Checks
+/// for cancellation and the deadline between slices.
 #[inline]
-pub fn compute(id: u64, units: u32, cancel: &CancellationToken) -> bool {
+pub fn compute(id: u64, units: u32, cancel: &CancellationToken, deadline: Option<Instant>) -> Step {
     let mut left = units;
     while left > 0 {
         let n = left.min(SLICE);
@@ -22,14 +32,25 @@ pub fn compute(id: u64, units: u32, cancel: &CancellationToken) -> bool {
             std::hint::black_box(id ^ u64::from(units));
         }
         left -= n;
-        if left > 0 && cancel.is_cancelled() {
-            return false;
+        if left > 0 {
+            if cancel.is_cancelled() {
+                return Step::Cancelled;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Step::TimedOut;
+            }
         }
     }
-    true
+    Step::Done
 }
 
-type Task = (u64, u32, CancellationToken, oneshot::Sender<bool>);
+type Task = (
+    u64,
+    u32,
+    CancellationToken,
+    Option<Instant>,
+    oneshot::Sender<Step>,
+);
 
 /// A fixed pool of compute threads fed through one channel.
 #[derive(Debug)]
@@ -53,10 +74,10 @@ impl ComputePool {
                             Ok(r) => r.recv(),
                             Err(_) => return,
                         };
-                        let Ok((id, units, cancel, reply)) = task else {
+                        let Ok((id, units, cancel, deadline, reply)) = task else {
                             return;
                         };
-                        let _ = reply.send(compute(id, units, &cancel));
+                        let _ = reply.send(compute(id, units, &cancel, deadline));
                     }
                 })?;
         }
@@ -65,16 +86,25 @@ impl ComputePool {
         })
     }
 
-    /// Runs the step on a pool thread; false if cancelled or the pool is closed.
-    pub async fn run(&self, id: u64, units: u32, cancel: CancellationToken) -> bool {
+    /// Runs the step on a pool thread; Cancelled if the pool is closed.
+    pub async fn run(
+        &self,
+        id: u64,
+        units: u32,
+        cancel: CancellationToken,
+        deadline: Option<Instant>,
+    ) -> Step {
         let (reply, rx) = oneshot::channel();
         let sent = match self.tx.lock() {
             Ok(g) => g
                 .as_ref()
-                .is_some_and(|tx| tx.send((id, units, cancel, reply)).is_ok()),
+                .is_some_and(|tx| tx.send((id, units, cancel, deadline, reply)).is_ok()),
             Err(_) => false,
         };
-        sent && rx.await.unwrap_or(false)
+        if !sent {
+            return Step::Cancelled;
+        }
+        rx.await.unwrap_or(Step::Cancelled)
     }
 
     /// Lets the threads exit once the queued work is done.
@@ -99,10 +129,15 @@ mod tests {
     async fn pool_runs_and_cancels() {
         let p = ComputePool::new(2).unwrap();
         let c = CancellationToken::new();
-        assert!(p.run(1, 1000, c.clone()).await);
+        assert_eq!(p.run(1, 1000, c.clone(), None).await, Step::Done);
+        let past = Some(Instant::now());
+        assert_eq!(p.run(1, 10 * SLICE, c.clone(), past).await, Step::TimedOut);
         c.cancel();
-        assert!(!p.run(1, 10 * SLICE, c).await);
+        assert_eq!(p.run(1, 10 * SLICE, c, None).await, Step::Cancelled);
         p.close();
-        assert!(!p.run(1, 10, CancellationToken::new()).await);
+        assert_eq!(
+            p.run(1, 10, CancellationToken::new(), None).await,
+            Step::Cancelled
+        );
     }
 }

@@ -4,6 +4,7 @@
 mod compute;
 mod queue;
 mod recorder;
+mod recovery;
 pub mod server;
 mod session;
 pub mod workload;

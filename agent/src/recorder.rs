@@ -11,6 +11,8 @@ use cwbench::histogram::{Hist, encode, new_hist, record};
 use cwbench::proto;
 use parking_lot::Mutex;
 
+use crate::recovery::{BUCKET_US, Recovery};
+
 /// Latency histograms of one class.
 #[derive(Debug, Clone)]
 pub struct ClassHists {
@@ -90,6 +92,11 @@ struct Shard {
     classes: Vec<ClassHists>,
     counts: ShardCounts,
     restart: Hist,
+    /// Completions per 10 ms bucket since `base_bucket` (for recovery).
+    buckets: Vec<u32>,
+    base_bucket: u64,
+    /// Crash times, µs since start, since the last collect.
+    faults: Vec<u64>,
 }
 
 /// Saturating microseconds between two instants.
@@ -138,6 +145,9 @@ impl Recorder {
                         classes: (0..classes).map(|_| ClassHists::new()).collect(),
                         counts: ShardCounts::default(),
                         restart: new_hist(),
+                        buckets: Vec::new(),
+                        base_bucket: 0,
+                        faults: Vec::new(),
                     })
                 })
                 .collect(),
@@ -180,13 +190,20 @@ impl Recorder {
     #[inline]
     pub fn completed(&self, worker: usize, job: &Job, t: &Timing) {
         let measured = self.is_measured(job);
+        let done_us = us(self.start, t.done);
         let mut s = self.shard(worker).lock();
         s.counts.completed += 1;
+        // Completions that land just before a collect moved the base count
+        // in the oldest bucket kept.
+        let i = (done_us / BUCKET_US).saturating_sub(s.base_bucket) as usize;
+        if i >= s.buckets.len() {
+            s.buckets.resize(i + 1, 0);
+        }
+        s.buckets[i] += 1;
         if !measured {
             return;
         }
         s.counts.measured_completed += 1;
-        let done_us = us(self.start, t.done);
         if done_us > s.counts.last_measured_done_us {
             s.counts.last_measured_done_us = done_us;
         }
@@ -202,8 +219,12 @@ impl Recorder {
         }
     }
 
-    pub fn crashed(&self, worker: usize) {
-        self.shard(worker).lock().counts.crashed += 1;
+    /// A job crashed its worker at `at`.
+    pub fn crashed(&self, worker: usize, at: Instant) {
+        let at = us(self.start, at);
+        let mut s = self.shard(worker).lock();
+        s.counts.crashed += 1;
+        s.faults.push(at);
     }
 
     /// One wake of the lateness probe.
@@ -241,11 +262,13 @@ pub struct Aggregator {
     seq: u64,
     last_us: u64,
     last_counts: ShardCounts,
+    recovery: Recovery,
 }
 
 impl Aggregator {
-    pub fn new(classes: usize) -> Self {
+    pub fn new(classes: usize, recovery: crate::recovery::Params) -> Self {
         Self {
+            recovery: Recovery::new(recovery),
             whole: (0..classes).map(|_| ClassHists::new()).collect(),
             interval: (0..classes).map(|_| ClassHists::new()).collect(),
             restart: new_hist(),
@@ -257,10 +280,16 @@ impl Aggregator {
         }
     }
 
-    fn collect(&mut self, rec: &Recorder) {
+    fn collect(&mut self, rec: &Recorder, last: bool) {
         let mut c = ShardCounts::default();
+        let now_bucket = us(rec.start, Instant::now()) / BUCKET_US;
+        let mut faults = Vec::new();
         for shard in &rec.shards {
             let mut s = shard.lock();
+            self.recovery.add_completions(s.base_bucket, &s.buckets);
+            s.buckets.clear();
+            s.base_bucket = now_bucket;
+            faults.append(&mut s.faults);
             for (into, from) in self.interval.iter_mut().zip(s.classes.iter_mut()) {
                 into.drain_from(from);
             }
@@ -271,6 +300,11 @@ impl Aggregator {
             c.measured_completed += s.counts.measured_completed;
             c.last_measured_done_us = c.last_measured_done_us.max(s.counts.last_measured_done_us);
         }
+        faults.sort_unstable();
+        for f in faults {
+            self.recovery.add_fault(f);
+        }
+        self.recovery.evaluate(now_bucket, last);
         self.last_counts = c;
         {
             let mut l = rec.lateness.lock();
@@ -287,7 +321,7 @@ impl Aggregator {
     /// `gauges` carries what only the caller can read (queue depth, runtime
     /// metrics); process figures are filled in here.
     pub fn snapshot(&mut self, rec: &Recorder, gauges: proto::Gauges) -> proto::Snapshot {
-        self.collect(rec);
+        self.collect(rec, false);
         let now_us = us(rec.start, Instant::now());
         let classes = self
             .interval
@@ -329,7 +363,8 @@ impl Aggregator {
 
     /// Final totals; call after the last snapshot, once the pool has stopped.
     pub fn done(&mut self, rec: &Recorder, digest: u64) -> proto::Done {
-        self.collect(rec);
+        self.collect(rec, true);
+        let r = &self.recovery;
         let first = rec.first_measured_release_us.load(Ordering::Relaxed);
         let window = if first == u64::MAX {
             0
@@ -351,6 +386,19 @@ impl Aggregator {
             restart_latency: encode(&self.restart),
             elapsed_us: us(rec.start, Instant::now()),
             lateness: encode(&self.lateness_whole),
+            recovery: encode(&r.intervals),
+            faults: r
+                .marks
+                .len()
+                .max((r.intervals.len() + r.unrecovered + r.no_baseline) as usize)
+                as u64,
+            unrecovered: r.unrecovered,
+            no_baseline: r.no_baseline,
+            marks: r
+                .marks
+                .iter()
+                .map(|&(at_us, recovery_us)| proto::FaultMark { at_us, recovery_us })
+                .collect(),
         }
     }
 }

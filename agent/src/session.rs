@@ -128,6 +128,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         Ok(proto::Arrival::Open) => true,
         Err(_) => return Err(format!("plan.arrival = {}: must be 0..=2", plan.arrival)),
     };
+    recovery_params(plan)?;
     let probe_us = if plan.probe_interval_us == 0 {
         1000
     } else {
@@ -176,11 +177,50 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         yield_every,
         compute_threads,
         probe_interval: Duration::from_micros(probe_us),
+        job_timeout: (plan.job_timeout_ms > 0)
+            .then(|| Duration::from_millis(plan.job_timeout_ms.into())),
         warmup_jobs: plan.warmup_jobs,
         classes: plan.classes.len(),
         credit_chunk: 0, // set by the caller from the granted window
         max_restarts: plan.max_restarts,
         restart_window: Duration::from_millis(plan.restart_window_ms.into()),
+    })
+}
+
+/// Recovery-interval parameters of a plan (0 = default), validated.
+pub fn recovery_params(plan: &proto::Plan) -> Result<crate::recovery::Params, String> {
+    let d = crate::recovery::Params::default();
+    let bucket_ms = crate::recovery::BUCKET_US / 1000;
+    let window = match plan.recovery_window_ms {
+        0 => d.window,
+        w if (10..=60_000).contains(&w) && u64::from(w) % bucket_ms == 0 => {
+            u64::from(w) / bucket_ms
+        }
+        w => {
+            return Err(format!(
+                "plan.recovery_window_ms = {w}: must be a multiple of 10 in 10..=60000"
+            ));
+        }
+    };
+    let band = match plan.recovery_band {
+        0.0 => d.band,
+        b if b.is_finite() && b > 0.0 && b < 1.0 => b,
+        b => return Err(format!("plan.recovery_band = {b}: must be in (0, 1)")),
+    };
+    let baseline = match plan.recovery_baseline_ms {
+        0 => d.baseline,
+        b if u64::from(b) >= 3 * window * bucket_ms && b <= 600_000 => u64::from(b) / bucket_ms,
+        b => {
+            return Err(format!(
+                "plan.recovery_baseline_ms = {b}: must be in {}..=600000 (three windows)",
+                3 * window * bucket_ms
+            ));
+        }
+    };
+    Ok(crate::recovery::Params {
+        window,
+        band,
+        baseline,
     })
 }
 
@@ -276,7 +316,7 @@ pub async fn run(
         open: wcfg_open,
         max_batch: cfg.limits.max_batch_jobs,
     };
-    let mut agg = Aggregator::new(nclasses);
+    let mut agg = Aggregator::new(nclasses, recovery_params(&plan).unwrap_or_default());
     let period = Duration::from_millis(plan.snapshot_interval_ms.into());
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::compute::{ComputePool, compute};
+use crate::compute::{ComputePool, Step, compute};
 use crate::queue::Queue;
 use crate::recorder::{Recorder, Timing};
 
@@ -44,6 +44,8 @@ pub struct Config {
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub probe_interval: Duration,
+    /// Jobs running longer than this from pick-up are abandoned (timed out).
+    pub job_timeout: Option<Duration>,
 }
 
 /// How a run's workload ended.
@@ -508,7 +510,7 @@ fn after_awaited(
             // Not an injected crash: a bug. Count the job so nothing is
             // lost, and stop the run.
             tracing::error!("job {} panicked: {}", job.id, panic_message(&p));
-            ctx.rec.crashed(shard);
+            ctx.rec.crashed(shard, Instant::now());
             ctx.cancel.cancel();
         }
     }
@@ -541,69 +543,83 @@ async fn run_job(
         return None;
     }
     rec.in_flight.fetch_add(1, Ordering::Relaxed);
-    let mut ok = compute_step(ctx, job).await;
-    if ok && job.crash {
+    let deadline = ctx.cfg.job_timeout.map(|t| pickup + t);
+    let mut step = compute_step(ctx, job, deadline).await;
+    if step == Step::Done && job.crash {
         rec.in_flight.fetch_sub(1, Ordering::Relaxed);
-        rec.crashed(shard);
-        std::panic::panic_any(InjectedCrash {
-            job: job.id,
-            at: Instant::now(),
-        });
+        let at = Instant::now();
+        rec.crashed(shard, at);
+        std::panic::panic_any(InjectedCrash { job: job.id, at });
     }
     let mut sleep = None;
-    if ok && job.sleep_us > 0 {
+    if step == Step::Done && job.sleep_us > 0 {
         let req = Duration::from_micros(u64::from(job.sleep_us));
         let t0 = Instant::now();
-        ok = tokio::select! {
-            _ = tokio::time::sleep(req) => true,
-            _ = ctx.cancel.cancelled() => false,
+        step = tokio::select! {
+            _ = tokio::time::sleep(req) => Step::Done,
+            _ = sleep_until(deadline) => Step::TimedOut,
+            _ = ctx.cancel.cancelled() => Step::Cancelled,
         };
         sleep = Some((req, t0.elapsed()));
     }
     rec.in_flight.fetch_sub(1, Ordering::Relaxed);
-    if !ok {
-        rec.cancelled.fetch_add(1, Ordering::Relaxed);
-        return None;
+    match step {
+        Step::Done => Some(Timing {
+            origin,
+            pickup,
+            done: Instant::now(),
+            sleep,
+        }),
+        Step::Cancelled => {
+            rec.cancelled.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Step::TimedOut => {
+            rec.timed_out.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
-    Some(Timing {
-        origin,
-        pickup,
-        done: Instant::now(),
-        sleep,
-    })
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The CPU step, placed as the profile says. False if cancelled.
-async fn compute_step(ctx: &Ctx, job: &Job) -> bool {
+async fn compute_step(ctx: &Ctx, job: &Job, deadline: Option<Instant>) -> Step {
     let (id, units) = (job.id, job.work_units);
     if units == 0 {
-        return true;
+        return Step::Done;
     }
     match ctx.cfg.compute {
-        Compute::Inline | Compute::Unspecified => compute(id, units, &ctx.cancel),
+        Compute::Inline | Compute::Unspecified => compute(id, units, &ctx.cancel, deadline),
         Compute::Yield => {
             let mut left = units;
             while left > 0 {
                 let n = left.min(ctx.cfg.yield_every);
-                if !compute(id, n, &ctx.cancel) {
-                    return false;
+                let step = compute(id, n, &ctx.cancel, deadline);
+                if step != Step::Done {
+                    return step;
                 }
                 left -= n;
                 if left > 0 {
                     tokio::task::yield_now().await;
                 }
             }
-            true
+            Step::Done
         }
         Compute::Blocking => {
             let cancel = ctx.cancel.clone();
-            tokio::task::spawn_blocking(move || compute(id, units, &cancel))
+            tokio::task::spawn_blocking(move || compute(id, units, &cancel, deadline))
                 .await
-                .unwrap_or(false)
+                .unwrap_or(Step::Cancelled)
         }
         Compute::Pool => match &ctx.compute_pool {
-            Some(p) => p.run(id, units, ctx.cancel.clone()).await,
-            None => compute(id, units, &ctx.cancel),
+            Some(p) => p.run(id, units, ctx.cancel.clone(), deadline).await,
+            None => compute(id, units, &ctx.cancel, deadline),
         },
     }
 }

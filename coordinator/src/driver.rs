@@ -17,7 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::result::{
-    Accounting, ClassResult, HostInfo, HostResult, HostStatus, IntervalPoint, Latencies,
+    Accounting, ClassResult, FaultMark, HostInfo, HostResult, HostStatus, IntervalPoint, Latencies,
+    RecoveryResult,
 };
 
 /// Jobs per shard chunk: in shard mode, chunk k of the stream goes to agent
@@ -466,6 +467,7 @@ struct HostState {
     last_busy_us: u64,
     class_names: Vec<String>,
     lateness: Summary,
+    recovery: RecoveryResult,
 }
 
 impl HostState {
@@ -489,6 +491,7 @@ impl HostState {
             last_cpu_us: 0,
             last_busy_us: 0,
             lateness: Summary::default(),
+            recovery: RecoveryResult::default(),
             class_names: run.plan.classes.iter().map(|c| c.name.clone()).collect(),
         }
     }
@@ -604,6 +607,22 @@ impl HostState {
         let mut l = new_hist();
         merge_encoded(&mut l, &d.lateness).map_err(|e| e.to_string())?;
         self.lateness = Summary::of(&l);
+        let mut rv = new_hist();
+        merge_encoded(&mut rv, &d.recovery).map_err(|e| e.to_string())?;
+        self.recovery = RecoveryResult {
+            faults: d.faults,
+            interval: Summary::of(&rv),
+            unrecovered: d.unrecovered,
+            no_baseline: d.no_baseline,
+            marks: d
+                .marks
+                .iter()
+                .map(|m| FaultMark {
+                    t_s: m.at_us as f64 / 1e6,
+                    recovery_ms: m.recovery_us.map(|r| r as f64 / 1000.0),
+                })
+                .collect(),
+        };
         Ok(())
     }
 
@@ -641,6 +660,7 @@ impl HostState {
             snapshots: self.snapshots,
             intervals: self.intervals,
             lateness: self.lateness,
+            recovery: self.recovery,
         }
     }
 }

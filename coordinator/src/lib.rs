@@ -6,5 +6,5 @@ pub mod driver;
 pub mod output;
 pub mod report;
 pub mod result;
-pub mod trace;
 pub mod run;
+pub mod trace;

@@ -158,4 +158,29 @@ pub struct HostResult {
     pub intervals: Vec<IntervalPoint>,
     /// Scheduler lateness of the probe task over the whole run, µs.
     pub lateness: Summary,
+    /// Recovery after injected faults.
+    pub recovery: RecoveryResult,
+}
+
+/// Recovery intervals after injected faults (docs/workload.md, Metrics).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecoveryResult {
+    /// Fault events (crashes within one 10 ms bucket are one event).
+    pub faults: u64,
+    /// Recovery intervals of the events that recovered, µs.
+    pub interval: Summary,
+    /// Events whose rate did not come back within 30 s or before the end.
+    pub unrecovered: u64,
+    /// Events too early in the run for a baseline.
+    pub no_baseline: u64,
+    /// The first events: (time since the host's run start in s, recovery in
+    /// ms when measured), for timelines.
+    pub marks: Vec<FaultMark>,
+}
+
+/// One fault event on a host's timeline.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct FaultMark {
+    pub t_s: f64,
+    pub recovery_ms: Option<f64>,
 }

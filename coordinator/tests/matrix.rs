@@ -37,7 +37,11 @@ fn check(h: &HostResult, label: &str, total: u64) {
     let a = &h.accounting;
     assert!(a.balances(), "{label}: {a:?}");
     assert_eq!(a.sent, total, "{label}");
-    assert_eq!(a.completed + a.crashed + a.shed, total, "{label}: {a:?}");
+    assert_eq!(
+        a.completed + a.crashed + a.timed_out + a.shed,
+        total,
+        "{label}: {a:?}"
+    );
     assert_eq!(
         h.digest_received.as_deref(),
         Some(h.digest_sent.as_str()),
@@ -232,4 +236,62 @@ work_units = { dist = "constant", value = 6000000 }
         inline.lateness.p99,
         pool.lateness.p99
     );
+}
+
+/// Crash bursts and a stall under a job timeout: accounting balances by
+/// kind, and recovery figures are measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_storm_balances_and_measures_recovery() {
+    let a = agent(2);
+    let text = r#"
+name = "storm"
+seed = 9
+[run]
+jobs = 7000
+job_timeout_ms = 100
+snapshot_interval_ms = 200
+[arrival]
+mode = "open"
+rate = 2000.0
+[profile]
+workers = 16
+queue_bound = 256
+[recovery]
+window_ms = 50
+baseline_ms = 500
+[[class]]
+name = "mixed"
+work_units = { dist = "uniform", min = 0, max = 2000 }
+sleep_us = { dist = "uniform", min = 0, max = 2000 }
+crash_probability = 0.001
+[[fault]]
+kind = "crash-burst"
+at_job = 3000
+jobs = 150
+[[fault]]
+kind = "stall"
+at_job = 5000
+stall_ms = 400
+"#;
+    let p = plan(text);
+    let total = p.total_jobs();
+    let r = run_on(&a, p).await;
+    let h = &r.profiles[0].hosts[0];
+    check_balanced(h, "storm", total);
+    let acc = &h.accounting;
+    assert!(acc.crashed >= 150, "{acc:?}");
+    assert_eq!(acc.timed_out, 1, "the stalled job is caught by the timeout");
+    assert_eq!(acc.restarts, acc.crashed);
+    let rv = &h.recovery;
+    assert!(rv.faults >= 1 && !rv.marks.is_empty(), "{rv:?}");
+    assert!(rv.interval.count >= 1, "{rv:?}");
+    // The burst (150 jobs at 2000/s = 75 ms without completions) takes at
+    // least one window to recover from.
+    let burst = rv
+        .marks
+        .iter()
+        .find(|m| (1.4..1.6).contains(&m.t_s))
+        .unwrap_or_else(|| panic!("burst near 1.5 s: {rv:?}"));
+    assert!(burst.recovery_ms.is_some_and(|ms| ms >= 50.0), "{burst:?}");
+    assert!(h.restart_latency.count > 0);
 }
