@@ -1,0 +1,234 @@
+//! A harness that survives: real processes on loopback, killed with SIGKILL
+//! mid-run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cwbench::proto::DescribeRequest;
+use cwbench::proto::agent_client::AgentClient;
+
+fn bin(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
+        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "cwbench-agent", "--bin", "agent"])
+            .status()
+            .expect("cargo runs");
+        assert!(st.success());
+    }
+    p
+}
+
+fn data(f: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(f)
+        .to_string_lossy()
+        .into_owned()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent() -> (Proc, String) {
+    let mut child = Command::new(bin("agent"))
+        .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.split_whitespace().nth(3).expect("address").to_string();
+    (Proc(child), addr)
+}
+
+fn coordinator(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(bin("coordinator"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("coordinator starts"),
+    )
+}
+
+fn wait_exit(p: &mut Proc, limit: Duration) -> Option<i32> {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(t.elapsed() < limit, "process ran past {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn busy_run(addr: &str) -> String {
+    let mut c = AgentClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    c.describe(DescribeRequest {
+        protocol_version: 1,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .busy_run_id
+}
+
+async fn wait_busy(addr: &str) {
+    let t = Instant::now();
+    while busy_run(addr).await.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(20), "run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// CPU time (user + system, clock ticks) of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_is_marked_lost_and_the_others_finish() {
+    let (a, a_addr) = agent();
+    let (mut b, b_addr) = agent();
+    let out = tempfile::tempdir().unwrap();
+    let outs = out.path().to_str().unwrap().to_string();
+    let long = data("long.toml");
+    let mut c = coordinator(&[
+        "--agent",
+        &a_addr,
+        "--agent",
+        &b_addr,
+        "--scenario",
+        &long,
+        "--out",
+        &outs,
+        "--run-id",
+        "kill",
+        "--quiet",
+    ]);
+    wait_busy(&b_addr).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let killed = Instant::now();
+    b.0.kill().unwrap(); // SIGKILL
+    let code = wait_exit(&mut c, Duration::from_secs(60));
+    drop(a);
+    assert_eq!(code, Some(4), "host lost -> exit 4");
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("kill/result.json")).unwrap(),
+    )
+    .unwrap();
+    let hosts = r["profiles"][0]["hosts"].as_array().unwrap();
+    let by = |addr: &str| hosts.iter().find(|h| h["addr"] == addr).unwrap().clone();
+    let (ha, hb) = (by(&a_addr), by(&b_addr));
+    assert_eq!(ha["status"], "ok");
+    assert_eq!(ha["accounting"]["sent"], 12000);
+    assert_eq!(hb["status"], "lost", "{hb}");
+    assert!(hb["error"].as_str().unwrap().contains(&b_addr));
+    // The data received before the kill is kept.
+    assert!(hb["snapshots"].as_u64().unwrap() >= 2, "{hb}");
+    assert!(hb["accounting"]["completed"].as_u64().unwrap() > 0);
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("Lost"))
+    );
+    eprintln!("coordinator finished {:?} after the kill", killed.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_partial_exits_zero_when_a_host_is_lost() {
+    let (_a, a_addr) = agent();
+    let (mut b, b_addr) = agent();
+    let out = tempfile::tempdir().unwrap();
+    let outs = out.path().to_str().unwrap().to_string();
+    let long = data("long.toml");
+    let mut c = coordinator(&[
+        "--agent",
+        &a_addr,
+        "--agent",
+        &b_addr,
+        "--scenario",
+        &long,
+        "--out",
+        &outs,
+        "--allow-partial",
+        "--quiet",
+    ]);
+    wait_busy(&b_addr).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.0.kill().unwrap();
+    assert_eq!(wait_exit(&mut c, Duration::from_secs(60)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_coordinator_frees_the_agent_within_2s() {
+    let (a, addr) = agent();
+    let out = tempfile::tempdir().unwrap();
+    let outs = out.path().to_str().unwrap().to_string();
+    let long = data("long.toml");
+    let mut c = coordinator(&[
+        "--agent",
+        &addr,
+        "--scenario",
+        &long,
+        "--out",
+        &outs,
+        "--quiet",
+    ]);
+    wait_busy(&addr).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.0.kill().unwrap(); // SIGKILL: no goodbye on the stream
+    let _ = c.0.wait();
+    let killed = Instant::now();
+    while !busy_run(&addr).await.is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "agent still running the orphaned run after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "agent idle {:?} after the coordinator died",
+        killed.elapsed()
+    );
+    // It stops burning CPU: under 0.2 s of CPU over the next second.
+    let pid = a.0.id();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(pid) - before;
+    assert!(used <= 20, "{used} ticks of CPU in 1 s while idle");
+    // And it accepts the next run.
+    let mut c2 = coordinator(&[
+        "--agent",
+        &addr,
+        "--scenario",
+        &data("smoke.toml"),
+        "--out",
+        &outs,
+        "--quiet",
+    ]);
+    assert_eq!(wait_exit(&mut c2, Duration::from_secs(60)), Some(0));
+}
