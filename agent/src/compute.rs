@@ -59,14 +59,18 @@ pub struct ComputePool {
 }
 
 impl ComputePool {
-    pub fn new(threads: usize) -> std::io::Result<Self> {
+    pub fn new(threads: usize, cpus: Option<Vec<usize>>) -> std::io::Result<Self> {
         let (tx, rx) = std_mpsc::channel::<Task>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let cpus = cpus.clone();
             std::thread::Builder::new()
                 .name(format!("cwbench-compute-{i}"))
                 .spawn(move || {
+                    if let Some(c) = &cpus {
+                        let _ = crate::affinity::pin_current_thread(c);
+                    }
                     loop {
                         // Holding the lock only to receive: one idle thread
                         // waits on the channel, the others on the lock.
@@ -127,7 +131,7 @@ mod tests {
 
     #[tokio::test]
     async fn pool_runs_and_cancels() {
-        let p = ComputePool::new(2).unwrap();
+        let p = ComputePool::new(2, None).unwrap();
         let c = CancellationToken::new();
         assert_eq!(p.run(1, 1000, c.clone(), None).await, Step::Done);
         let past = Some(Instant::now());

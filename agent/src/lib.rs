@@ -1,6 +1,7 @@
 //! cwbench agent: serves the `cwbench.v1.Agent` gRPC service and runs the
 //! workload of each run on a fresh tokio runtime.
 
+pub mod affinity;
 mod compute;
 mod queue;
 mod recorder;

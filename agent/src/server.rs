@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub limits: Limits,
     /// How long to wait for Start after a Run stream opens.
     pub handshake_timeout: Duration,
+    /// Pin every run's workload threads to these CPUs (`--cpus`).
+    pub cpus: Option<Vec<usize>>,
 }
 
 impl Default for AgentConfig {
@@ -60,6 +62,7 @@ impl Default for AgentConfig {
             threads: cwbench::sysinfo::logical_cores(),
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(10),
+            cpus: None,
         }
     }
 }
@@ -122,7 +125,11 @@ impl AgentService {
 pub fn agent_info(cfg: &AgentConfig, busy: Option<String>) -> AgentInfo {
     AgentInfo {
         hostname: cwbench::sysinfo::hostname(),
-        logical_cores: cwbench::sysinfo::logical_cores(),
+        // Pinned: the profile this agent stands in for has that many cores.
+        logical_cores: cfg
+            .cpus
+            .as_ref()
+            .map_or_else(cwbench::sysinfo::logical_cores, |c| c.len() as u32),
         cpu_model: cwbench::sysinfo::cpu_model(),
         os: cwbench::sysinfo::os(),
         agent_version: cwbench::VERSION.to_string(),
@@ -130,7 +137,11 @@ pub fn agent_info(cfg: &AgentConfig, busy: Option<String>) -> AgentInfo {
         default_threads: cfg.threads,
         busy_run_id: busy.unwrap_or_default(),
         runtime: "tokio".into(),
-        cpu_set: String::new(),
+        cpu_set: cfg
+            .cpus
+            .as_deref()
+            .map(crate::affinity::format_cpu_list)
+            .unwrap_or_default(),
     }
 }
 

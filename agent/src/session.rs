@@ -177,6 +177,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         yield_every,
         compute_threads,
         probe_interval: Duration::from_micros(probe_us),
+        cpus: cfg.cpus.clone(),
         job_timeout: (plan.job_timeout_ms > 0)
             .then(|| Duration::from_millis(plan.job_timeout_ms.into())),
         warmup_jobs: plan.warmup_jobs,

@@ -46,6 +46,8 @@ pub struct Config {
     pub probe_interval: Duration,
     /// Jobs running longer than this from pick-up are abandoned (timed out).
     pub job_timeout: Option<Duration>,
+    /// Pin the workload's threads (runtime, blocking, compute pool) here.
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// How a run's workload ended.
@@ -113,7 +115,7 @@ impl Workload {
         };
         let cancel = CancellationToken::new();
         let compute_pool = (cfg.compute == Compute::Pool)
-            .then(|| ComputePool::new(cfg.compute_threads))
+            .then(|| ComputePool::new(cfg.compute_threads, cfg.cpus.clone()))
             .transpose()
             .map_err(|e| format!("cannot start the compute pool: {e}"))?;
         let (done_jobs_tx, done_jobs_rx) = mpsc::unbounded_channel();
@@ -131,17 +133,24 @@ impl Workload {
         let thread = std::thread::Builder::new()
             .name("cwbench-run".into())
             .spawn(move || {
-                let built = if cfg.current_thread {
+                let mut builder = if cfg.current_thread {
                     tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
                 } else {
-                    tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(cfg.threads)
-                        .thread_name("cwbench-work")
-                        .enable_all()
-                        .build()
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(cfg.threads).thread_name("cwbench-work");
+                    b
                 };
+                if let Some(cpus) = cfg.cpus.clone() {
+                    // This thread runs a current-thread runtime itself.
+                    if let Err(e) = crate::affinity::pin_current_thread(&cpus) {
+                        let _ = built_tx.send(Err(format!("cannot pin to CPUs: {e}")));
+                        return;
+                    }
+                    builder.on_thread_start(move || {
+                        let _ = crate::affinity::pin_current_thread(&cpus);
+                    });
+                }
+                let built = builder.enable_all().build();
                 let rt = match built {
                     Ok(rt) => rt,
                     Err(e) => {
