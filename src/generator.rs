@@ -237,6 +237,8 @@ pub enum BatchError {
     Order { got: u64, want: u64 },
     #[error("JobBatch.intended_us: {0}")]
     Intended(&'static str),
+    #[error("JobBatch.first_id {0}: the batch's ids overflow 64 bits")]
+    IdOverflow(u64),
 }
 
 /// Checks a received batch and calls `f` with each job, in order.
@@ -247,6 +249,9 @@ pub fn for_each_job(
     mut f: impl FnMut(Job),
 ) -> Result<(), BatchError> {
     let n = b.work_units.len();
+    if b.first_id.checked_add(n as u64).is_none() {
+        return Err(BatchError::IdOverflow(b.first_id));
+    }
     if b.sleep_us.len() != n {
         return Err(BatchError::ColumnLength {
             field: "sleep_us",

@@ -8,7 +8,7 @@ use cwbench::generator::stream_digest;
 use cwbench::proto::agent_client::AgentClient;
 use cwbench::proto::run_event::Msg as Ev;
 use cwbench::proto::run_request::Msg as Req;
-use cwbench::proto::{self, DescribeRequest, RunRequest};
+use cwbench::proto::{self, DescribeRequest, RunEvent, RunRequest};
 use cwbench::scenario::{self, Distribution, Limits, Plan};
 use cwbench_agent::{AgentConfig, LocalAgent};
 use cwbench_coordinator::driver::Unavailable;
@@ -222,6 +222,70 @@ async fn hostile_messages_get_errors_and_the_agent_keeps_serving() {
     let ev = raw_run(&addr, vec![start(&plan, "s1"), start(&plan, "s2")], true).await;
     let (code, _) = last_error(&ev);
     assert_eq!(code, Code::Protocol as i32);
+
+    // Garbage on the port, and a connection dropped half way.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut t = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _ = t
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff garbage")
+            .await;
+        let mut t2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _ = t2.write_all(&[0x50, 0x52, 0x49]).await; // a third of the HTTP/2 preface
+    }
+
+    // An oversized message (over the 16 MiB limit) is refused.
+    let huge = RunRequest {
+        msg: Some(Req::Jobs(proto::JobBatch {
+            work_units: vec![u32::MAX; 5_000_000],
+            sleep_us: vec![u32::MAX; 5_000_000],
+            ..Default::default()
+        })),
+    };
+    let mut c = AgentClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(start(&plan, "huge")).await.unwrap();
+    tx.send(huge).await.unwrap();
+    // Whatever the agent answers (an error on the call, on the stream, or an
+    // Error event), it never takes those jobs in.
+    let mut received = 0;
+    let mut ended = false;
+    let mut st = match c.run(ReceiverStream::new(rx)).await {
+        Ok(r) => Some(r.into_inner()),
+        Err(_) => {
+            ended = true;
+            None
+        }
+    };
+    while let Some(s) = st.as_mut()
+        && let Ok(r) = tokio::time::timeout(Duration::from_secs(10), s.message()).await
+    {
+        match r {
+            Ok(Some(RunEvent { msg: Some(m) })) => {
+                let c = match &m {
+                    Ev::Snapshot(s) => s.counters,
+                    Ev::Done(d) => d.totals,
+                    _ => None,
+                };
+                received = received.max(c.map_or(0, |c| c.received));
+                if matches!(m, Ev::Done(_) | Ev::Error(_)) {
+                    ended = true;
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    assert!(ended, "the oversized message ends the run");
+    assert_eq!(received, 0, "no job of the oversized batch was accepted");
 
     // Still serving: a full run afterwards succeeds.
     wait_idle(&addr).await;
