@@ -11,8 +11,10 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::AuthInterceptor;
 use crate::session;
 
 /// Ceilings on what a run may ask of this agent, so that no coordinator can
@@ -52,6 +54,9 @@ pub struct AgentConfig {
     pub limits: Limits,
     /// How long to wait for Start after a Run stream opens.
     pub handshake_timeout: Duration,
+    /// The token every rpc must carry (none: no check; loopback or
+    /// `--insecure` only).
+    pub auth: AuthInterceptor,
 }
 
 impl Default for AgentConfig {
@@ -60,6 +65,7 @@ impl Default for AgentConfig {
             threads: cwbench::sysinfo::logical_cores(),
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(10),
+            auth: AuthInterceptor::default(),
         }
     }
 }
@@ -166,13 +172,16 @@ impl Agent for AgentService {
     }
 }
 
-/// Serves the agent on `listener` until `shutdown` resolves.
+/// Serves the agent on `listener` until `shutdown` resolves. With a token in
+/// `cfg.auth`, every rpc (Describe and Run) is checked before it reaches the
+/// service.
 pub async fn serve(
     listener: TcpListener,
     cfg: AgentConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = AgentService::new(cfg).into_server();
+    let auth = cfg.auth.clone();
+    let svc = InterceptedService::new(AgentService::new(cfg).into_server(), auth);
     tonic::transport::Server::builder()
         // Keepalives find a coordinator whose network vanished without a reset.
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
