@@ -2,6 +2,8 @@
 //! workload of each run on a fresh tokio runtime.
 
 pub mod affinity;
+pub mod auth;
+pub mod cli;
 mod compute;
 mod queue;
 mod recorder;
@@ -10,4 +12,5 @@ pub mod server;
 mod session;
 pub mod workload;
 
+pub use auth::AuthInterceptor;
 pub use server::{AgentConfig, AgentService, Limits, LocalAgent, serve};

@@ -11,8 +11,10 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::AuthInterceptor;
 use crate::session;
 
 /// Ceilings on what a run may ask of this agent, so that no coordinator can
@@ -54,6 +56,9 @@ pub struct AgentConfig {
     pub handshake_timeout: Duration,
     /// Pin every run's workload threads to these CPUs (`--cpus`).
     pub cpus: Option<Vec<usize>>,
+    /// The token every rpc must carry (none: no check; loopback or
+    /// `--insecure` only).
+    pub auth: AuthInterceptor,
 }
 
 impl Default for AgentConfig {
@@ -63,6 +68,7 @@ impl Default for AgentConfig {
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(10),
             cpus: None,
+            auth: AuthInterceptor::default(),
         }
     }
 }
@@ -177,13 +183,16 @@ impl Agent for AgentService {
     }
 }
 
-/// Serves the agent on `listener` until `shutdown` resolves.
+/// Serves the agent on `listener` until `shutdown` resolves. With a token in
+/// `cfg.auth`, every rpc (Describe and Run) is checked before it reaches the
+/// service.
 pub async fn serve(
     listener: TcpListener,
     cfg: AgentConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = AgentService::new(cfg).into_server();
+    let auth = cfg.auth.clone();
+    let svc = InterceptedService::new(AgentService::new(cfg).into_server(), auth);
     tonic::transport::Server::builder()
         // Keepalives find a coordinator whose network vanished without a reset.
         .http2_keepalive_interval(Some(Duration::from_secs(1)))

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use clap::Parser;
 use cwbench::scenario::{self, Limits, Plan};
 
-use crate::driver::{DriveOptions, Progress};
+use crate::discovery;
+use crate::driver::{BearerToken, DriveOptions, Progress};
 use crate::output;
 use crate::result::{HostStatus, RunResult};
 use crate::run::{self, Agents, RunError, RunOptions};
@@ -37,10 +38,24 @@ pub struct Args {
     /// Scenario file (TOML); default: the built-in scenarios/parity.toml.
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
-    /// Agent address host:port; repeat for several hosts. None: local agents.
+    /// Agent address host:port; repeat for several hosts. With no --agent,
+    /// --agents-file or --agents: local agents.
     #[arg(long = "agent", value_name = "HOST:PORT")]
     pub agents: Vec<String>,
-    /// Local agents to start when no --agent is given.
+    /// File of agents: one host:port per line; `#` comments and blank lines
+    /// are ignored. Repeatable; combined with --agent and --agents.
+    #[arg(long = "agents-file", value_name = "FILE")]
+    pub agents_files: Vec<PathBuf>,
+    /// Agents behind a DNS name: `dns:NAME:PORT` resolves NAME at start to
+    /// all its A/AAAA addresses, one agent per address (e.g. a Kubernetes
+    /// headless Service). Repeatable.
+    #[arg(long = "agents", value_name = "dns:NAME:PORT")]
+    pub agents_dns: Vec<String>,
+    /// Shared token sent to every agent as `authorization: Bearer <token>`.
+    /// Prefer the environment variable: flags show up in `ps`.
+    #[arg(long, env = "CWBENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Local agents to start when no agent is named.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub local_agents: u32,
     /// Default worker threads of each local agent (default: logical cores ÷
@@ -101,24 +116,32 @@ pub fn load_plan(path: Option<&Path>) -> Result<Plan, CliError> {
     r.map_err(|e| CliError::BadInput(e.to_string()))
 }
 
-fn check_agents(agents: &[String]) -> Result<(), CliError> {
-    for a in agents {
-        let ok = a
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-        if !ok {
-            return Err(CliError::BadInput(format!(
-                "--agent {a:?}: must be HOST:PORT with a port in 1..=65535"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Runs the benchmark as the flags say; returns the result and where it went.
 pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     let plan = load_plan(args.scenario.as_deref())?;
-    check_agents(&args.agents)?;
+    let token = args
+        .token
+        .as_deref()
+        .map(BearerToken::new)
+        .transpose()
+        .map_err(|e| CliError::BadInput(format!("--token / CWBENCH_TOKEN: {e}")))?;
+    let connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
+    let remote = discovery::discover(
+        &args.agents,
+        &args.agents_files,
+        &args.agents_dns,
+        connect_timeout,
+    )
+    .await
+    .map_err(|e| {
+        if e.is_unavailable() {
+            CliError::Unavailable(e.to_string())
+        } else {
+            CliError::BadInput(e.to_string())
+        }
+    })?;
+    let named =
+        !(args.agents.is_empty() && args.agents_files.is_empty() && args.agents_dns.is_empty());
     if let Some(id) = &args.run_id
         && (id.is_empty()
             || id.len() > 64
@@ -130,7 +153,7 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
             "--run-id {id:?}: must be 1..=64 characters of [A-Za-z0-9_-]"
         )));
     }
-    let agents = if args.agents.is_empty() {
+    let agents = if !named {
         let threads = args
             .local_threads
             .unwrap_or_else(|| (cwbench::sysinfo::logical_cores() / args.local_agents).max(1));
@@ -139,13 +162,14 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
             threads,
         }
     } else {
-        Agents::Remote(args.agents.clone())
+        Agents::Remote(remote)
     };
     let opts = RunOptions {
         agents,
         drive: DriveOptions {
             batch_jobs: args.batch_jobs as usize,
-            connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
+            connect_timeout,
+            token,
             ..DriveOptions::default()
         },
         run_id: args.run_id.clone(),

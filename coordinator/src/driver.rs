@@ -14,6 +14,10 @@ use cwbench::proto::{self, AgentInfo, DescribeRequest, RunRequest};
 use cwbench::scenario::{Distribution, Plan, Profile};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::result::{
@@ -36,7 +40,46 @@ pub struct DriveOptions {
     /// Jobs per JobBatch message.
     pub batch_jobs: usize,
     pub max_message_bytes: usize,
+    /// Shared token sent as `authorization: Bearer <token>` on every call.
+    pub token: Option<BearerToken>,
 }
+
+/// A shared token ready to be sent; its Debug output never shows it.
+#[derive(Clone)]
+pub struct BearerToken(MetadataValue<Ascii>);
+
+impl BearerToken {
+    /// Checks `token` (non-empty printable ASCII) and builds the header value.
+    pub fn new(token: &str) -> Result<Self, cwbench_agent::auth::TokenError> {
+        cwbench_agent::auth::validate_token(token)?;
+        let v = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| cwbench_agent::auth::TokenError::NotPrintable)?;
+        Ok(Self(v))
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<hidden>)")
+    }
+}
+
+/// Adds the token (if any) to every outgoing request.
+#[derive(Debug, Clone)]
+pub struct SendToken(Option<BearerToken>);
+
+impl Interceptor for SendToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut()
+                .insert(cwbench_agent::auth::METADATA_KEY, t.0.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The coordinator's client of one agent.
+pub type Client = AgentClient<InterceptedService<Channel, SendToken>>;
 
 impl Default for DriveOptions {
     fn default() -> Self {
@@ -46,6 +89,7 @@ impl Default for DriveOptions {
             silence_grace: Duration::from_secs(5),
             batch_jobs: 8192,
             max_message_bytes: 16 << 20,
+            token: None,
         }
     }
 }
@@ -55,6 +99,8 @@ impl Default for DriveOptions {
 pub enum Unavailable {
     #[error("cannot reach agent {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
+    #[error("agent {addr} refused us: {reason}")]
+    Unauthenticated { addr: String, reason: String },
     #[error("agent {addr} is busy with run {run}")]
     Busy { addr: String, run: String },
     #[error(
@@ -70,7 +116,7 @@ pub enum Unavailable {
 }
 
 /// Opens a channel to an agent (HTTP/2 over TCP).
-pub async fn connect(addr: &str, opts: &DriveOptions) -> Result<AgentClient<Channel>, Unavailable> {
+pub async fn connect(addr: &str, opts: &DriveOptions) -> Result<Client, Unavailable> {
     let unreachable = |reason: String| Unavailable::Unreachable {
         addr: addr.to_string(),
         reason,
@@ -91,9 +137,11 @@ pub async fn connect(addr: &str, opts: &DriveOptions) -> Result<AgentClient<Chan
             ))
         })?
         .map_err(|e| unreachable(error_chain(&e)))?;
-    Ok(AgentClient::new(ch)
-        .max_decoding_message_size(opts.max_message_bytes)
-        .max_encoding_message_size(opts.max_message_bytes))
+    Ok(
+        AgentClient::with_interceptor(ch, SendToken(opts.token.clone()))
+            .max_decoding_message_size(opts.max_message_bytes)
+            .max_encoding_message_size(opts.max_message_bytes),
+    )
 }
 
 /// Describes an agent and checks it can take a run.
@@ -113,9 +161,18 @@ pub async fn preflight(addr: &str, opts: &DriveOptions) -> Result<AgentInfo, Una
             opts.connect_timeout.as_secs()
         ),
     })?
-    .map_err(|s| Unavailable::Unreachable {
-        addr: addr.into(),
-        reason: format!("Describe failed: {}", s.message()),
+    .map_err(|s| {
+        if s.code() == tonic::Code::Unauthenticated {
+            Unavailable::Unauthenticated {
+                addr: addr.into(),
+                reason: unauthenticated_reason(opts.token.is_some(), s.message()),
+            }
+        } else {
+            Unavailable::Unreachable {
+                addr: addr.into(),
+                reason: format!("Describe failed: {}", s.message()),
+            }
+        }
     })?
     .into_inner();
     if info.protocol_version != cwbench::PROTOCOL_VERSION {
@@ -134,6 +191,15 @@ pub async fn preflight(addr: &str, opts: &DriveOptions) -> Result<AgentInfo, Una
         });
     }
     Ok(info)
+}
+
+/// What to tell the user when an agent answers UNAUTHENTICATED.
+fn unauthenticated_reason(sent_token: bool, agent_says: &str) -> String {
+    if sent_token {
+        format!("the token was rejected (agent says: {agent_says}); check --token / CWBENCH_TOKEN")
+    } else {
+        format!("the token was missing (agent says: {agent_says}); set --token or CWBENCH_TOKEN")
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -194,6 +260,9 @@ pub type Progress = Arc<dyn Fn(&str, &proto::Snapshot) + Send + Sync>;
 pub async fn drive(run: HostRun, opts: DriveOptions, progress: Option<Progress>) -> HostResult {
     let mut st = HostState::new(&run);
     if let Err(e) = drive_inner(&run, &opts, &mut st, progress).await {
+        if e.0 == HostStatus::Lost {
+            tracing::warn!("host {} lost: {}", run.label, e.1);
+        }
         st.status = e.0;
         st.error = Some(e.1);
     }
@@ -274,6 +343,7 @@ async fn drive_inner(
     let silence = Duration::from_millis(2 * u64::from(plan.scenario.run.snapshot_interval_ms))
         + opts.silence_grace;
 
+    let mut last_msg = std::time::Instant::now();
     let result = loop {
         let msg = match tokio::time::timeout(silence, inbound.message()).await {
             Err(_) => {
@@ -289,7 +359,12 @@ async fn drive_inner(
             Ok(Err(s)) => {
                 break Err((
                     HostStatus::Lost,
-                    format!("agent {} connection lost: {}", run.addr, s.message()),
+                    format!(
+                        "agent {} connection lost {:.1} s after its last message: {}",
+                        run.addr,
+                        last_msg.elapsed().as_secs_f64(),
+                        s.message()
+                    ),
                 ));
             }
             Ok(Ok(None)) => {
@@ -298,7 +373,10 @@ async fn drive_inner(
                     format!("agent {} closed the run stream before Done", run.addr),
                 ));
             }
-            Ok(Ok(Some(m))) => m,
+            Ok(Ok(Some(m))) => {
+                last_msg = std::time::Instant::now();
+                m
+            }
         };
         match msg.msg {
             Some(In::Credit(c)) => {
@@ -358,6 +436,7 @@ fn host_info(a: &AgentInfo) -> HostInfo {
         os: a.os.clone(),
         agent_version: a.agent_version.clone(),
         runtime: a.runtime.clone(),
+        cpu_set: a.cpu_set.clone(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! their measurements and writes the comparison report.
 
 pub mod cli;
+pub mod discovery;
 pub mod driver;
 pub mod output;
 pub mod report;

@@ -138,17 +138,25 @@ pub fn markdown(r: &RunResult) -> String {
     );
 
     let _ = writeln!(md, "## Hosts\n");
-    let _ = writeln!(md, "| host | address | CPU | cores | OS | agent |");
-    let _ = writeln!(md, "| --- | --- | --- | ---: | --- | --- |");
+    let _ = writeln!(
+        md,
+        "| host | address | CPU | cores | pinned to | OS | agent |"
+    );
+    let _ = writeln!(md, "| --- | --- | --- | ---: | --- | --- | --- |");
     if let Some(p) = r.profiles.first() {
         for h in &p.hosts {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} {} |",
+                "| {} | {} | {} | {} | {} | {} | {} {} |",
                 h.label,
                 h.addr,
                 h.info.cpu_model,
                 h.info.logical_cores,
+                if h.info.cpu_set.is_empty() {
+                    "—"
+                } else {
+                    &h.info.cpu_set
+                },
                 h.info.os,
                 h.info.runtime,
                 h.info.agent_version

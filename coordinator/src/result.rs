@@ -53,6 +53,9 @@ pub struct HostInfo {
     pub os: String,
     pub agent_version: String,
     pub runtime: String,
+    /// CPU set the agent's workload was pinned to (`--cpus`), empty if none.
+    #[serde(default)]
+    pub cpu_set: String,
 }
 
 /// Counters as the agent reported them, and what the coordinator sent.

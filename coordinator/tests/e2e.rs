@@ -40,8 +40,16 @@ struct AgentProc {
 
 impl AgentProc {
     fn start() -> Self {
+        Self::start_with(&["--listen", "127.0.0.1:0"])
+    }
+
+    /// Starts an agent with these flags (plus `--threads 1`) and no token in
+    /// its environment.
+    fn start_with(args: &[&str]) -> Self {
         let mut child = Command::new(agent_bin())
-            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(args)
+            .args(["--threads", "1"])
+            .env_remove("CWBENCH_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -69,7 +77,17 @@ impl Drop for AgentProc {
 
 /// Runs the coordinator with a deadline; returns its output.
 fn coordinator(args: &[&str]) -> Output {
-    let mut child = Command::new(coordinator_bin())
+    coordinator_env(args, None)
+}
+
+/// Runs the coordinator with `CWBENCH_TOKEN` set to `token` (or unset).
+fn coordinator_env(args: &[&str], token: Option<&str>) -> Output {
+    let mut cmd = Command::new(coordinator_bin());
+    match token {
+        Some(t) => cmd.env("CWBENCH_TOKEN", t),
+        None => cmd.env_remove("CWBENCH_TOKEN"),
+    };
+    let mut child = cmd
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -189,6 +207,155 @@ fn unreachable_agent_exits_3_naming_the_address() {
     assert!(err.contains(&format!("cannot reach agent {addr}")), "{err}");
 }
 
+const TOKEN: &str = "e2e-7f3c9a1d5b2e8f40";
+
+#[test]
+fn token_missing_or_wrong_exits_3_and_right_token_runs() {
+    let a = AgentProc::start_with(&["--listen", "127.0.0.1:0", "--token", TOKEN]);
+    let out = tempfile::tempdir().unwrap();
+    let scenario = smoke();
+    let base = [
+        "--agent",
+        &a.addr,
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--quiet",
+    ];
+
+    let o = coordinator(&base);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "agent {} refused us: the token was missing",
+            a.addr
+        )),
+        "{err}"
+    );
+
+    let mut wrong = base.to_vec();
+    wrong.extend(["--token", "not-the-token"]);
+    let o = coordinator(&wrong);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "agent {} refused us: the token was rejected",
+            a.addr
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains(TOKEN) && !err.contains("not-the-token"),
+        "{err}"
+    );
+
+    // The right token, from the environment as the runbook does it.
+    let mut ok = base.to_vec();
+    ok.extend(["--run-id", "auth"]);
+    let o = coordinator_env(&ok, Some(TOKEN));
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("auth/result.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(result["profiles"][0]["hosts"][0]["status"], "ok");
+}
+
+#[test]
+fn agent_refuses_a_public_address_without_token_unless_insecure() {
+    let o = Command::new(agent_bin())
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("CWBENCH_TOKEN")
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("agent: refusing to listen on 0.0.0.0:0 without a token"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+
+    let a = AgentProc::start_with(&["--listen", "0.0.0.0:0", "--insecure"]);
+    assert!(a.addr.starts_with("0.0.0.0:"), "{}", a.addr);
+    let b = AgentProc::start_with(&["--listen", "0.0.0.0:0", "--token", TOKEN]);
+    assert!(b.addr.starts_with("0.0.0.0:"), "{}", b.addr);
+}
+
+#[test]
+fn agents_file_errors_name_the_line_and_unresolvable_dns_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("agents.txt");
+    std::fs::write(
+        &f,
+        "# lab\n127.0.0.1:7070 # one core\n\nhost-without-port\n",
+    )
+    .unwrap();
+    let o = coordinator(&["--agents-file", f.to_str().unwrap(), "--quiet"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:4: \"host-without-port\"", f.display())),
+        "{err}"
+    );
+
+    let o = coordinator(&["--agents", "dns:no-such-host.invalid:7070", "--quiet"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot resolve no-such-host.invalid"), "{err}");
+
+    let o = coordinator(&["--agents", "no-such-host:7070", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn agents_from_file_and_dns_are_combined() {
+    use std::net::ToSocketAddrs;
+    // `dns:localhost:PORT` must name exactly the one agent listening on
+    // 127.0.0.1 (where localhost also resolves to ::1, this would be two).
+    let resolved: Vec<_> = ("localhost", 1).to_socket_addrs().unwrap().collect();
+    if resolved
+        .iter()
+        .any(|a| a.ip() != std::net::Ipv4Addr::LOCALHOST)
+    {
+        eprintln!("SKIP: localhost resolves to {resolved:?}, not only 127.0.0.1");
+        return;
+    }
+    let a = AgentProc::start();
+    let b = AgentProc::start();
+    let port_b = b.addr.rsplit_once(':').unwrap().1;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("agents.txt");
+    std::fs::write(&f, format!("# first agent\n{}\n", a.addr)).unwrap();
+    let o = coordinator(&[
+        "--agents-file",
+        f.to_str().unwrap(),
+        "--agents",
+        &format!("dns:localhost:{port_b}"),
+        "--scenario",
+        smoke().to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--run-id",
+        "disc",
+        "--quiet",
+    ]);
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("disc/result.json")).unwrap(),
+    )
+    .unwrap();
+    let hosts = result["profiles"][0]["hosts"].as_array().unwrap();
+    let addrs: Vec<&str> = hosts.iter().map(|h| h["addr"].as_str().unwrap()).collect();
+    assert_eq!(addrs, [a.addr.as_str(), b.addr.as_str()]);
+}
+
 #[test]
 fn help_matches_the_snapshot() {
     for (bin, file) in [
@@ -210,4 +377,60 @@ fn help_matches_the_snapshot() {
             "--help changed; rerun with UPDATE_SNAPSHOTS=1 and review the diff of {file}"
         );
     }
+}
+
+#[test]
+fn agent_pinned_to_a_cpu_set_reports_it_and_bad_sets_exit_2() {
+    let o = Command::new(agent_bin())
+        .args(["--listen", "127.0.0.1:0", "--cpus", "3-1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("--cpus \"3-1\""),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = Command::new(agent_bin())
+        .args(["--listen", "127.0.0.1:0", "--cpus", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "a CPU the machine lacks");
+
+    // Pinned to CPU 0: the run reports one core and the set.
+    let mut child = Command::new(agent_bin())
+        .args(["--listen", "127.0.0.1:0", "--cpus", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let agent = AgentProc {
+        addr: line.split_whitespace().nth(3).unwrap().to_string(),
+        child,
+    };
+    assert!(line.contains("(threads 1)"), "{line}");
+    let out = tempfile::tempdir().unwrap();
+    let o = coordinator(&[
+        "--agent",
+        &agent.addr,
+        "--scenario",
+        smoke().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--run-id",
+        "pinned",
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("pinned/result.json")).unwrap(),
+    )
+    .unwrap();
+    let h = &r["profiles"][0]["hosts"][0];
+    assert_eq!(h["info"]["logical_cores"], 1);
+    assert_eq!(h["info"]["cpu_set"], "0");
 }

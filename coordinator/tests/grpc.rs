@@ -343,3 +343,75 @@ async fn busy_agent_names_the_run_and_a_vanished_coordinator_frees_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_needs_the_token_and_the_coordinator_sends_it() {
+    let token = "grpc-test-token-0123";
+    let a = LocalAgent::spawn(AgentConfig {
+        threads: 1,
+        auth: cwbench_agent::AuthInterceptor::new(Some(token)),
+        ..AgentConfig::default()
+    })
+    .expect("agent starts");
+    let addr = a.addr.to_string();
+    let mut raw = AgentClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    // Describe without a token.
+    let e = raw
+        .describe(DescribeRequest {
+            protocol_version: cwbench::PROTOCOL_VERSION,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert!(e.message().starts_with("missing token"), "{}", e.message());
+    // Run without a token: refused before any session starts.
+    let plan = smoke();
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(start(&plan, "no-token")).await.unwrap();
+    let e = raw.run(ReceiverStream::new(rx)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    // Run with a wrong token.
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(start(&plan, "wrong-token")).await.unwrap();
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    let e = raw.run(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert!(e.message().starts_with("wrong token"), "{}", e.message());
+    assert!(!e.message().contains(token));
+    assert!(idle_with_token(&addr, token).await);
+
+    // The coordinator library: no token -> Unauthenticated; right token -> a run.
+    let opts = remote(&[&a]);
+    match run::run(smoke(), opts.clone(), None).await {
+        Err(RunError::Unavailable(Unavailable::Unauthenticated { addr: got, reason })) => {
+            assert_eq!(got, addr);
+            assert!(reason.contains("the token was missing"), "{reason}");
+        }
+        other => panic!("want Unauthenticated, got {other:?}"),
+    }
+    let mut opts = opts;
+    opts.drive.token = Some(cwbench_coordinator::driver::BearerToken::new(token).unwrap());
+    let r = run::run(smoke(), opts, None).await.expect("run");
+    assert_eq!(r.profiles[0].hosts[0].status, HostStatus::Ok);
+}
+
+async fn idle_with_token(addr: &str, token: &str) -> bool {
+    let mut c = AgentClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    let mut req = tonic::Request::new(DescribeRequest {
+        protocol_version: cwbench::PROTOCOL_VERSION,
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    c.describe(req)
+        .await
+        .expect("describe")
+        .into_inner()
+        .busy_run_id
+        .is_empty()
+}

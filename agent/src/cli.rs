@@ -1,0 +1,183 @@
+//! Command-line interface of the `agent` binary: flags, the checks made
+//! before listening, and the exit codes (0 ok, 1 server failed, 2 bad input).
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+use crate::auth::{AuthInterceptor, validate_token};
+use crate::server::{AgentConfig, serve};
+
+/// Exit codes of the `agent` binary.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The server could not start or failed while serving.
+    pub const FAILED: u8 = 1;
+    /// Bad flags, or an unsafe combination of them.
+    pub const BAD_INPUT: u8 = 2;
+}
+
+/// cwbench agent: runs the benchmark workload on this host for a coordinator.
+///
+/// Listens for a coordinator's gRPC calls; each run gets a fresh tokio
+/// runtime with the run's worker threads. One run at a time.
+#[derive(Debug, Parser)]
+#[command(name = "agent", version)]
+pub struct Args {
+    /// Address to listen on (host:port); port 0 picks a free port.
+    #[arg(long, env = "CWBENCH_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Worker threads for runs whose scenario leaves threads unset
+    /// (default: this machine's logical cores).
+    #[arg(long, env = "CWBENCH_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+    /// Shared token: every rpc must carry `authorization: Bearer <token>`.
+    /// Required to listen on a non-loopback address (unless --insecure).
+    /// Prefer the environment variable: flags show up in `ps`.
+    #[arg(long, env = "CWBENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Listen on a non-loopback address without a token: anyone who reaches
+    /// the port can run workloads here.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Pin the workload's threads to these CPUs (e.g. `0-1` or `0,2`), so
+    /// this machine stands in for a smaller core-count profile; reported as
+    /// the host's cores and CPU set.
+    #[arg(long, env = "CWBENCH_CPUS", value_name = "LIST")]
+    pub cpus: Option<String>,
+}
+
+/// Why the agent refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("--token / CWBENCH_TOKEN: {0}")]
+    Token(#[from] crate::auth::TokenError),
+    #[error(
+        "refusing to listen on {0} without a token: set --token or CWBENCH_TOKEN (or pass --insecure to accept anyone who reaches the port)"
+    )]
+    NoToken(SocketAddr),
+    #[error("{0}")]
+    Cpus(String),
+}
+
+/// Checks the flags and builds the agent's configuration.
+pub fn config(args: &Args) -> Result<AgentConfig, CliError> {
+    if let Some(t) = &args.token {
+        validate_token(t)?;
+    } else if !args.listen.ip().is_loopback() && !args.insecure {
+        return Err(CliError::NoToken(args.listen));
+    }
+    let mut cfg = AgentConfig {
+        auth: AuthInterceptor::new(args.token.as_deref()),
+        ..AgentConfig::default()
+    };
+    if let Some(list) = &args.cpus {
+        let cpus = crate::affinity::parse_cpu_list(list).map_err(CliError::Cpus)?;
+        // Check now that the OS accepts the set, on a throwaway thread.
+        let probe = cpus.clone();
+        std::thread::spawn(move || crate::affinity::pin_current_thread(&probe))
+            .join()
+            .map_err(|_| CliError::Cpus("--cpus: the pinning check panicked".into()))?
+            .map_err(|e| CliError::Cpus(format!("--cpus {list:?}: {e}")))?;
+        // A pinned agent defaults to one worker thread per pinned CPU.
+        cfg.threads = cpus.len() as u32;
+        cfg.cpus = Some(cpus);
+    }
+    if let Some(t) = args.threads {
+        cfg.threads = t;
+    }
+    Ok(cfg)
+}
+
+/// Runs the agent as the flags say until SIGINT/SIGTERM; returns the exit
+/// code. Messages go to stderr; the first stdout line is
+/// `agent listening on ADDR (threads N)`.
+pub fn main(args: Args) -> u8 {
+    let cfg = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agent: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if args.token.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            "--insecure: serving on {} with no token; anyone who reaches the port can run workloads",
+            args.listen
+        );
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cwbench-agent-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agent: cannot start the I/O runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("agent: cannot listen on {}: {e}", args.listen);
+                return exit::FAILED;
+            }
+        };
+        let addr = listener.local_addr().map_or(args.listen, |a| a);
+        // The first line on stdout is machine-readable: scripts and tests
+        // that bind port 0 read the port from it.
+        println!("agent listening on {addr} (threads {})", cfg.threads);
+        if cfg.auth.required() {
+            tracing::info!("every rpc must carry the shared token");
+        }
+        match serve(listener, cfg, shutdown_signal()).await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("agent: server failed: {e}");
+                exit::FAILED
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("agent").chain(a.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token_or_insecure() {
+        assert!(config(&args(&["--listen", "127.0.0.1:0"])).is_ok());
+        assert!(config(&args(&["--listen", "[::1]:0"])).is_ok());
+        let e = config(&args(&["--listen", "0.0.0.0:7070"])).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("refusing to listen on 0.0.0.0:7070")
+        );
+        assert!(config(&args(&["--listen", "0.0.0.0:7070", "--insecure"])).is_ok());
+        let c = config(&args(&["--listen", "0.0.0.0:7070", "--token", "abc"])).unwrap();
+        assert!(c.auth.required());
+        assert!(config(&args(&["--listen", "0.0.0.0:7070", "--token", ""])).is_err());
+    }
+}
