@@ -537,6 +537,8 @@ struct HostState {
     window_s: f64,
     classes: Vec<(Latencies, bool)>,
     overall: [Hist; 4],
+    /// The same, merged from interval snapshots (used when Done never came).
+    from_intervals: [Hist; 4],
     restart: Summary,
     feed_stall_us: u64,
     snapshots: u64,
@@ -562,6 +564,7 @@ impl HostState {
             window_s: 0.0,
             classes: Vec::new(),
             overall: [new_hist(), new_hist(), new_hist(), new_hist()],
+            from_intervals: [new_hist(), new_hist(), new_hist(), new_hist()],
             restart: Summary::default(),
             feed_stall_us: 0,
             snapshots: 0,
@@ -604,6 +607,11 @@ impl HostState {
         let mut h = new_hist();
         for c in &s.classes {
             let _ = merge_encoded(&mut h, &c.completion);
+            // Kept merged so a host lost before Done still has latencies.
+            let parts = [&c.completion, &c.queue_wait, &c.service, &c.sleep_overshoot];
+            for (k, bytes) in parts.iter().enumerate() {
+                let _ = merge_encoded(&mut self.from_intervals[k], bytes);
+            }
         }
         let g = s.gauges.unwrap_or_default();
         let cpu = g.cpu_user_us + g.cpu_system_us;
@@ -705,7 +713,18 @@ impl HostState {
         Ok(())
     }
 
-    fn finish(self, run: &HostRun) -> HostResult {
+    fn finish(mut self, run: &HostRun) -> HostResult {
+        if self.digest_received.is_none() && self.overall[0].is_empty() {
+            // No Done: what the snapshots told us is all there is. The window
+            // is then the time covered by the snapshots.
+            self.overall = std::mem::replace(
+                &mut self.from_intervals,
+                [new_hist(), new_hist(), new_hist(), new_hist()],
+            );
+            if let Some(last) = self.intervals.last() {
+                self.window_s = last.t_s;
+            }
+        }
         let throughput = if self.window_s > 0.0 {
             self.accounting.measured_completed as f64 / self.window_s
         } else {

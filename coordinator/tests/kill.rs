@@ -148,6 +148,15 @@ async fn a_killed_agent_is_marked_lost_and_the_others_finish() {
     // The data received before the kill is kept.
     assert!(hb["snapshots"].as_u64().unwrap() >= 2, "{hb}");
     assert!(hb["accounting"]["completed"].as_u64().unwrap() > 0);
+    // Its latencies come from the interval snapshots it did send.
+    assert!(
+        hb["latency"]["completion"]["count"].as_u64().unwrap() > 0,
+        "{hb}"
+    );
+    assert!(
+        hb["latency"]["completion"]["p99"].as_u64().unwrap() > 0,
+        "{hb}"
+    );
     assert!(
         r["warnings"]
             .as_array()
