@@ -320,6 +320,13 @@ pub struct SupervisorSpec {
     /// Window of the intensity limit, milliseconds.
     #[serde(default)]
     pub restart_window_ms: u32,
+    /// Delay before a crashed worker's replacement starts, milliseconds;
+    /// doubles with each crash of the same worker within a second of its
+    /// last, up to `max_backoff_ms`. 0 = restart immediately.
+    #[serde(default)]
+    pub backoff_ms: u32,
+    #[serde(default)]
+    pub max_backoff_ms: u32,
 }
 
 /// A job class: its share of the stream and its own distributions.
@@ -540,6 +547,8 @@ impl Plan {
             } as i32,
             max_restarts: s.supervisor.max_restarts,
             restart_window_ms: s.supervisor.restart_window_ms,
+            backoff_ms: s.supervisor.backoff_ms,
+            max_backoff_ms: s.supervisor.max_backoff_ms.max(s.supervisor.backoff_ms),
         }
     }
 
@@ -743,6 +752,13 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         ));
     }
 
+    c.range("supervisor.backoff_ms", s.supervisor.backoff_ms, 0, 60_000)?;
+    c.range(
+        "supervisor.max_backoff_ms",
+        s.supervisor.max_backoff_ms,
+        0,
+        600_000,
+    )?;
     if s.supervisor.max_restarts > 0 {
         c.range(
             "supervisor.restart_window_ms",

@@ -185,6 +185,21 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         credit_chunk: 0, // set by the caller from the granted window
         max_restarts: plan.max_restarts,
         restart_window: Duration::from_millis(plan.restart_window_ms.into()),
+        backoff: Duration::from_millis(range(
+            "plan.backoff_ms",
+            plan.backoff_ms.into(),
+            0,
+            60_000,
+        )?),
+        max_backoff: Duration::from_millis(
+            range(
+                "plan.max_backoff_ms",
+                plan.max_backoff_ms.into(),
+                0,
+                600_000,
+            )?
+            .max(plan.backoff_ms.into()),
+        ),
     })
 }
 

@@ -43,6 +43,9 @@ pub struct Config {
     pub credit_chunk: u64,
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// Restart backoff: first delay and cap (zero = restart at once).
+    pub backoff: Duration,
+    pub max_backoff: Duration,
     pub probe_interval: Duration,
     /// Jobs running longer than this from pick-up are abandoned (timed out).
     pub job_timeout: Option<Duration>,
@@ -646,6 +649,8 @@ async fn supervise(ctx: Arc<Ctx>) -> Outcome {
         who.insert(h.id(), i);
     }
     let mut recent: VecDeque<Instant> = VecDeque::new();
+    // Per worker: (current backoff, time of its last crash).
+    let mut backoff: HashMap<usize, (Duration, Instant)> = HashMap::new();
     let mut outcome = Outcome::Finished;
     while let Some(res) = set.join_next_with_id().await {
         let err = match res {
@@ -691,12 +696,28 @@ async fn supervise(ctx: Arc<Ctx>) -> Outcome {
             }
         }
         ctx.rec.restarts.fetch_add(1, Ordering::Relaxed);
-        let h = set.spawn(worker(
-            ctx.clone(),
-            i,
-            ctx.queues[i % nq].clone(),
-            Some(crash.at),
-        ));
+        let delay = if ctx.cfg.backoff.is_zero() {
+            Duration::ZERO
+        } else {
+            let d = match backoff.get(&i) {
+                Some((d, last)) if crash.at.duration_since(*last) < Duration::from_secs(1) => {
+                    (*d * 2).min(ctx.cfg.max_backoff)
+                }
+                _ => ctx.cfg.backoff,
+            };
+            backoff.insert(i, (d, crash.at));
+            d
+        };
+        let (c, q, at) = (ctx.clone(), ctx.queues[i % nq].clone(), crash.at);
+        let h = set.spawn(async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = c.cancel.cancelled() => {}
+                }
+            }
+            worker(c, i, q, Some(at)).await
+        });
         who.insert(h.id(), i);
     }
     // Anything still queued after a cancel (no worker left to take it).

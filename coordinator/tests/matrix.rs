@@ -295,3 +295,32 @@ stall_ms = 400
     assert!(burst.recovery_ms.is_some_and(|ms| ms >= 50.0), "{burst:?}");
     assert!(h.restart_latency.count > 0);
 }
+
+/// Restart with backoff: no replacement picks up a job sooner than the
+/// first backoff after its predecessor crashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_backoff_delays_restarts() {
+    let a = agent(2);
+    let text = BASE
+        .replace("WORKERS", "8")
+        .replace("DISPATCH", "\"pool\"")
+        .replace(
+            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
+            "compute = \"inline\"",
+        )
+        .replace(
+            "compute_threads = 2\n",
+            "compute_threads = 2\n[supervisor]\nbackoff_ms = 20\nmax_backoff_ms = 80\n",
+        );
+    let p = plan(&text);
+    let total = p.total_jobs();
+    let r = run_on(&a, p).await;
+    let h = &r.profiles[0].hosts[0];
+    check_balanced(h, "backoff", total);
+    assert!(h.restart_latency.count > 0);
+    assert!(
+        h.restart_latency.min >= 19_900,
+        "restart latency {:?} below the 20 ms backoff",
+        h.restart_latency
+    );
+}
