@@ -45,6 +45,15 @@ pub struct Args {
     /// the host's cores and CPU set.
     #[arg(long, env = "CWBENCH_CPUS", value_name = "LIST")]
     pub cpus: Option<String>,
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by this CA (PEM); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// Why the agent refuses to start.
@@ -53,9 +62,11 @@ pub enum CliError {
     #[error("--token / CWBENCH_TOKEN: {0}")]
     Token(#[from] crate::auth::TokenError),
     #[error(
-        "refusing to listen on {0} without a token: set --token or CWBENCH_TOKEN (or pass --insecure to accept anyone who reaches the port)"
+        "refusing to listen on {0} with neither a token nor TLS: set --token or CWBENCH_TOKEN, or --tls-cert and --tls-key (or pass --insecure to accept anyone who reaches the port)"
     )]
     NoToken(SocketAddr),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsFileError),
     #[error("{0}")]
     Cpus(String),
 }
@@ -64,13 +75,23 @@ pub enum CliError {
 pub fn config(args: &Args) -> Result<AgentConfig, CliError> {
     if let Some(t) = &args.token {
         validate_token(t)?;
-    } else if !args.listen.ip().is_loopback() && !args.insecure {
+    } else if !args.listen.ip().is_loopback() && !args.insecure && args.tls_cert.is_none() {
         return Err(CliError::NoToken(args.listen));
     }
     let mut cfg = AgentConfig {
         auth: AuthInterceptor::new(args.token.as_deref()),
         ..AgentConfig::default()
     };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        use crate::tls::{ServerTls, read_pem};
+        let cert = read_pem("--tls-cert", cert, "a certificate")?;
+        let key = read_pem("--tls-key", key, "a private key")?;
+        let ca = match &args.tls_client_ca {
+            Some(p) => Some(read_pem("--tls-client-ca", p, "a CA certificate")?),
+            None => None,
+        };
+        cfg.tls = Some(ServerTls::from_pem(cert, key, ca));
+    }
     if let Some(list) = &args.cpus {
         let cpus = crate::affinity::parse_cpu_list(list).map_err(CliError::Cpus)?;
         // Check now that the OS accepts the set, on a throwaway thread.
@@ -100,7 +121,7 @@ pub fn main(args: Args) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    if args.token.is_none() && !args.listen.ip().is_loopback() {
+    if args.token.is_none() && args.tls_cert.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!(
             "--insecure: serving on {} with no token; anyone who reaches the port can run workloads",
             args.listen

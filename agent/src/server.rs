@@ -56,6 +56,8 @@ pub struct AgentConfig {
     pub handshake_timeout: Duration,
     /// Pin every run's workload threads to these CPUs (`--cpus`).
     pub cpus: Option<Vec<usize>>,
+    /// Serve over TLS with this certificate (`--tls-cert`, `--tls-key`).
+    pub tls: Option<crate::tls::ServerTls>,
     /// The token every rpc must carry (none: no check; loopback or
     /// `--insecure` only).
     pub auth: AuthInterceptor,
@@ -68,6 +70,7 @@ impl Default for AgentConfig {
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(10),
             cpus: None,
+            tls: None,
             auth: AuthInterceptor::default(),
         }
     }
@@ -192,8 +195,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let auth = cfg.auth.clone();
+    let tls = cfg.tls.clone();
     let svc = InterceptedService::new(AgentService::new(cfg).into_server(), auth);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        builder = builder.tls_config(t.config())?;
+    }
+    builder
         // Keepalives find a coordinator whose network vanished without a reset.
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))

@@ -55,6 +55,19 @@ pub struct Args {
     /// Prefer the environment variable: flags show up in `ps`.
     #[arg(long, env = "CWBENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Dial agents over TLS, trusting this CA (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name to expect in the agents' certificates (default: the host part
+    /// of each agent address).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_domain: Option<String>,
+    /// Client certificate (PEM) for agents that require one; needs --tls-key.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Local agents to start when no agent is named.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub local_agents: u32,
@@ -125,6 +138,26 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
         .map(BearerToken::new)
         .transpose()
         .map_err(|e| CliError::BadInput(format!("--token / CWBENCH_TOKEN: {e}")))?;
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => {
+            use cwbench_agent::tls::read_pem;
+            let bad = |e: cwbench_agent::tls::TlsFileError| CliError::BadInput(e.to_string());
+            let ca = read_pem("--tls-ca", ca, "a CA certificate").map_err(bad)?;
+            let identity = match (&args.tls_cert, &args.tls_key) {
+                (Some(c), Some(k)) => Some((
+                    read_pem("--tls-cert", c, "a certificate").map_err(bad)?,
+                    read_pem("--tls-key", k, "a private key").map_err(bad)?,
+                )),
+                _ => None,
+            };
+            Some(crate::driver::ClientTls {
+                ca,
+                domain: args.tls_domain.clone(),
+                identity,
+            })
+        }
+    };
     let connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
     let remote = discovery::discover(
         &args.agents,
@@ -170,6 +203,7 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
             batch_jobs: args.batch_jobs as usize,
             connect_timeout,
             token,
+            tls,
             ..DriveOptions::default()
         },
         run_id: args.run_id.clone(),

@@ -42,6 +42,46 @@ pub struct DriveOptions {
     pub max_message_bytes: usize,
     /// Shared token sent as `authorization: Bearer <token>` on every call.
     pub token: Option<BearerToken>,
+    /// Dial over TLS.
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS settings for dialling agents (PEM bytes).
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The CA that signed the agents' certificates.
+    pub ca: Vec<u8>,
+    /// Expected certificate name; default: the host part of the address.
+    pub domain: Option<String>,
+    /// Client certificate and key, for agents that require one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("domain", &self.domain)
+            .field("client_identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    fn config(&self, addr: &str) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let mut c = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca))
+            .domain_name(self.domain.clone().unwrap_or_else(|| host.to_string()));
+        if let Some((cert, key)) = &self.identity {
+            c = c.identity(Identity::from_pem(cert, key));
+        }
+        c
+    }
 }
 
 /// A shared token ready to be sent; its Debug output never shows it.
@@ -90,6 +130,7 @@ impl Default for DriveOptions {
             batch_jobs: 8192,
             max_message_bytes: 16 << 20,
             token: None,
+            tls: None,
         }
     }
 }
@@ -121,8 +162,15 @@ pub async fn connect(addr: &str, opts: &DriveOptions) -> Result<Client, Unavaila
         addr: addr.to_string(),
         reason,
     };
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| unreachable(format!("bad address: {e}")))?
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| unreachable(format!("bad address: {e}")))?;
+    if let Some(t) = &opts.tls {
+        ep = ep
+            .tls_config(t.config(addr))
+            .map_err(|e| unreachable(format!("TLS set-up: {}", error_chain(&e))))?;
+    }
+    let ep = ep
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
