@@ -125,6 +125,11 @@ impl Generator {
                 FaultSpec::CrashBurst { at_job, jobs } if (at_job..at_job + jobs).contains(&id) => {
                     job.crash = true;
                 }
+                FaultSpec::CrashWindow { at_ms, for_ms }
+                    if (at_ms * 1000..(at_ms + for_ms) * 1000).contains(&job.intended_us) =>
+                {
+                    job.crash = true;
+                }
                 FaultSpec::Stall { at_job, stall_ms } if at_job == id => {
                     job.sleep_us = (stall_ms * 1000).min(u64::from(u32::MAX)) as u32;
                 }

@@ -103,6 +103,9 @@ fn default_baseline_ms() -> u32 {
 pub enum FaultSpec {
     /// Jobs `at_job .. at_job + jobs` all crash their workers.
     CrashBurst { at_job: u64, jobs: u64 },
+    /// Open loop: every job intended to start in `at_ms .. at_ms + for_ms`
+    /// (from the run's time zero) crashes its worker — a burst at a time.
+    CrashWindow { at_ms: u64, for_ms: u64 },
     /// Job `at_job` hangs: its sleep becomes `stall_ms` (a job timeout
     /// shorter than that catches it).
     Stall { at_job: u64, stall_ms: u64 },
@@ -840,6 +843,17 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     }
     for (i, f) in s.faults.iter().enumerate() {
         match f {
+            FaultSpec::CrashWindow { at_ms, for_ms } => {
+                if s.arrival.mode != ArrivalMode::Open {
+                    return Err(c.err(
+                        &format!("fault[{i}].kind"),
+                        "\"crash-window\"",
+                        "a fault placed in time needs arrival.mode = \"open\" (use crash-burst with at_job in closed loop)",
+                    ));
+                }
+                c.range(&format!("fault[{i}].at_ms"), *at_ms, 0, 86_400_000)?;
+                c.range(&format!("fault[{i}].for_ms"), *for_ms, 1, 3_600_000)?;
+            }
             FaultSpec::CrashBurst { at_job, jobs } => {
                 c.range(
                     &format!("fault[{i}].at_job"),
