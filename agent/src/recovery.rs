@@ -86,11 +86,11 @@ impl Recovery {
         }
     }
 
-    /// A fault at `at_us` (µs since the run started). Faults in the same
-    /// bucket as the previous one are one event (a burst).
+    /// A fault at `at_us` (µs since the run started). Faults within one
+    /// window of the event's first fault are the same event (a burst).
     pub fn add_fault(&mut self, at_us: u64) {
         let b = at_us / BUCKET_US;
-        if self.last_fault == Some(b) {
+        if self.last_fault.is_some_and(|f| b < f + self.p.window) {
             return;
         }
         self.last_fault = Some(b);
@@ -210,6 +210,7 @@ mod tests {
         r.add_completions(0, &counts);
         r.add_fault(200 * BUCKET_US + 5);
         r.add_fault(200 * BUCKET_US + 7); // same burst
+        r.add_fault(209 * BUCKET_US); // still within the first window
         r.evaluate(400, true);
         assert_eq!(r.marks.len(), 1);
         // Window of 10 ending at bucket e is in band (>= 900) once at most
@@ -226,8 +227,8 @@ mod tests {
             *c = 10;
         }
         r.add_completions(0, &counts);
-        r.add_fault(150 * BUCKET_US);
         r.add_fault(BUCKET_US); // too early for a baseline
+        r.add_fault(150 * BUCKET_US);
         r.evaluate(300, false);
         assert_eq!(r.pending.len(), 1, "still waiting");
         r.evaluate(300, true);

@@ -215,6 +215,47 @@ pub fn markdown(r: &RunResult) -> String {
     }
     if r.profiles
         .iter()
+        .any(|p| p.hosts.iter().any(|h| h.recovery.faults > 0))
+    {
+        let _ = writeln!(md, "\n## Faults and recovery\n");
+        let _ = writeln!(
+            md,
+            "Recovery interval: fault → completion rate over a {} ms window back within ±{:.0}% of the median window of the {} ms before the fault (the first window wholly after the fault counts, so the window length is the floor). Restart latency: crash → the replacement worker picks up its next job.\n",
+            r.scenario.recovery.window_ms,
+            r.scenario.recovery.band * 100.0,
+            r.scenario.recovery.baseline_ms
+        );
+        let _ = writeln!(
+            md,
+            "| host | profile | fault events | recovered | recovery p50 | recovery max | not recovered | no baseline | restarts | restart p50 / max |"
+        );
+        let _ = writeln!(
+            md,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for p in &r.profiles {
+            for h in &p.hosts {
+                let rv = &h.recovery;
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                    h.label,
+                    p.label,
+                    rv.faults,
+                    rv.interval.count,
+                    fmt_us(rv.interval.p50),
+                    fmt_us(rv.interval.max),
+                    rv.unrecovered,
+                    rv.no_baseline,
+                    h.accounting.restarts,
+                    fmt_us(h.restart_latency.p50),
+                    fmt_us(h.restart_latency.max)
+                );
+            }
+        }
+    }
+    if r.profiles
+        .iter()
         .any(|p| p.hosts.iter().any(|h| h.classes.len() > 1))
     {
         let _ = writeln!(md, "\n## Per class (completion latency)\n");

@@ -168,7 +168,8 @@ pub struct HostResult {
 /// Recovery intervals after injected faults (docs/workload.md, Metrics).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RecoveryResult {
-    /// Fault events (crashes within one 10 ms bucket are one event).
+    /// Fault events (crashes within one recovery window of an event's first
+    /// crash belong to it).
     pub faults: u64,
     /// Recovery intervals of the events that recovered, µs.
     pub interval: Summary,

@@ -324,3 +324,25 @@ async fn supervisor_backoff_delays_restarts() {
         h.restart_latency
     );
 }
+
+#[test]
+fn report_md_has_the_recovery_section_when_faults_happened() {
+    // A result with one fault event renders the section; none, no section.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = agent(2);
+    let text = BASE
+        .replace("WORKERS", "4")
+        .replace("DISPATCH", "\"pool\"")
+        .replace(
+            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
+            "compute = \"inline\"",
+        );
+    let r = rt.block_on(run_on(&a, plan(&text)));
+    let md = cwbench_coordinator::report::markdown(&r);
+    assert!(r.profiles[0].hosts[0].recovery.faults > 0);
+    assert!(md.contains("## Faults and recovery"), "{md}");
+    let quiet = text.replace("crash_probability = 0.01", "crash_probability = 0.0");
+    let r = rt.block_on(run_on(&a, plan(&quiet)));
+    let md = cwbench_coordinator::report::markdown(&r);
+    assert!(!md.contains("## Faults and recovery"));
+}
