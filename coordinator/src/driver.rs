@@ -183,6 +183,8 @@ pub struct HostRun {
     pub plan: Arc<Plan>,
     pub profile: Profile,
     pub share: Share,
+    /// Where interval histograms go as they arrive (completion.hlog).
+    pub hlog: Option<crate::hlog::HlogSink>,
 }
 
 /// Progress callback: (host label, snapshot) as each arrives.
@@ -464,6 +466,7 @@ struct HostState {
     intervals: Vec<IntervalPoint>,
     last_cpu_us: u64,
     class_names: Vec<String>,
+    hlog: Option<crate::hlog::HlogSink>,
 }
 
 impl HostState {
@@ -486,6 +489,7 @@ impl HostState {
             intervals: Vec::new(),
             last_cpu_us: 0,
             class_names: run.plan.classes.iter().map(|c| c.name.clone()).collect(),
+            hlog: run.hlog.clone(),
         }
     }
 
@@ -517,7 +521,22 @@ impl HostState {
         }
         let mut h = new_hist();
         for c in &s.classes {
-            let _ = merge_encoded(&mut h, &c.completion);
+            let Ok(ch) = cwbench::histogram::decode(&c.completion) else {
+                continue;
+            };
+            let _ = h.add(&ch);
+            if let Some(sink) = &self.hlog {
+                let class = self
+                    .class_names
+                    .get(c.class_id as usize)
+                    .map_or_else(|| format!("class{}", c.class_id), Clone::clone);
+                sink.interval(
+                    &class,
+                    Duration::from_micros(s.elapsed_us),
+                    Duration::from_micros(s.interval_us),
+                    ch,
+                );
+            }
         }
         let g = s.gauges.unwrap_or_default();
         let cpu = g.cpu_user_us + g.cpu_system_us;
@@ -616,6 +635,7 @@ impl HostState {
             feed_stall_ms: self.feed_stall_us as f64 / 1000.0,
             snapshots: self.snapshots,
             intervals: self.intervals,
+            spectrum: crate::result::spectrum(&self.overall[0]),
         }
     }
 }

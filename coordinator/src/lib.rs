@@ -1,9 +1,15 @@
 //! cwbench coordinator: loads a scenario, drives agents over gRPC, merges
 //! their measurements and writes the comparison report.
 
+pub mod chart;
 pub mod cli;
+pub mod compare;
+pub mod csv;
 pub mod driver;
+pub mod hlog;
+pub mod html;
 pub mod output;
+pub mod progress;
 pub mod report;
 pub mod result;
 pub mod run;
