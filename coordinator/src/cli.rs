@@ -344,8 +344,8 @@ pub fn compare_command(a: &CompareArgs) -> u8 {
                 r.tripped.join(" "),
                 r.host,
                 r.profile,
-                r.base,
-                r.new,
+                r.metric.show(r.base),
+                r.metric.show(r.new),
                 if r.change.is_infinite() {
                     "from 0".to_string()
                 } else {

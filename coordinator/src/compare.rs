@@ -69,7 +69,8 @@ impl Metric {
         }
     }
 
-    fn show(self, v: f64) -> String {
+    /// The figure as the table prints it.
+    pub fn show(self, v: f64) -> String {
         match self {
             Metric::Throughput => format!("{}/s", fmt_rate(v)),
             Metric::Errors => format!("{v:.0}"),

@@ -28,7 +28,16 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if args.quiet { "warn" } else { "info" }.into()),
+                // In-process agents' info lines would only repeat the
+                // progress lines (and break them up on a terminal).
+                .unwrap_or_else(|_| {
+                    if args.quiet {
+                        "warn"
+                    } else {
+                        "info,cwbench_agent=warn"
+                    }
+                    .into()
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
