@@ -89,7 +89,7 @@ impl Axis {
     }
 }
 
-/// 1, 2 or 5 times a power of ten, at least `raw`.
+/// 1, 2, 2.5 or 5 times a power of ten, at least `raw`.
 pub fn nice_step(raw: f64) -> f64 {
     if !(raw.is_finite() && raw > 0.0) {
         return 1.0;
@@ -100,6 +100,8 @@ pub fn nice_step(raw: f64) -> f64 {
         1.0
     } else if m <= 2.0 {
         2.0
+    } else if m <= 2.5 {
+        2.5
     } else if m <= 5.0 {
         5.0
     } else {
@@ -376,6 +378,7 @@ mod tests {
         assert_eq!(nice_step(3.0), 5.0);
         assert_eq!(nice_step(0.13), 0.2);
         assert_eq!(nice_step(1000.0), 1000.0);
+        assert_eq!(nice_step(0.204), 0.25);
         assert_eq!(num(2.5), "2.5");
         assert_eq!(num(10.0), "10");
         assert_eq!(si(22_600.0), "22.6k");
