@@ -17,15 +17,15 @@ use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
 
-/// The run directory of one smoke run, shared by every test here.
+/// The run directory of one smoke run, shared by every test here
+/// (target/tmp/outputs/outputs/).
 fn run_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let out = tempfile::Builder::new()
-            .prefix("cwbench-outputs-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        // Under target/ so the files (and report.png) stay for a look
+        // after the tests, replaced on every run.
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("outputs");
+        let _ = std::fs::remove_dir_all(&out);
         let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/smoke.toml");
         let cli = <Cli as clap::Parser>::try_parse_from([
             "coordinator",
