@@ -1,16 +1,16 @@
 //! Command-line interface of the `coordinator` binary and its exit codes.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use clap::Parser;
-use cwbench::scenario::{self, Limits, Plan};
+use clap::{Parser, Subcommand};
+use cwbench::scenario::{self, Distribution, Limits, Plan};
 
+use crate::compare::{self, Gate};
 use crate::discovery;
 use crate::driver::{BearerToken, DriveOptions, Progress};
-use crate::output;
-use crate::result::{HostStatus, RunResult};
+use crate::result::{self, HostStatus, RunResult};
 use crate::run::{self, Agents, RunError, RunOptions};
+use crate::{hlog, output, progress, report};
 
 /// Exit codes (README "Exit codes").
 pub mod exit {
@@ -25,15 +25,91 @@ pub mod exit {
     /// A host was lost mid-run (the others finished; its data up to then is
     /// kept). `--allow-partial` turns this into 0.
     pub const HOST_LOST: u8 = 4;
+    /// `compare`: a `--fail-if` gate tripped (same value as RUN_FAILED; the
+    /// command tells which one it is).
+    pub const GATE_TRIPPED: u8 = 1;
 }
 
 /// cwbench coordinator: runs a seeded concurrency workload on agents and
 /// compares how each host handled it.
 ///
-/// With no --agent, starts two agents in this process on loopback ports (real
-/// gRPC, each with its own runtime) and runs the built-in parity scenario.
+/// With no command, runs the benchmark: with no --agent, starts two agents in
+/// this process on loopback ports (real gRPC, each with its own runtime) and
+/// runs the built-in parity scenario.
 #[derive(Debug, Parser)]
-#[command(name = "coordinator", version)]
+#[command(name = "coordinator", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub run: Args,
+}
+
+/// Commands other than the run.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Re-render report.md, report.html, summary.csv and intervals.csv from
+    /// a saved result.json, and print the table.
+    Report(ReportArgs),
+    /// Compare two saved results per host, profile and metric; exit 1 when a
+    /// --fail-if gate trips.
+    Compare(CompareArgs),
+    /// Write a scenario's exact job stream as JSON Lines (one job per line;
+    /// docs/workload.md), for replay by a harness in any language. The
+    /// digest goes to stderr.
+    Trace(TraceArgs),
+}
+
+/// Flags of `coordinator trace`.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Scenario file (TOML); default: the built-in scenarios/parity.toml.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Use this seed instead of the scenario's.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Jobs to write (default: the scenario's warm-up + measured jobs).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub jobs: Option<u64>,
+    /// Output file (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Flags of `coordinator report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A result.json written by a run.
+    #[arg(value_name = "RESULT.json")]
+    pub result: PathBuf,
+    /// Directory for the files (default: the result's directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Flags of `coordinator compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The baseline result.json.
+    #[arg(value_name = "BASE.json")]
+    pub base: PathBuf,
+    /// The result.json to judge against the baseline.
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+    /// Fail (exit 1) when a metric changes past a limit: METRIC>+PCT% or
+    /// METRIC<-PCT%, e.g. 'p99>+10%' or 'throughput<-5%'. Metrics:
+    /// throughput, p50, p95, p99, p99.9, max, errors. Repeatable.
+    #[arg(long = "fail-if", value_name = "GATE")]
+    pub fail_if: Vec<String>,
+    /// Compare even when the two runs ran different job streams (digest,
+    /// scenario name or seed differ).
+    #[arg(long)]
+    pub allow_digest_mismatch: bool,
+}
+
+/// Flags of the run (the default command).
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// Scenario file (TOML); default: the built-in scenarios/parity.toml.
     #[arg(long, value_name = "FILE")]
@@ -197,6 +273,19 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     } else {
         Agents::Remote(remote)
     };
+    let run_id = args.run_id.clone().unwrap_or_else(run::new_run_id);
+    let dir = args.out.join(&run_id);
+    let per_host = match plan.scenario.run.distribution {
+        Distribution::Replicate => plan.total_jobs(),
+        Distribution::Shard => {
+            let n = if args.agents.is_empty() {
+                u64::from(args.local_agents)
+            } else {
+                args.agents.len() as u64
+            };
+            plan.total_jobs().div_ceil(n.max(1))
+        }
+    };
     let opts = RunOptions {
         agents,
         drive: DriveOptions {
@@ -206,7 +295,8 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
             tls,
             ..DriveOptions::default()
         },
-        run_id: args.run_id.clone(),
+        run_id: Some(run_id),
+        hlog: Some(dir.join(hlog::FILE_NAME)),
         ..RunOptions::default()
     };
     if !args.quiet {
@@ -222,25 +312,11 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
             sleep / 1000.0
         );
     }
-    let progress: Option<Progress> = if args.quiet {
-        None
-    } else {
-        Some(Arc::new(|host: &str, s: &cwbench::proto::Snapshot| {
-            let c = s.counters.unwrap_or_default();
-            eprintln!(
-                "  {host}: t={:.1}s done {} received {} queue {}",
-                s.elapsed_us as f64 / 1e6,
-                c.completed + c.crashed,
-                c.received,
-                s.gauges.map_or(0, |g| g.queue_depth)
-            );
-        }))
-    };
+    let progress: Option<Progress> = (!args.quiet).then(|| progress::reporter(per_host));
     let result = run::run(plan, opts, progress).await.map_err(|e| match e {
         RunError::Unavailable(u) => CliError::Unavailable(u.to_string()),
         RunError::Local(e) => CliError::Failed(format!("cannot start a local agent: {e}")),
     })?;
-    let dir = args.out.join(&result.run_id);
     output::write_all(&result, &dir)
         .map_err(|e| CliError::Failed(format!("cannot write results to {}: {e}", dir.display())))?;
     Ok((result, dir))
@@ -261,5 +337,137 @@ pub fn run_exit_code(r: &RunResult, allow_partial: bool) -> u8 {
         }
     } else {
         exit::OK
+    }
+}
+
+/// `coordinator trace`: writes the job stream; returns the exit code.
+pub fn trace_command(a: &TraceArgs) -> u8 {
+    let mut plan = match load_plan(a.scenario.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("coordinator trace: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if let Some(seed) = a.seed {
+        plan.scenario.seed = seed;
+    }
+    let mut sink: Box<dyn std::io::Write> = match &a.out {
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("coordinator trace: --out {}: {e}", p.display());
+                return exit::BAD_INPUT;
+            }
+        },
+    };
+    match crate::trace::write_trace(&plan, a.jobs, &mut sink) {
+        Ok((digest, n)) => {
+            eprintln!("digest {} of {n} jobs", cwbench::digest::hex(digest));
+            exit::OK
+        }
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("coordinator trace: cannot write: {e}");
+            exit::RUN_FAILED
+        }
+    }
+}
+
+/// `coordinator report`: re-renders the derived files of a saved result and
+/// prints its table. Returns the exit code.
+pub fn report_command(a: &ReportArgs) -> u8 {
+    let r = match result::load(&a.result) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("coordinator report: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let dir = a.out.clone().unwrap_or_else(|| {
+        a.result
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    });
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    match output::write_derived(&r, &dir) {
+        Ok(files) => {
+            print!("{}", report::table(&r));
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("coordinator report: cannot write to {}: {e}", dir.display());
+            exit::RUN_FAILED
+        }
+    }
+}
+
+/// `coordinator compare`: prints the side-by-side table; 0 when no gate
+/// tripped, 1 when one did, 2 on bad input (files, gates, workloads that
+/// differ).
+pub fn compare_command(a: &CompareArgs) -> u8 {
+    let gates: Result<Vec<Gate>, _> = a.fail_if.iter().map(|g| g.parse::<Gate>()).collect();
+    let gates = match gates {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("coordinator compare: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let (base, new) = match (result::load(&a.base), result::load(&a.new)) {
+        (Ok(b), Ok(n)) => (b, n),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("coordinator compare: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let c = match compare::compare(&base, &new, &gates, a.allow_digest_mismatch) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("coordinator compare: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    println!("base: {} ({})", base.run_id, a.base.display());
+    println!("new:  {} ({})", new.run_id, a.new.display());
+    print!("{}", compare::table(&c));
+    for u in &c.unmatched {
+        println!("not compared: {u}");
+    }
+    for m in &c.mismatches {
+        eprintln!("warning: different workloads (allowed): {m}");
+    }
+    let tripped: Vec<_> = c.tripped().collect();
+    if tripped.is_empty() {
+        if !gates.is_empty() {
+            println!("all {} gate(s) passed", gates.len());
+        }
+        exit::OK
+    } else {
+        for r in &tripped {
+            eprintln!(
+                "gate tripped: {} on {} [{}]: {} -> {} ({})",
+                r.tripped.join(" "),
+                r.host,
+                r.profile,
+                r.metric.show(r.base),
+                r.metric.show(r.new),
+                if r.change.is_infinite() {
+                    "from 0".to_string()
+                } else {
+                    format!("{:+.1}%", r.change)
+                }
+            );
+        }
+        exit::GATE_TRIPPED
     }
 }

@@ -298,6 +298,8 @@ pub struct HostRun {
     pub plan: Arc<Plan>,
     pub profile: Profile,
     pub share: Share,
+    /// Where interval histograms go as they arrive (completion.hlog).
+    pub hlog: Option<crate::hlog::HlogSink>,
 }
 
 /// Progress callback: (host label, snapshot) as each arrives.
@@ -597,6 +599,7 @@ struct HostState {
     class_names: Vec<String>,
     lateness: Summary,
     recovery: RecoveryResult,
+    hlog: Option<crate::hlog::HlogSink>,
 }
 
 impl HostState {
@@ -623,6 +626,7 @@ impl HostState {
             lateness: Summary::default(),
             recovery: RecoveryResult::default(),
             class_names: run.plan.classes.iter().map(|c| c.name.clone()).collect(),
+            hlog: run.hlog.clone(),
         }
     }
 
@@ -654,11 +658,26 @@ impl HostState {
         }
         let mut h = new_hist();
         for c in &s.classes {
-            let _ = merge_encoded(&mut h, &c.completion);
+            let Ok(ch) = cwbench::histogram::decode(&c.completion) else {
+                continue;
+            };
+            let _ = h.add(&ch);
             // Kept merged so a host lost before Done still has latencies.
             let parts = [&c.completion, &c.queue_wait, &c.service, &c.sleep_overshoot];
             for (k, bytes) in parts.iter().enumerate() {
                 let _ = merge_encoded(&mut self.from_intervals[k], bytes);
+            }
+            if let Some(sink) = &self.hlog {
+                let class = self
+                    .class_names
+                    .get(c.class_id as usize)
+                    .map_or_else(|| format!("class{}", c.class_id), Clone::clone);
+                sink.interval(
+                    &class,
+                    Duration::from_micros(s.elapsed_us),
+                    Duration::from_micros(s.interval_us),
+                    ch,
+                );
             }
         }
         let g = s.gauges.unwrap_or_default();
@@ -807,6 +826,7 @@ impl HostState {
             intervals: self.intervals,
             lateness: self.lateness,
             recovery: self.recovery,
+            spectrum: crate::result::spectrum(&self.overall[0]),
         }
     }
 }

@@ -1,10 +1,16 @@
 //! cwbench coordinator: loads a scenario, drives agents over gRPC, merges
 //! their measurements and writes the comparison report.
 
+pub mod chart;
 pub mod cli;
+pub mod compare;
+pub mod csv;
 pub mod discovery;
 pub mod driver;
+pub mod hlog;
+pub mod html;
 pub mod output;
+pub mod progress;
 pub mod report;
 pub mod result;
 pub mod run;

@@ -1,15 +1,15 @@
-//! `coordinator`: parses flags, runs the benchmark, maps the outcome to an
-//! exit code (0 ok, 1 run failed, 2 bad input, 3 agent unavailable, 4 host
-//! lost).
+//! `coordinator`: parses flags, runs the benchmark (or `report` / `compare`
+//! on saved results), maps the outcome to an exit code (0 ok, 1 run failed
+//! or a compare gate tripped, 2 bad input, 3 agent unavailable, 4 host lost).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cwbench_coordinator::cli::{self, Args, exit};
+use cwbench_coordinator::cli::{self, Cli, Cmd, exit};
 use cwbench_coordinator::report;
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let cli = match Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
@@ -20,10 +20,25 @@ fn main() -> ExitCode {
             });
         }
     };
+    let args = match cli.cmd {
+        Some(Cmd::Report(a)) => return ExitCode::from(cli::report_command(&a)),
+        Some(Cmd::Compare(a)) => return ExitCode::from(cli::compare_command(&a)),
+        Some(Cmd::Trace(a)) => return ExitCode::from(cli::trace_command(&a)),
+        None => cli.run,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if args.quiet { "warn" } else { "info" }.into()),
+                // In-process agents' info lines would only repeat the
+                // progress lines (and break them up on a terminal).
+                .unwrap_or_else(|_| {
+                    if args.quiet {
+                        "warn"
+                    } else {
+                        "info,cwbench_agent=warn"
+                    }
+                    .into()
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

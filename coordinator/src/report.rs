@@ -17,7 +17,8 @@ pub fn fmt_us(us: u64) -> String {
     }
 }
 
-fn fmt_rate(r: f64) -> String {
+/// Formats a rate compactly: 950, 22.6k, 1.20M.
+pub fn fmt_rate(r: f64) -> String {
     if r >= 1e6 {
         format!("{:.2}M", r / 1e6)
     } else if r >= 1e4 {
@@ -92,14 +93,36 @@ pub fn table(r: &RunResult) -> String {
     out
 }
 
-/// report.md: the run's facts, the comparison table and the findings.
-pub fn markdown(r: &RunResult) -> String {
-    let mut md = String::new();
+/// A table of the report, renderable as Markdown or HTML. Cells are plain
+/// text; each renderer escapes them.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub title: String,
+    pub header: Vec<String>,
+    /// Per column: right-aligned (numbers).
+    pub right: Vec<bool>,
+    pub rows: Vec<Vec<String>>,
+    /// A sentence printed under the table.
+    pub note: Option<String>,
+}
+
+impl Table {
+    fn new(title: &str, header: &[&str], right: &[usize]) -> Self {
+        Self {
+            title: title.into(),
+            header: header.iter().map(|h| h.to_string()).collect(),
+            right: (0..header.len()).map(|i| right.contains(&i)).collect(),
+            rows: Vec::new(),
+            note: None,
+        }
+    }
+}
+
+/// One sentence on the scenario: name, seed, sizes, source, version, start.
+pub fn run_facts(r: &RunResult) -> String {
     let s = &r.scenario;
-    let _ = writeln!(md, "# cwbench run {}\n", r.run_id);
-    let _ = writeln!(
-        md,
-        "Scenario **{}** (seed {}, {} measured jobs after {} warm-up jobs, {}), from `{}`; cwbench {}, started {}.\n",
+    format!(
+        "Scenario {} (seed {}, {} measured jobs after {} warm-up jobs, {}), from {}; cwbench {}, started {}.",
         s.name,
         s.seed,
         s.run.jobs,
@@ -108,77 +131,88 @@ pub fn markdown(r: &RunResult) -> String {
         r.scenario_source,
         r.cwbench_version,
         r.started_at
+    )
+}
+
+/// The report's tables, in order: comparison, hosts, breakdown and
+/// accounting, and per class when a host ran more than one class.
+pub fn tables(r: &RunResult) -> Vec<Table> {
+    let mut out = Vec::new();
+    let mut t = Table::new(
+        "Completion latency and throughput",
+        &HEADER,
+        &[2, 3, 5, 6, 7, 8, 9, 10, 11, 12],
     );
-    if !s.description.is_empty() {
-        let _ = writeln!(md, "> {}\n", s.description);
-    }
-    let _ = writeln!(md, "## Completion latency and throughput\n");
-    let _ = writeln!(md, "| {} |", HEADER.join(" | "));
-    let _ = writeln!(
-        md,
-        "|{}|",
-        HEADER
-            .iter()
-            .enumerate()
-            .map(|(i, _)| if i <= 1 || i == 4 { " --- " } else { " ---: " })
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for row in rows(r) {
-        let _ = writeln!(md, "| {} |", row.join(" | "));
-    }
+    t.rows = rows(r).into_iter().map(Vec::from).collect();
     let origin = if r.scenario.arrival.mode == cwbench::scenario::ArrivalMode::Open {
         "completion − intended start, open loop: coordinated omission is counted"
     } else {
         "completion − enqueue attempt, closed loop"
     };
-    let _ = writeln!(
-        md,
-        "\nLatencies are completion latency ({origin}), measured on each agent's own clock. jobs/s = measured completed jobs ÷ measured window. errors = crashed + timed out + shed + cancelled.\n"
-    );
+    t.note = Some(format!(
+        "Latencies are completion latency ({origin}), measured on each agent's own clock. jobs/s = measured completed jobs ÷ measured window. errors = crashed + timed out + shed + cancelled."
+    ));
+    out.push(t);
 
-    let _ = writeln!(md, "## Hosts\n");
-    let _ = writeln!(
-        md,
-        "| host | address | CPU | cores | pinned to | OS | agent |"
+    let mut t = Table::new(
+        "Hosts",
+        &[
+            "host",
+            "address",
+            "CPU",
+            "cores",
+            "pinned to",
+            "OS",
+            "agent",
+        ],
+        &[3],
     );
-    let _ = writeln!(md, "| --- | --- | --- | ---: | --- | --- | --- |");
     if let Some(p) = r.profiles.first() {
         for h in &p.hosts {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} {} |",
-                h.label,
-                h.addr,
-                h.info.cpu_model,
-                h.info.logical_cores,
+            t.rows.push(vec![
+                h.label.clone(),
+                h.addr.clone(),
+                h.info.cpu_model.clone(),
+                h.info.logical_cores.to_string(),
                 if h.info.cpu_set.is_empty() {
-                    "—"
+                    "—".to_string()
                 } else {
-                    &h.info.cpu_set
+                    h.info.cpu_set.clone()
                 },
-                h.info.os,
-                h.info.runtime,
-                h.info.agent_version
-            );
+                h.info.os.clone(),
+                format!("{} {}", h.info.runtime, h.info.agent_version),
+            ]);
         }
     }
+    out.push(t);
 
-    let _ = writeln!(md, "\n## Breakdown and accounting\n");
-    let _ = writeln!(
-        md,
-        "| host | profile | queue wait p99 | service p99 | sleep overshoot p50 / p99 | scheduler lateness p50 / p99 | restart p50 / max | sent | completed | crashed | timed out | shed | cancelled | balanced | digest |"
-    );
-    let _ = writeln!(
-        md,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+    let mut t = Table::new(
+        "Breakdown and accounting",
+        &[
+            "host",
+            "profile",
+            "queue wait p99",
+            "service p99",
+            "sleep overshoot p50 / p99",
+            "scheduler lateness p50 / p99",
+            "restart p50 / max",
+            "sent",
+            "completed",
+            "crashed",
+            "timed out",
+            "shed",
+            "cancelled",
+            "balanced",
+            "digest",
+        ],
+        &[2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
     );
     for p in &r.profiles {
         for h in &p.hosts {
             let a = &h.accounting;
             let digest = match &h.digest_received {
-                Some(d) if *d == h.digest_sent => format!("`{d}` ✓"),
-                Some(d) => format!("`{d}` ≠ sent `{}`", h.digest_sent),
+                Some(d) if *d == h.digest_sent => format!("{d} ✓"),
+                Some(d) => format!("{d} ≠ sent {}", h.digest_sent),
                 None => "—".into(),
             };
             let restart = if h.restart_latency.count > 0 {
@@ -190,104 +224,153 @@ pub fn markdown(r: &RunResult) -> String {
             } else {
                 "—".into()
             };
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                h.label,
-                p.label,
+            t.rows.push(vec![
+                h.label.clone(),
+                p.label.clone(),
                 fmt_us(h.latency.queue_wait.p99),
                 fmt_us(h.latency.service.p99),
-                fmt_us(h.latency.sleep_overshoot.p50),
-                fmt_us(h.latency.sleep_overshoot.p99),
-                fmt_us(h.lateness.p50),
-                fmt_us(h.lateness.p99),
+                format!(
+                    "{} / {}",
+                    fmt_us(h.latency.sleep_overshoot.p50),
+                    fmt_us(h.latency.sleep_overshoot.p99)
+                ),
+                format!("{} / {}", fmt_us(h.lateness.p50), fmt_us(h.lateness.p99)),
                 restart,
-                a.sent,
-                a.completed,
-                a.crashed,
-                a.timed_out,
-                a.shed,
-                a.cancelled,
-                if a.balances() { "yes" } else { "**NO**" },
-                digest
-            );
+                a.sent.to_string(),
+                a.completed.to_string(),
+                a.crashed.to_string(),
+                a.timed_out.to_string(),
+                a.shed.to_string(),
+                a.cancelled.to_string(),
+                if a.balances() { "yes" } else { "NO" }.into(),
+                digest,
+            ]);
         }
     }
+    out.push(t);
+
     if r.profiles
         .iter()
         .any(|p| p.hosts.iter().any(|h| h.recovery.faults > 0))
     {
-        let _ = writeln!(md, "\n## Faults and recovery\n");
-        let _ = writeln!(
-            md,
-            "Recovery interval: fault → completion rate over a {} ms window back within ±{:.0}% of the median window of the {} ms before the fault (the first window wholly after the fault counts, so the window length is the floor). Restart latency: crash → the replacement worker picks up its next job.\n",
+        let mut t = Table::new(
+            "Faults and recovery",
+            &[
+                "host",
+                "profile",
+                "fault events",
+                "recovered",
+                "recovery p50",
+                "recovery max",
+                "not recovered",
+                "no baseline",
+                "restarts",
+                "restart p50 / max",
+            ],
+            &[2, 3, 4, 5, 6, 7, 8, 9],
+        );
+        t.note = Some(format!(
+            "Recovery interval: fault → completion rate over a {} ms window back within ±{:.0}% of the median window of the {} ms before the fault (the first window wholly after the fault counts, so the window length is the floor). Restart latency: crash → the replacement worker picks up its next job.",
             r.scenario.recovery.window_ms,
             r.scenario.recovery.band * 100.0,
             r.scenario.recovery.baseline_ms
-        );
-        let _ = writeln!(
-            md,
-            "| host | profile | fault events | recovered | recovery p50 | recovery max | not recovered | no baseline | restarts | restart p50 / max |"
-        );
-        let _ = writeln!(
-            md,
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        );
+        ));
         for p in &r.profiles {
             for h in &p.hosts {
                 let rv = &h.recovery;
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
-                    h.label,
-                    p.label,
-                    rv.faults,
-                    rv.interval.count,
+                t.rows.push(vec![
+                    h.label.clone(),
+                    p.label.clone(),
+                    rv.faults.to_string(),
+                    rv.interval.count.to_string(),
                     fmt_us(rv.interval.p50),
                     fmt_us(rv.interval.max),
-                    rv.unrecovered,
-                    rv.no_baseline,
-                    h.accounting.restarts,
-                    fmt_us(h.restart_latency.p50),
-                    fmt_us(h.restart_latency.max)
-                );
+                    rv.unrecovered.to_string(),
+                    rv.no_baseline.to_string(),
+                    h.accounting.restarts.to_string(),
+                    format!(
+                        "{} / {}",
+                        fmt_us(h.restart_latency.p50),
+                        fmt_us(h.restart_latency.max)
+                    ),
+                ]);
             }
         }
+        out.push(t);
     }
+
     if r.profiles
         .iter()
         .any(|p| p.hosts.iter().any(|h| h.classes.len() > 1))
     {
-        let _ = writeln!(md, "\n## Per class (completion latency)\n");
-        let _ = writeln!(md, "| host | profile | class | jobs | p50 | p99 | max |");
-        let _ = writeln!(md, "| --- | --- | --- | ---: | ---: | ---: | ---: |");
+        let mut t = Table::new(
+            "Per class (completion latency)",
+            &["host", "profile", "class", "jobs", "p50", "p99", "max"],
+            &[3, 4, 5, 6],
+        );
         for p in &r.profiles {
             for h in &p.hosts {
                 for c in &h.classes {
                     let l = &c.latency.completion;
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | {} | {} | {} | {} | {} |",
-                        h.label,
-                        p.label,
-                        c.class,
-                        l.count,
+                    t.rows.push(vec![
+                        h.label.clone(),
+                        p.label.clone(),
+                        c.class.clone(),
+                        l.count.to_string(),
                         fmt_us(l.p50),
                         fmt_us(l.p99),
-                        fmt_us(l.max)
-                    );
+                        fmt_us(l.max),
+                    ]);
                 }
             }
         }
+        out.push(t);
     }
-    let _ = writeln!(md, "\n## Findings\n");
+    out
+}
+
+/// A table cell made safe for Markdown: `|` escaped, line breaks flattened.
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+/// report.md: the run's facts, the comparison table and the findings.
+pub fn markdown(r: &RunResult) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# cwbench run {}\n", md_cell(&r.run_id));
+    let _ = writeln!(md, "{}\n", run_facts(r));
+    if !r.scenario.description.is_empty() {
+        let _ = writeln!(md, "> {}\n", r.scenario.description);
+    }
+    for t in tables(r) {
+        let _ = writeln!(md, "## {}\n", t.title);
+        let _ = writeln!(md, "| {} |", t.header.join(" | "));
+        let _ = writeln!(
+            md,
+            "|{}|",
+            t.right
+                .iter()
+                .map(|&r| if r { " ---: " } else { " --- " })
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        for row in &t.rows {
+            let cells: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
+            let _ = writeln!(md, "| {} |", cells.join(" | "));
+        }
+        if let Some(n) = &t.note {
+            let _ = writeln!(md, "\n{n}");
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "## Findings\n");
     for f in findings(r) {
         let _ = writeln!(md, "- {f}");
     }
     if !r.warnings.is_empty() {
         let _ = writeln!(md, "\n## Warnings\n");
         for w in &r.warnings {
-            let _ = writeln!(md, "- {w}");
+            let _ = writeln!(md, "- {}", w.replace(['\n', '\r'], " "));
         }
     }
     md

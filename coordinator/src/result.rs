@@ -159,6 +159,11 @@ pub struct HostResult {
     pub feed_stall_ms: f64,
     pub snapshots: u64,
     pub intervals: Vec<IntervalPoint>,
+    /// Completion latency at a fixed ladder of percentiles over the whole
+    /// measured run (HdrHistogram-style percentile spectrum); empty when no
+    /// job was measured. Absent in files written before it existed.
+    #[serde(default)]
+    pub spectrum: Vec<SpectrumPoint>,
     /// Scheduler lateness of the probe task over the whole run, µs.
     pub lateness: Summary,
     /// Recovery after injected faults.
@@ -187,4 +192,78 @@ pub struct RecoveryResult {
 pub struct FaultMark {
     pub t_s: f64,
     pub recovery_ms: Option<f64>,
+}
+
+/// One point of a latency percentile spectrum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpectrumPoint {
+    /// Percentile, 0..=100 (100 = the maximum).
+    pub percentile: f64,
+    /// Completion latency at that percentile, µs.
+    pub value_us: u64,
+}
+
+/// Percentiles of the spectrum: the usual report points plus five points per
+/// decade of 1/(1−p) up to 99.999, so the curve is smooth on a log axis.
+pub fn spectrum_percentiles() -> Vec<f64> {
+    let mut p: Vec<f64> = vec![
+        0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0,
+    ];
+    for i in 1..25 {
+        let x = 10f64.powf(f64::from(i) / 5.0);
+        // Rounded to 4 decimals so the ladder prints cleanly.
+        p.push(((1.0 - 1.0 / x) * 100.0 * 1e4).round() / 1e4);
+    }
+    p.sort_by(f64::total_cmp);
+    p.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    p
+}
+
+/// The spectrum of a histogram (µs); empty for an empty histogram.
+pub fn spectrum(h: &cwbench::histogram::Hist) -> Vec<SpectrumPoint> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    spectrum_percentiles()
+        .into_iter()
+        .map(|percentile| SpectrumPoint {
+            percentile,
+            value_us: if percentile >= 100.0 {
+                h.max()
+            } else if percentile <= 0.0 {
+                h.min()
+            } else {
+                h.value_at_quantile(percentile / 100.0)
+            },
+        })
+        .collect()
+}
+
+/// A result.json that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct LoadError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Reads a saved result.json.
+pub fn load(path: &std::path::Path) -> Result<RunResult, LoadError> {
+    let err = |reason: String| LoadError {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
+    match v.get("schema_version").and_then(serde_json::Value::as_u64) {
+        Some(n) if n <= u64::from(SCHEMA_VERSION) => {}
+        Some(n) => {
+            return Err(err(format!(
+                "schema_version {n} is newer than this coordinator reads ({SCHEMA_VERSION})"
+            )));
+        }
+        None => return Err(err("not a cwbench result: no schema_version".into())),
+    }
+    serde_json::from_value(v).map_err(|e| err(format!("not a cwbench result: {e}")))
 }

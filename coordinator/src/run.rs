@@ -29,6 +29,9 @@ pub struct RunOptions {
     /// Attempts to reach each agent before giving up (with backoff).
     pub connect_attempts: u32,
     pub run_id: Option<String>,
+    /// Stream every interval histogram into this HdrHistogram interval log
+    /// (`completion.hlog`) as snapshots arrive.
+    pub hlog: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -41,6 +44,7 @@ impl Default for RunOptions {
             drive: DriveOptions::default(),
             connect_attempts: 3,
             run_id: None,
+            hlog: None,
         }
     }
 }
@@ -162,6 +166,35 @@ pub async fn run(
     }
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
     let plan = Arc::new(plan);
+    let mut hlog_warning = None;
+    let hlog = match &opts.hlog {
+        None => None,
+        Some(path) => {
+            let mut comments = vec![
+                format!(
+                    "cwbench {} run {run_id}: completion latency in microseconds, per snapshot interval",
+                    cwbench::VERSION
+                ),
+                format!(
+                    "scenario {} seed {}; tags host=<label>;profile=<index>;class=<class>; timestamps: seconds since that host's run of that profile started (agent clock)",
+                    plan.scenario.name, plan.scenario.seed
+                ),
+            ];
+            for (pi, p) in plan.profiles.iter().enumerate() {
+                comments.push(format!("profile={pi}: {}", p.label()));
+            }
+            match crate::hlog::HlogWriter::create(path, &comments) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    hlog_warning = Some(format!(
+                        "cannot write the interval log {}: {e}",
+                        path.display()
+                    ));
+                    None
+                }
+            }
+        }
+    };
     let mut profiles = Vec::new();
     let n = addrs.len() as u64;
     for (pi, profile) in plan.profiles.iter().enumerate() {
@@ -188,6 +221,7 @@ pub async fn run(
                         1
                     },
                 },
+                hlog: hlog.as_ref().and_then(|w| w.sink(&labels[i], pi)),
             };
             tasks.push(tokio::spawn(driver::drive(
                 hr,
@@ -211,7 +245,14 @@ pub async fn run(
         });
     }
     drop(local);
-    let warnings = warnings(&profiles);
+    let mut warnings = warnings(&profiles);
+    if let Some(w) = hlog {
+        let path = w.path().display().to_string();
+        if let Err(e) = w.finish() {
+            hlog_warning = Some(format!("cannot write the interval log {path}: {e}"));
+        }
+    }
+    warnings.extend(hlog_warning);
     Ok(RunResult {
         schema_version: SCHEMA_VERSION,
         run_id,

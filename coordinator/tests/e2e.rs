@@ -276,7 +276,7 @@ fn agent_refuses_a_public_address_without_token_unless_insecure() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(
-        err.starts_with("agent: refusing to listen on 0.0.0.0:0 without a token"),
+        err.starts_with("agent: refusing to listen on 0.0.0.0:0 with neither a token nor TLS"),
         "{err}"
     );
     assert!(o.stdout.is_empty());
@@ -433,4 +433,53 @@ fn agent_pinned_to_a_cpu_set_reports_it_and_bad_sets_exit_2() {
     let h = &r["profiles"][0]["hosts"][0];
     assert_eq!(h["info"]["logical_cores"], 1);
     assert_eq!(h["info"]["cpu_set"], "0");
+}
+
+#[test]
+fn trace_writes_the_stream_and_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.jsonl");
+    let o = Command::new(coordinator_bin())
+        .args(["trace", "--jobs", "1000", "--out", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let body = std::fs::read_to_string(&f).unwrap();
+    assert_eq!(body.lines().count(), 1000);
+    assert!(body.starts_with(
+        "{\"id\":0,\"class\":\"mixed\",\"class_id\":0,\"work_units\":70965,\"sleep_us\":0,\"crash\":false,\"intended_us\":0}\n"
+    ));
+    // The digest printed is the one the generator pins for this prefix.
+    let mut g = cwbench::generator::Generator::new(
+        &cwbench::scenario::parse(
+            cwbench::scenario::PARITY_TOML,
+            "p",
+            &cwbench::scenario::Limits::default(),
+        )
+        .unwrap(),
+    );
+    let mut d = cwbench::digest::Digest::new();
+    for _ in 0..1000 {
+        d.push(&g.next_job());
+    }
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "digest {} of 1000 jobs",
+            cwbench::digest::hex(d.value())
+        )),
+        "{err}"
+    );
+    // Another seed, another stream.
+    let o2 = Command::new(coordinator_bin())
+        .args(["trace", "--jobs", "1000", "--seed", "43"])
+        .output()
+        .unwrap();
+    assert_eq!(o2.status.code(), Some(0));
+    assert_ne!(text(&o2.stdout), body);
+    let o3 = Command::new(coordinator_bin())
+        .args(["trace", "--scenario", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o3.status.code(), Some(2));
 }

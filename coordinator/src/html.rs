@@ -1,0 +1,367 @@
+//! report.html: one self-contained page (inline CSS and SVG, no script, no
+//! fetches) with the run's charts and the same tables as report.md.
+
+use std::fmt::Write as _;
+
+use crate::chart::{self, Axis, Bar, LineChart, Scale, Series, esc};
+use crate::report::{self, fmt_rate, fmt_us};
+use crate::result::{HostResult, HostStatus, ProfileResult, RunResult};
+
+const CSS: &str = r#"
+:root{color-scheme:light}
+*{box-sizing:border-box}
+body{margin:0;background:#f4f5f7;color:#1d1f23;font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Liberation Sans','DejaVu Sans',Arial,sans-serif}
+header{background:#1f2d3d;color:#fff;padding:22px 32px}
+header h1{margin:0 0 6px;font-size:22px;font-weight:600}
+header p{margin:0;color:#c9d3de;max-width:1100px}
+main{padding:8px 32px 40px;max-width:1500px}
+h2{font-size:18px;margin:28px 0 10px;font-weight:600}
+h3{font-size:15px;margin:20px 0 8px;font-weight:600;color:#333}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:16px}
+.card{background:#fff;border:1px solid #dfe3e8;border-radius:6px;padding:6px;overflow:hidden}
+svg.chart{display:block;width:100%;height:auto}
+table{border-collapse:collapse;background:#fff;border:1px solid #dfe3e8;font-size:13px;margin:6px 0 4px}
+th,td{padding:5px 10px;border-bottom:1px solid #eceff2;text-align:left;white-space:nowrap}
+th{background:#f0f2f5;font-weight:600}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.bad td{background:#fdecea}
+.scroll{overflow-x:auto}
+.note{color:#555;font-size:12.5px;max-width:1100px}
+blockquote{margin:10px 0 0;color:#dfe6ee;font-style:italic}
+ul{padding-left:20px}
+.warn li{color:#8a2a0b}
+footer{color:#777;font-size:12px;padding:0 32px 24px}
+"#;
+
+/// Colour of each host label, in order of first appearance.
+fn host_colors(r: &RunResult) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for p in &r.profiles {
+        for h in &p.hosts {
+            if !seen.contains(&h.label) {
+                seen.push(h.label.clone());
+            }
+        }
+    }
+    seen
+}
+
+fn color_of(hosts: &[String], label: &str) -> &'static str {
+    chart::color(hosts.iter().position(|h| h == label).unwrap_or(0))
+}
+
+/// The x of a percentile on the spectrum axis: 1/(1−p).
+fn spectrum_x(p: f64) -> f64 {
+    1.0 / (1.0 - (p / 100.0).min(0.999_999_9))
+}
+
+/// The latency percentile spectrum of a profile's hosts (HdrHistogram style):
+/// x is 1/(1−p) on a log scale, so each decade is one more nine; the
+/// rightmost point is the maximum.
+fn spectrum_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
+    let with: Vec<&HostResult> = p.hosts.iter().filter(|h| !h.spectrum.is_empty()).collect();
+    if with.is_empty() {
+        return None;
+    }
+    // Decades worth showing: up to 1/count (beyond that every percentile is
+    // the maximum), 2..=5 nines.
+    let count = with
+        .iter()
+        .map(|h| h.latency.completion.count)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let decades = count.log10().floor().clamp(2.0, 5.0);
+    let last = 10f64.powf(decades);
+    let max_x = 10f64.powf(decades + 0.5);
+    let max_us = with
+        .iter()
+        .flat_map(|h| h.spectrum.iter().map(|s| s.value_us))
+        .max()
+        .unwrap_or(1) as f64;
+    let (div, unit) = chart::latency_unit(max_us);
+    let series = with
+        .iter()
+        .map(|h| Series {
+            name: h.label.clone(),
+            color: color_of(hosts, &h.label),
+            points: h
+                .spectrum
+                .iter()
+                .filter_map(|s| {
+                    let x = if s.percentile >= 100.0 {
+                        max_x
+                    } else {
+                        spectrum_x(s.percentile)
+                    };
+                    (s.percentile >= 100.0 || x <= last * 1.000_001)
+                        .then_some((x, s.value_us as f64 / div))
+                })
+                .collect(),
+        })
+        .collect();
+    let mut ticks = Vec::new();
+    let labels = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"];
+    for (d, l) in labels.iter().enumerate().take(decades as usize + 1) {
+        ticks.push((10f64.powi(d as i32), (*l).to_string()));
+    }
+    ticks.push((max_x, "max".into()));
+    let y = Axis::linear_from_zero(
+        &format!("completion latency ({unit})"),
+        max_us / div,
+        chart::num,
+    );
+    Some(chart::line_chart(&LineChart {
+        title: "Latency by percentile (whole run)".into(),
+        x: Axis {
+            label: "percentile (log scale of 1/(1−p))".into(),
+            scale: Scale::Log10,
+            min: 1.0,
+            max: max_x,
+            ticks,
+        },
+        y,
+        series,
+    }))
+}
+
+fn time_axis(p: &ProfileResult) -> Axis {
+    let t = p
+        .hosts
+        .iter()
+        .flat_map(|h| h.intervals.iter().map(|i| i.t_s))
+        .fold(0.0, f64::max);
+    Axis::linear_from_zero("time since the host's run started (s)", t, chart::num)
+}
+
+fn throughput_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
+    if p.hosts.iter().all(|h| h.intervals.is_empty()) {
+        return None;
+    }
+    let max = p
+        .hosts
+        .iter()
+        .flat_map(|h| h.intervals.iter().map(|i| i.jobs_per_s))
+        .fold(0.0, f64::max);
+    Some(chart::line_chart(&LineChart {
+        title: "Throughput over time (per snapshot interval)".into(),
+        x: time_axis(p),
+        y: Axis::linear_from_zero("measured jobs completed (jobs/s)", max, chart::si),
+        series: p
+            .hosts
+            .iter()
+            .map(|h| Series {
+                name: h.label.clone(),
+                color: color_of(hosts, &h.label),
+                points: h.intervals.iter().map(|i| (i.t_s, i.jobs_per_s)).collect(),
+            })
+            .collect(),
+    }))
+}
+
+fn p99_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
+    if p.hosts.iter().all(|h| h.intervals.is_empty()) {
+        return None;
+    }
+    let max_us = p
+        .hosts
+        .iter()
+        .flat_map(|h| h.intervals.iter().map(|i| i.p99_us))
+        .max()
+        .unwrap_or(0) as f64;
+    let (div, unit) = chart::latency_unit(max_us);
+    Some(chart::line_chart(&LineChart {
+        title: "p99 completion latency over time (per snapshot interval)".into(),
+        x: time_axis(p),
+        y: Axis::linear_from_zero(
+            &format!("p99 completion latency ({unit})"),
+            max_us / div,
+            chart::num,
+        ),
+        series: p
+            .hosts
+            .iter()
+            .map(|h| Series {
+                name: h.label.clone(),
+                color: color_of(hosts, &h.label),
+                // Intervals with no measured completion have no p99.
+                points: h
+                    .intervals
+                    .iter()
+                    .filter(|i| i.p99_us > 0)
+                    .map(|i| (i.t_s, i.p99_us as f64 / div))
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// Throughput and p99 of every host × profile, side by side.
+fn comparison_charts(r: &RunResult, hosts: &[String]) -> Vec<String> {
+    let many = r.profiles.len() > 1;
+    let label = |p: &ProfileResult, h: &HostResult| {
+        if many {
+            format!("{} · {}", h.label, p.label)
+        } else {
+            h.label.clone()
+        }
+    };
+    let pairs: Vec<(&ProfileResult, &HostResult)> = r
+        .profiles
+        .iter()
+        .flat_map(|p| p.hosts.iter().map(move |h| (p, h)))
+        .collect();
+    if pairs.is_empty() {
+        return Vec::new();
+    }
+    let tput: Vec<Bar> = pairs
+        .iter()
+        .map(|(p, h)| Bar {
+            label: label(p, h),
+            value: h.throughput,
+            text: format!("{} jobs/s", fmt_rate(h.throughput)),
+            color: color_of(hosts, &h.label),
+        })
+        .collect();
+    let max_p99 = pairs
+        .iter()
+        .map(|(_, h)| h.latency.completion.p99)
+        .max()
+        .unwrap_or(0) as f64;
+    let (div, unit) = chart::latency_unit(max_p99);
+    let p99: Vec<Bar> = pairs
+        .iter()
+        .map(|(p, h)| Bar {
+            label: label(p, h),
+            value: h.latency.completion.p99 as f64 / div,
+            text: fmt_us(h.latency.completion.p99),
+            color: color_of(hosts, &h.label),
+        })
+        .collect();
+    vec![
+        chart::bar_chart("Throughput by host", "jobs/s", &tput, chart::si),
+        chart::bar_chart(
+            "p99 completion latency by host",
+            &format!("p99 completion latency ({unit})"),
+            &p99,
+            chart::num,
+        ),
+    ]
+}
+
+fn table_html(out: &mut String, t: &report::Table, bad_rows: &[bool]) {
+    let _ = write!(
+        out,
+        "<h2>{}</h2><div class=\"scroll\"><table><thead><tr>",
+        esc(&t.title)
+    );
+    for (h, r) in t.header.iter().zip(&t.right) {
+        let _ = write!(
+            out,
+            "<th{}>{}</th>",
+            if *r { " class=\"num\"" } else { "" },
+            esc(h)
+        );
+    }
+    out.push_str("</tr></thead><tbody>");
+    for (i, row) in t.rows.iter().enumerate() {
+        let bad = bad_rows.get(i).copied().unwrap_or(false);
+        out.push_str(if bad { "<tr class=\"bad\">" } else { "<tr>" });
+        for (c, r) in row.iter().zip(&t.right) {
+            let _ = write!(
+                out,
+                "<td{}>{}</td>",
+                if *r { " class=\"num\"" } else { "" },
+                esc(c)
+            );
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div>");
+    if let Some(n) = &t.note {
+        let _ = write!(out, "<p class=\"note\">{}</p>", esc(n));
+    }
+}
+
+/// The whole page.
+pub fn render(r: &RunResult) -> String {
+    let hosts = host_colors(r);
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\"><title>cwbench run {}</title><style>{CSS}</style></head><body>",
+        esc(&r.run_id)
+    );
+    let _ = write!(
+        o,
+        "<header><h1>cwbench run {}</h1><p>{}</p>",
+        esc(&r.run_id),
+        esc(&report::run_facts(r))
+    );
+    if !r.scenario.description.is_empty() {
+        let _ = write!(
+            o,
+            "<blockquote>{}</blockquote>",
+            esc(&r.scenario.description)
+        );
+    }
+    o.push_str("</header><main>");
+    if !r.warnings.is_empty() {
+        o.push_str("<h2>Warnings</h2><ul class=\"warn\">");
+        for w in &r.warnings {
+            let _ = write!(o, "<li>{}</li>", esc(w));
+        }
+        o.push_str("</ul>");
+    }
+    let cmp = comparison_charts(r, &hosts);
+    if !cmp.is_empty() {
+        o.push_str("<h2>Comparison</h2><div class=\"grid\">");
+        for c in cmp {
+            let _ = write!(o, "<div class=\"card\">{c}</div>");
+        }
+        o.push_str("</div>");
+    }
+    for (i, p) in r.profiles.iter().enumerate() {
+        let _ = write!(
+            o,
+            "<h2>Profile {}: {}</h2><div class=\"grid\">",
+            i + 1,
+            esc(&p.label)
+        );
+        for c in [
+            spectrum_chart(p, &hosts),
+            throughput_chart(p, &hosts),
+            p99_chart(p, &hosts),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = write!(o, "<div class=\"card\">{c}</div>");
+        }
+        o.push_str("</div>");
+    }
+    let bad: Vec<bool> = r
+        .profiles
+        .iter()
+        .flat_map(|p| p.hosts.iter().map(|h| h.status != HostStatus::Ok))
+        .collect();
+    for (i, t) in report::tables(r).iter().enumerate() {
+        // Rows of the first and third tables are host × profile in order.
+        let marks: &[bool] = if i == 0 || i == 2 { &bad } else { &[] };
+        table_html(&mut o, t, marks);
+    }
+    o.push_str("<h2>Findings</h2><ul>");
+    for f in report::findings(r) {
+        let _ = write!(o, "<li>{}</li>", esc(&f));
+    }
+    o.push_str("</ul>");
+    o.push_str("<p class=\"note\">How to read the percentile chart: each step right on the x axis adds a nine (90%, 99%, 99.9%…), so the tail gets as much room as the median; the rightmost point is the slowest job. Time series use each host's own clock from its run start; intervals are the agents' snapshot intervals.</p>");
+    let _ = write!(
+        o,
+        "</main><footer>Generated by cwbench {} from result.json (schema {}). Self-contained: no scripts, no external resources.</footer></body></html>",
+        esc(&r.cwbench_version),
+        r.schema_version
+    );
+    o.push('\n');
+    o
+}
