@@ -552,6 +552,8 @@ impl Plan {
             restart_window_ms: s.supervisor.restart_window_ms,
             backoff_ms: s.supervisor.backoff_ms,
             max_backoff_ms: s.supervisor.max_backoff_ms.max(s.supervisor.backoff_ms),
+            // Set by the coordinator's --job-log, not by the scenario.
+            job_log: false,
         }
     }
 

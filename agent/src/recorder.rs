@@ -121,6 +121,8 @@ pub struct Recorder {
     pub feed_stall_us: AtomicU64,
     /// Scheduler lateness of the probe, since the last snapshot.
     lateness: Mutex<Hist>,
+    /// Plan.job_log: per-job records since the last drain.
+    job_log: Option<Mutex<proto::JobRecords>>,
     /// Release time of the first measured job, µs since start; MAX = not yet.
     first_measured_release_us: AtomicU64,
 }
@@ -137,7 +139,13 @@ pub struct Timing {
 }
 
 impl Recorder {
-    pub fn new(shards: usize, classes: usize, warmup_jobs: u64, start: Instant) -> Self {
+    pub fn new(
+        shards: usize,
+        classes: usize,
+        warmup_jobs: u64,
+        start: Instant,
+        job_log: bool,
+    ) -> Self {
         Self {
             shards: (0..shards.max(1))
                 .map(|_| {
@@ -162,6 +170,7 @@ impl Recorder {
             restarts: AtomicU64::new(0),
             feed_stall_us: AtomicU64::new(0),
             lateness: Mutex::new(new_hist()),
+            job_log: job_log.then(|| Mutex::new(proto::JobRecords::default())),
             first_measured_release_us: AtomicU64::new(u64::MAX),
         }
     }
@@ -225,6 +234,30 @@ impl Recorder {
         let mut s = self.shard(worker).lock();
         s.counts.crashed += 1;
         s.faults.push(at);
+    }
+
+    /// Logs one job's timestamps (Plan.job_log only). Outcome: 0 completed,
+    /// 1 crashed, 2 timed out.
+    pub fn log_job(&self, job: &Job, origin: Instant, start: Instant, end: Instant, outcome: u32) {
+        if let Some(log) = &self.job_log {
+            let mut l = log.lock();
+            l.ids.push(job.id);
+            l.class_ids.push(job.class);
+            l.origin_us.push(us(self.start, origin));
+            l.start_us.push(us(self.start, start));
+            l.end_us.push(us(self.start, end));
+            l.outcomes.push(outcome);
+        }
+    }
+
+    /// Takes the job records logged so far (None when not logging or empty).
+    pub fn take_job_log(&self) -> Option<proto::JobRecords> {
+        let log = self.job_log.as_ref()?;
+        let mut l = log.lock();
+        if l.ids.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut *l))
     }
 
     /// One wake of the lateness probe.

@@ -178,6 +178,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         compute_threads,
         probe_interval: Duration::from_micros(probe_us),
         cpus: cfg.cpus.clone(),
+        job_log: plan.job_log,
         job_timeout: (plan.job_timeout_ms > 0)
             .then(|| Duration::from_millis(plan.job_timeout_ms.into())),
         warmup_jobs: plan.warmup_jobs,
@@ -365,6 +366,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                send_job_log(&tx, &wl).await;
                 let snap = agg.snapshot(&wl.recorder, gauges(&wl));
                 if tx.send(ev(Out::Snapshot(snap))).await.is_err() {
                     tracing::warn!(run = %run_id, "coordinator gone; cancelling");
@@ -386,6 +388,8 @@ pub async fn run(
 
     let snap = agg.snapshot(&wl.recorder, gauges(&wl));
     let _ = tx.send(ev(Out::Snapshot(snap))).await;
+    // The pool has stopped: this drains every record left.
+    send_job_log(&tx, &wl).await;
     let done = agg.done(&wl.recorder, s.digest.value());
     let t = done.totals.unwrap_or_default();
     tracing::info!(
@@ -408,6 +412,30 @@ pub async fn run(
     // Dropping the workload (and the slot guard) ends the run.
     drop(wl);
     // A client that is gone must not keep this alive: dropping tx closes the stream.
+}
+
+/// Sends the job records logged since the last call, in messages of at most
+/// 65,536 jobs (about 2 MiB).
+async fn send_job_log(tx: &Tx, wl: &Workload) {
+    let Some(all) = wl.recorder.take_job_log() else {
+        return;
+    };
+    const CHUNK: usize = 65_536;
+    let n = all.ids.len();
+    for at in (0..n).step_by(CHUNK) {
+        let r = at..(at + CHUNK).min(n);
+        let part = proto::JobRecords {
+            ids: all.ids[r.clone()].to_vec(),
+            class_ids: all.class_ids[r.clone()].to_vec(),
+            origin_us: all.origin_us[r.clone()].to_vec(),
+            start_us: all.start_us[r.clone()].to_vec(),
+            end_us: all.end_us[r.clone()].to_vec(),
+            outcomes: all.outcomes[r].to_vec(),
+        };
+        if tx.send(ev(Out::JobRecords(part))).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Gauges only the session can read: queue depth and the workload

@@ -51,6 +51,8 @@ pub struct Config {
     pub job_timeout: Option<Duration>,
     /// Pin the workload's threads (runtime, blocking, compute pool) here.
     pub cpus: Option<Vec<usize>>,
+    /// Keep per-job records for the coordinator's --job-log.
+    pub job_log: bool,
 }
 
 /// How a run's workload ended.
@@ -108,6 +110,7 @@ impl Workload {
             cfg.classes,
             cfg.warmup_jobs,
             Instant::now(),
+            cfg.job_log,
         ));
         let queues: Vec<Arc<Queue<Item>>> = match cfg.dispatch {
             Dispatch::Mailbox => (0..cfg.workers)
@@ -561,6 +564,7 @@ async fn run_job(
         rec.in_flight.fetch_sub(1, Ordering::Relaxed);
         let at = Instant::now();
         rec.crashed(shard, at);
+        rec.log_job(job, origin, pickup, at, 1);
         std::panic::panic_any(InjectedCrash { job: job.id, at });
     }
     let mut sleep = None;
@@ -576,17 +580,22 @@ async fn run_job(
     }
     rec.in_flight.fetch_sub(1, Ordering::Relaxed);
     match step {
-        Step::Done => Some(Timing {
-            origin,
-            pickup,
-            done: Instant::now(),
-            sleep,
-        }),
+        Step::Done => {
+            let done = Instant::now();
+            rec.log_job(job, origin, pickup, done, 0);
+            Some(Timing {
+                origin,
+                pickup,
+                done,
+                sleep,
+            })
+        }
         Step::Cancelled => {
             rec.cancelled.fetch_add(1, Ordering::Relaxed);
             None
         }
         Step::TimedOut => {
+            rec.log_job(job, origin, pickup, Instant::now(), 2);
             rec.timed_out.fetch_add(1, Ordering::Relaxed);
             None
         }

@@ -166,6 +166,10 @@ pub struct Args {
     /// Exit 0 when hosts were lost mid-run but every other host finished.
     #[arg(long)]
     pub allow_partial: bool,
+    /// Also write jobs.jsonl: one `job_done` line per job (id, class, host,
+    /// origin, start, end, outcome). For small runs: at most 10 million jobs.
+    #[arg(long)]
+    pub job_log: bool,
     /// Print only the table and the result paths.
     #[arg(long, short)]
     pub quiet: bool,
@@ -208,6 +212,13 @@ pub fn load_plan(path: Option<&Path>) -> Result<Plan, CliError> {
 /// Runs the benchmark as the flags say; returns the result and where it went.
 pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     let plan = load_plan(args.scenario.as_deref())?;
+    if args.job_log && plan.total_jobs() > crate::joblog::MAX_JOBS {
+        return Err(CliError::BadInput(format!(
+            "--job-log: the scenario has {} jobs per agent; the job log is for runs of at most {}",
+            plan.total_jobs(),
+            crate::joblog::MAX_JOBS
+        )));
+    }
     let token = args
         .token
         .as_deref()
@@ -297,6 +308,7 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
         },
         run_id: Some(run_id),
         hlog: Some(dir.join(hlog::FILE_NAME)),
+        job_log: args.job_log.then(|| dir.join(crate::joblog::FILE_NAME)),
         ..RunOptions::default()
     };
     if !args.quiet {

@@ -300,6 +300,8 @@ pub struct HostRun {
     pub share: Share,
     /// Where interval histograms go as they arrive (completion.hlog).
     pub hlog: Option<crate::hlog::HlogSink>,
+    /// Where per-job records go (--job-log).
+    pub job_log: Option<crate::joblog::JobLogSink>,
 }
 
 /// Progress callback: (host label, snapshot) as each arrives.
@@ -336,6 +338,7 @@ async fn drive_inner(
     let jobs = run.share.jobs(plan.total_jobs(), mode);
     let mut wire_plan = plan.to_proto();
     wire_plan.total_jobs = jobs;
+    wire_plan.job_log = run.job_log.is_some();
     let start = proto::Start {
         run_id: run.run_id.clone(),
         protocol_version: cwbench::PROTOCOL_VERSION,
@@ -439,6 +442,19 @@ async fn drive_inner(
                 }
                 st.snapshot(&s);
             }
+            Some(In::JobRecords(r)) => match &run.job_log {
+                Some(sink) => {
+                    if let Err(e) = sink.write(&r) {
+                        st.error = Some(format!("cannot write the job log: {e}"));
+                    }
+                }
+                None => {
+                    break Err(failed(format!(
+                        "agent {} sent job records nobody asked for",
+                        run.addr
+                    )));
+                }
+            },
             Some(In::Done(d)) => break Ok(d),
             Some(In::Error(e)) => break Err(failed(agent_error(&run.addr, &e))),
             Some(In::Ready(_)) => {

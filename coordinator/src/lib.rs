@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod driver;
 pub mod hlog;
 pub mod html;
+pub mod joblog;
 pub mod output;
 pub mod progress;
 pub mod report;

@@ -32,6 +32,8 @@ pub struct RunOptions {
     /// Stream every interval histogram into this HdrHistogram interval log
     /// (`completion.hlog`) as snapshots arrive.
     pub hlog: Option<std::path::PathBuf>,
+    /// Write a `job_done` JSON line per job here (`jobs.jsonl`).
+    pub job_log: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -45,6 +47,7 @@ impl Default for RunOptions {
             connect_attempts: 3,
             run_id: None,
             hlog: None,
+            job_log: None,
         }
     }
 }
@@ -195,6 +198,17 @@ pub async fn run(
             }
         }
     };
+    let job_log = match &opts.job_log {
+        None => None,
+        Some(path) => match crate::joblog::JobLog::create(path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                hlog_warning = Some(format!("cannot write the job log {}: {e}", path.display()));
+                None
+            }
+        },
+    };
+    let class_names: Vec<String> = plan.classes.iter().map(|c| c.name.clone()).collect();
     let mut profiles = Vec::new();
     let n = addrs.len() as u64;
     for (pi, profile) in plan.profiles.iter().enumerate() {
@@ -222,6 +236,9 @@ pub async fn run(
                     },
                 },
                 hlog: hlog.as_ref().and_then(|w| w.sink(&labels[i], pi)),
+                job_log: job_log
+                    .as_ref()
+                    .map(|l| l.sink(&labels[i], pi, class_names.clone())),
             };
             tasks.push(tokio::spawn(driver::drive(
                 hr,
@@ -251,6 +268,14 @@ pub async fn run(
         if let Err(e) = w.finish() {
             hlog_warning = Some(format!("cannot write the interval log {path}: {e}"));
         }
+    }
+    if let Some(l) = job_log
+        && let Err(e) = l.finish()
+    {
+        warnings.push(format!(
+            "cannot write the job log {}: {e}",
+            l.path().display()
+        ));
     }
     warnings.extend(hlog_warning);
     Ok(RunResult {

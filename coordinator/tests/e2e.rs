@@ -123,6 +123,7 @@ fn two_agent_processes_one_coordinator_process() {
         out.path().to_str().unwrap(),
         "--run-id",
         "e2e",
+        "--job-log",
         "--quiet",
     ]);
     let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
@@ -152,6 +153,17 @@ fn two_agent_processes_one_coordinator_process() {
     // Same seeded stream, nothing shed or cancelled: identical counts.
     assert_eq!(hosts[0]["accounting"], hosts[1]["accounting"]);
     assert_eq!(hosts[0]["accounting"]["sent"], 6500);
+
+    // --job-log: a line per completed or crashed job on both hosts.
+    let jobs = std::fs::read_to_string(dir.join("jobs.jsonl")).unwrap();
+    let want: u64 = hosts
+        .iter()
+        .map(|h| {
+            h["accounting"]["completed"].as_u64().unwrap()
+                + h["accounting"]["crashed"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(jobs.lines().count() as u64, want);
 
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("| host | profile | cores | threads |"), "{md}");
