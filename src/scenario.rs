@@ -562,6 +562,35 @@ impl Plan {
         !self.rates.is_empty()
     }
 
+    /// Seconds one profile should take on one agent, and how the figure was
+    /// made. Open loop: the arrival schedule's length (exact for a constant
+    /// rate, expected for Poisson). Closed loop: a rough bound from the mean
+    /// job — work at ~1 ns per unit spread over the threads, or sleep spread
+    /// over the workers, whichever is longer.
+    pub fn estimate_secs(&self, p: &Profile, default_threads: u32) -> (f64, &'static str) {
+        let total = self.total_jobs();
+        if self.is_open() {
+            let mut secs = 0.0;
+            for (k, &(rate, first)) in self.rates.iter().enumerate() {
+                let end = self.rates.get(k + 1).map_or(total, |r| r.1.min(total));
+                if end > first {
+                    secs += (end - first) as f64 / rate;
+                }
+            }
+            return (secs, "open loop: the arrival schedule");
+        }
+        let (work, sleep_us) = self.mean_job();
+        let threads = f64::from(p.threads.unwrap_or(default_threads).max(1));
+        let concurrency = match p.dispatch {
+            Dispatch::Pool | Dispatch::Mailbox => f64::from(p.workers),
+            Dispatch::TaskPerJob => f64::from(p.queue_bound),
+            Dispatch::Serial | Dispatch::SpawnAwait => f64::from(p.producers),
+        };
+        let cpu = total as f64 * work * 1e-9 / threads;
+        let io = total as f64 * sleep_us * 1e-6 / concurrency.max(1.0);
+        (cpu.max(io), "closed loop: a rough bound from the mean job")
+    }
+
     /// Mean work units and mean sleep (µs) over the class mix, for estimates.
     pub fn mean_job(&self) -> (f64, f64) {
         let total: f64 = self.classes.iter().map(|c| f64::from(c.weight)).sum();
@@ -1189,6 +1218,22 @@ mod tests {
             }
         }
         assert!(n >= 5, "{n} scenarios");
+    }
+
+    #[test]
+    fn estimates() {
+        let p = parity();
+        let (secs, how) = p.estimate_secs(&p.profiles[0], 1);
+        // 210,000 jobs x 50,500 units x 1 ns on one thread.
+        assert!((secs - 10.6).abs() < 0.1, "{secs} {how}");
+        let open = parse(
+            &with("[profile]", "[arrival]\nmode = \"open\"\nsteps = [{ rate = 1000.0, jobs = 10000 }, { rate = 2000.0, jobs = 1 }]\n\n[profile]"),
+            "t",
+            &Limits::default(),
+        )
+        .unwrap();
+        let (secs, _) = open.estimate_secs(&open.profiles[0], 1);
+        assert!((secs - (10.0 + 200_000.0 / 2000.0)).abs() < 1e-6, "{secs}");
     }
 
     #[test]

@@ -158,6 +158,8 @@ pub struct LineChart {
     pub x: Axis,
     pub y: Axis,
     pub series: Vec<Series>,
+    /// Vertical dashed markers (x, color), e.g. injected faults.
+    pub markers: Vec<(f64, &'static str)>,
 }
 
 const W: f64 = 660.0;
@@ -270,6 +272,16 @@ pub fn line_chart(c: &LineChart) -> String {
         (top + bottom) / 2.0,
         esc(&c.y.label)
     );
+    // Markers under the series.
+    for &(x, color) in &c.markers {
+        if x.is_finite() {
+            let x = px(x);
+            let _ = write!(
+                out,
+                r##"<line class="marker" x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="{color}" stroke-width="1" stroke-dasharray="3 3" opacity="0.4"/>"##
+            );
+        }
+    }
     // Series.
     for s in &c.series {
         let pts: Vec<String> = s

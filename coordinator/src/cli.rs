@@ -323,6 +323,22 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
             work,
             sleep / 1000.0
         );
+        let default_threads = match &opts.agents {
+            Agents::Local { threads, .. } => *threads,
+            Agents::Remote(_) => cwbench::sysinfo::logical_cores(),
+        };
+        let mut total = 0.0;
+        let mut how = "";
+        for p in &plan.profiles {
+            let (s, h) = plan.estimate_secs(p, default_threads);
+            total += s;
+            how = h;
+        }
+        eprintln!(
+            "cwbench: {} profile(s) to run one after another, about {} in all ({how}; agents that leave threads unset counted with {default_threads})",
+            plan.profiles.len(),
+            fmt_secs(total)
+        );
     }
     let progress: Option<Progress> = (!args.quiet).then(|| progress::reporter(per_host));
     let result = run::run(plan, opts, progress).await.map_err(|e| match e {
@@ -332,6 +348,16 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     output::write_all(&result, &dir)
         .map_err(|e| CliError::Failed(format!("cannot write results to {}: {e}", dir.display())))?;
     Ok((result, dir))
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
 }
 
 /// The exit code a finished run deserves.

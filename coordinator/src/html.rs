@@ -122,6 +122,7 @@ fn spectrum_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
         },
         y,
         series,
+        markers: Vec::new(),
     }))
 }
 
@@ -156,6 +157,7 @@ fn throughput_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
                 points: h.intervals.iter().map(|i| (i.t_s, i.jobs_per_s)).collect(),
             })
             .collect(),
+        markers: fault_markers(p, hosts),
     }))
 }
 
@@ -193,6 +195,54 @@ fn p99_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
                     .collect(),
             })
             .collect(),
+        markers: fault_markers(p, hosts),
+    }))
+}
+
+/// Injected fault events, as dashed lines in each host's colour.
+fn fault_markers(p: &ProfileResult, hosts: &[String]) -> Vec<(f64, &'static str)> {
+    p.hosts
+        .iter()
+        .flat_map(|h| {
+            let c = color_of(hosts, &h.label);
+            h.recovery.marks.iter().map(move |m| (m.t_s, c))
+        })
+        .collect()
+}
+
+fn lateness_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
+    if p.hosts.iter().all(|h| h.intervals.is_empty()) {
+        return None;
+    }
+    let max_us = p
+        .hosts
+        .iter()
+        .flat_map(|h| h.intervals.iter().map(|i| i.lateness_p99_us))
+        .max()
+        .unwrap_or(0) as f64;
+    let (div, unit) = chart::latency_unit(max_us.max(1.0));
+    Some(chart::line_chart(&LineChart {
+        title: "Scheduler lateness over time (probe p99 per interval)".into(),
+        x: time_axis(p),
+        y: Axis::linear_from_zero(
+            &format!("probe wake lateness p99 ({unit})"),
+            max_us.max(1.0) / div,
+            chart::num,
+        ),
+        series: p
+            .hosts
+            .iter()
+            .map(|h| Series {
+                name: h.label.clone(),
+                color: color_of(hosts, &h.label),
+                points: h
+                    .intervals
+                    .iter()
+                    .map(|i| (i.t_s, i.lateness_p99_us as f64 / div))
+                    .collect(),
+            })
+            .collect(),
+        markers: fault_markers(p, hosts),
     }))
 }
 
@@ -332,6 +382,7 @@ pub fn render(r: &RunResult) -> String {
             spectrum_chart(p, &hosts),
             throughput_chart(p, &hosts),
             p99_chart(p, &hosts),
+            lateness_chart(p, &hosts),
         ]
         .into_iter()
         .flatten()
