@@ -228,8 +228,10 @@ fn html_is_self_contained() {
         html.matches("http://").count() + html.matches("https://").count(),
         html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
     );
-    // Comparison (2) + spectrum, throughput, p99 for the one profile.
-    assert_eq!(html.matches("<svg").count(), 5);
+    // Comparison (2) + spectrum, throughput, p99, scheduler lateness for
+    // the one profile.
+    assert_eq!(html.matches("<svg").count(), 6);
+    assert!(html.contains("Scheduler lateness over time"));
     assert!(html.contains("Latency by percentile"));
     assert!(html.contains("<polyline"));
     assert!(html.contains("Breakdown and accounting"));
