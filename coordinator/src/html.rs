@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::chart::{self, Axis, Bar, LineChart, Scale, Series, esc};
 use crate::report::{self, fmt_rate, fmt_us};
-use crate::result::{HostResult, HostStatus, ProfileResult, RunResult};
+use crate::result::{HostResult, HostStatus, IntervalPoint, ProfileResult, RunResult};
 
 const CSS: &str = r#"
 :root{color-scheme:light}
@@ -162,36 +162,59 @@ fn throughput_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
 }
 
 fn p99_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
+    // Intervals with no measured completion have no p99.
+    latency_over_time(
+        p,
+        hosts,
+        "p99 completion latency over time (per snapshot interval)",
+        "p99 completion latency",
+        |i| (i.p99_us > 0).then_some(i.p99_us),
+    )
+}
+
+fn lateness_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
+    latency_over_time(
+        p,
+        hosts,
+        "Scheduler lateness over time (probe p99 per interval)",
+        "probe wake lateness p99",
+        |i| Some(i.lateness_p99_us),
+    )
+}
+
+/// A latency figure of every interval, one line per host, fault markers.
+fn latency_over_time(
+    p: &ProfileResult,
+    hosts: &[String],
+    title: &str,
+    y_label: &str,
+    value: fn(&IntervalPoint) -> Option<u64>,
+) -> Option<String> {
     if p.hosts.iter().all(|h| h.intervals.is_empty()) {
         return None;
     }
     let max_us = p
         .hosts
         .iter()
-        .flat_map(|h| h.intervals.iter().map(|i| i.p99_us))
+        .flat_map(|h| h.intervals.iter().filter_map(value))
         .max()
-        .unwrap_or(0) as f64;
+        .unwrap_or(0)
+        .max(1) as f64;
     let (div, unit) = chart::latency_unit(max_us);
     Some(chart::line_chart(&LineChart {
-        title: "p99 completion latency over time (per snapshot interval)".into(),
+        title: title.into(),
         x: time_axis(p),
-        y: Axis::linear_from_zero(
-            &format!("p99 completion latency ({unit})"),
-            max_us / div,
-            chart::num,
-        ),
+        y: Axis::linear_from_zero(&format!("{y_label} ({unit})"), max_us / div, chart::num),
         series: p
             .hosts
             .iter()
             .map(|h| Series {
                 name: h.label.clone(),
                 color: color_of(hosts, &h.label),
-                // Intervals with no measured completion have no p99.
                 points: h
                     .intervals
                     .iter()
-                    .filter(|i| i.p99_us > 0)
-                    .map(|i| (i.t_s, i.p99_us as f64 / div))
+                    .filter_map(|i| value(i).map(|v| (i.t_s, v as f64 / div)))
                     .collect(),
             })
             .collect(),
@@ -208,42 +231,6 @@ fn fault_markers(p: &ProfileResult, hosts: &[String]) -> Vec<(f64, &'static str)
             h.recovery.marks.iter().map(move |m| (m.t_s, c))
         })
         .collect()
-}
-
-fn lateness_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
-    if p.hosts.iter().all(|h| h.intervals.is_empty()) {
-        return None;
-    }
-    let max_us = p
-        .hosts
-        .iter()
-        .flat_map(|h| h.intervals.iter().map(|i| i.lateness_p99_us))
-        .max()
-        .unwrap_or(0) as f64;
-    let (div, unit) = chart::latency_unit(max_us.max(1.0));
-    Some(chart::line_chart(&LineChart {
-        title: "Scheduler lateness over time (probe p99 per interval)".into(),
-        x: time_axis(p),
-        y: Axis::linear_from_zero(
-            &format!("probe wake lateness p99 ({unit})"),
-            max_us.max(1.0) / div,
-            chart::num,
-        ),
-        series: p
-            .hosts
-            .iter()
-            .map(|h| Series {
-                name: h.label.clone(),
-                color: color_of(hosts, &h.label),
-                points: h
-                    .intervals
-                    .iter()
-                    .map(|i| (i.t_s, i.lateness_p99_us as f64 / div))
-                    .collect(),
-            })
-            .collect(),
-        markers: fault_markers(p, hosts),
-    }))
 }
 
 /// Throughput and p99 of every host × profile, side by side.

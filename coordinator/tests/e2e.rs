@@ -2,77 +2,23 @@
 //! ports, the real `coordinator` binary run against both. This is the
 //! single-host loopback test CI gates on.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn coordinator_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
-}
+mod common;
 
-/// The agent binary sits beside the coordinator's in the same target dir;
-/// build it if this test runs alone.
-fn agent_bin() -> PathBuf {
-    let p = coordinator_bin().with_file_name(format!("agent{}", std::env::consts::EXE_SUFFIX));
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "cwbench-agent", "--bin", "agent"]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("cargo runs");
-        assert!(st.success(), "building the agent failed");
-    }
-    p
-}
+use common::{AgentProc, agent_bin, coordinator_bin};
 
 fn smoke() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/smoke.toml")
+    common::data("smoke.toml")
 }
 
-/// A running agent process, killed when dropped.
-struct AgentProc {
-    child: Child,
-    addr: String,
-}
-
-impl AgentProc {
-    fn start() -> Self {
-        Self::start_with(&["--listen", "127.0.0.1:0"])
-    }
-
-    /// Starts an agent with these flags (plus `--threads 1`) and no token in
-    /// its environment.
-    fn start_with(args: &[&str]) -> Self {
-        let mut child = Command::new(agent_bin())
-            .args(args)
-            .args(["--threads", "1"])
-            .env_remove("CWBENCH_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agent starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("agent prints its address");
-        // "agent listening on 127.0.0.1:PORT (threads 1)"
-        let addr = line
-            .split_whitespace()
-            .nth(3)
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        Self { child, addr }
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts an agent with these flags plus `--threads 1`.
+fn agent_with(args: &[&str]) -> AgentProc {
+    let mut all = args.to_vec();
+    all.extend(["--threads", "1"]);
+    AgentProc::spawn(&all)
 }
 
 /// Runs the coordinator with a deadline; returns its output.
@@ -223,7 +169,7 @@ const TOKEN: &str = "e2e-7f3c9a1d5b2e8f40";
 
 #[test]
 fn token_missing_or_wrong_exits_3_and_right_token_runs() {
-    let a = AgentProc::start_with(&["--listen", "127.0.0.1:0", "--token", TOKEN]);
+    let a = agent_with(&["--listen", "127.0.0.1:0", "--token", TOKEN]);
     let out = tempfile::tempdir().unwrap();
     let scenario = smoke();
     let base = [
@@ -293,9 +239,9 @@ fn agent_refuses_a_public_address_without_token_unless_insecure() {
     );
     assert!(o.stdout.is_empty());
 
-    let a = AgentProc::start_with(&["--listen", "0.0.0.0:0", "--insecure"]);
+    let a = agent_with(&["--listen", "0.0.0.0:0", "--insecure"]);
     assert!(a.addr.starts_with("0.0.0.0:"), "{}", a.addr);
-    let b = AgentProc::start_with(&["--listen", "0.0.0.0:0", "--token", TOKEN]);
+    let b = agent_with(&["--listen", "0.0.0.0:0", "--token", TOKEN]);
     assert!(b.addr.starts_with("0.0.0.0:"), "{}", b.addr);
 }
 
@@ -410,21 +356,12 @@ fn agent_pinned_to_a_cpu_set_reports_it_and_bad_sets_exit_2() {
     assert_eq!(o.status.code(), Some(2), "a CPU the machine lacks");
 
     // Pinned to CPU 0: the run reports one core and the set.
-    let mut child = Command::new(agent_bin())
-        .args(["--listen", "127.0.0.1:0", "--cpus", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let agent = AgentProc {
-        addr: line.split_whitespace().nth(3).unwrap().to_string(),
-        child,
-    };
-    assert!(line.contains("(threads 1)"), "{line}");
+    let agent = AgentProc::spawn(&["--listen", "127.0.0.1:0", "--cpus", "0"]);
+    assert!(
+        agent.first_line.contains("(threads 1)"),
+        "{}",
+        agent.first_line
+    );
     let out = tempfile::tempdir().unwrap();
     let o = coordinator(&[
         "--agent",

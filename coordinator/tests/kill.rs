@@ -1,34 +1,18 @@
 //! A harness that survives: real processes on loopback, killed with SIGKILL
 //! mid-run.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cwbench::proto::DescribeRequest;
 use cwbench::proto::agent_client::AgentClient;
 
-fn bin(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
-        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "cwbench-agent", "--bin", "agent"])
-            .status()
-            .expect("cargo runs");
-        assert!(st.success());
-    }
-    p
-}
+mod common;
+
+use common::AgentProc;
 
 fn data(f: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(f)
-        .to_string_lossy()
-        .into_owned()
+    common::data(f).to_string_lossy().into_owned()
 }
 
 struct Proc(Child);
@@ -40,24 +24,15 @@ impl Drop for Proc {
     }
 }
 
-fn agent() -> (Proc, String) {
-    let mut child = Command::new(bin("agent"))
-        .args(["--listen", "127.0.0.1:0", "--threads", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.split_whitespace().nth(3).expect("address").to_string();
-    (Proc(child), addr)
+fn agent() -> (AgentProc, String) {
+    let a = AgentProc::start();
+    let addr = a.addr.clone();
+    (a, addr)
 }
 
 fn coordinator(args: &[&str]) -> Proc {
     Proc(
-        Command::new(bin("coordinator"))
+        Command::new(common::coordinator_bin())
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -130,7 +105,7 @@ async fn a_killed_agent_is_marked_lost_and_the_others_finish() {
     wait_busy(&b_addr).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let killed = Instant::now();
-    b.0.kill().unwrap(); // SIGKILL
+    b.child.kill().unwrap(); // SIGKILL
     let code = wait_exit(&mut c, Duration::from_secs(60));
     drop(a);
     assert_eq!(code, Some(4), "host lost -> exit 4");
@@ -188,7 +163,7 @@ async fn allow_partial_exits_zero_when_a_host_is_lost() {
     ]);
     wait_busy(&b_addr).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    b.0.kill().unwrap();
+    b.child.kill().unwrap();
     assert_eq!(wait_exit(&mut c, Duration::from_secs(60)), Some(0));
 }
 
@@ -224,7 +199,7 @@ async fn a_killed_coordinator_frees_the_agent_within_2s() {
         killed.elapsed()
     );
     // It stops burning CPU: under 0.2 s of CPU over the next second.
-    let pid = a.0.id();
+    let pid = a.child.id();
     let before = cpu_ticks(pid);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let used = cpu_ticks(pid) - before;

@@ -3,23 +3,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-fn bin(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
-        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "cwbench-agent", "--bin", "agent"])
-            .status()
-            .expect("cargo runs");
-        assert!(st.success());
-    }
-    p
-}
+mod common;
+
+use common::{AgentProc, agent_bin, coordinator_bin};
 
 /// Writes ca.pem, server.{pem,key}, client.{pem,key} into `dir`.
 fn make_certs(dir: &Path) {
@@ -44,38 +34,15 @@ fn make_certs(dir: &Path) {
     }
 }
 
-struct Agent(Child, String);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn agent(extra: &[&str]) -> Agent {
-    let mut child = Command::new(bin("agent"))
-        .args(["--listen", "127.0.0.1:0", "--threads", "1"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
-    Agent(child, addr)
+fn agent(extra: &[&str]) -> AgentProc {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--threads", "1"];
+    args.extend(extra);
+    AgentProc::spawn(&args)
 }
 
 fn coordinator(addr: &str, out: &Path, extra: &[&str]) -> Output {
-    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/smoke.toml");
-    Command::new(bin("coordinator"))
+    let smoke = common::data("smoke.toml");
+    Command::new(coordinator_bin())
         .args(["--agent", addr, "--scenario", smoke.to_str().unwrap()])
         .args([
             "--out",
@@ -104,7 +71,7 @@ fn tls_round_trip_and_plaintext_is_refused() {
         "--tls-key",
         &s(d.join("server.key")),
     ]);
-    let o = coordinator(&a.1, d, &["--tls-ca", &s(d.join("ca.pem"))]);
+    let o = coordinator(&a.addr, d, &["--tls-ca", &s(d.join("ca.pem"))]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -112,15 +79,15 @@ fn tls_round_trip_and_plaintext_is_refused() {
         String::from_utf8_lossy(&o.stderr)
     );
     // Plaintext against a TLS agent: unavailable, not a hang.
-    let o = coordinator(&a.1, d, &[]);
+    let o = coordinator(&a.addr, d, &[]);
     assert_eq!(o.status.code(), Some(3));
     // A CA that did not sign the agent's certificate: refused.
     let other = tempfile::tempdir().unwrap();
     make_certs(other.path());
-    let o = coordinator(&a.1, d, &["--tls-ca", &s(other.path().join("ca.pem"))]);
+    let o = coordinator(&a.addr, d, &["--tls-ca", &s(other.path().join("ca.pem"))]);
     assert_eq!(o.status.code(), Some(3));
     // Unreadable or non-PEM files are bad input naming the flag and file.
-    let o = coordinator(&a.1, d, &["--tls-ca", &s(d.join("missing.pem"))]);
+    let o = coordinator(&a.addr, d, &["--tls-ca", &s(d.join("missing.pem"))]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tls-ca"));
 }
@@ -139,10 +106,10 @@ fn mutual_tls_requires_the_client_certificate() {
         &s(d.join("ca.pem")),
     ]);
     let ca = s(d.join("ca.pem"));
-    let o = coordinator(&a.1, d, &["--tls-ca", &ca]);
+    let o = coordinator(&a.addr, d, &["--tls-ca", &ca]);
     assert_eq!(o.status.code(), Some(3), "no client certificate");
     let o = coordinator(
-        &a.1,
+        &a.addr,
         d,
         &[
             "--tls-ca",
@@ -166,7 +133,7 @@ fn agent_with_tls_may_listen_publicly_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_certs(d);
-    let o = Command::new(bin("agent"))
+    let o = Command::new(agent_bin())
         .args([
             "--listen",
             "0.0.0.0:0",
@@ -176,7 +143,7 @@ fn agent_with_tls_may_listen_publicly_without_a_token() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "--tls-cert needs --tls-key");
-    let mut child = Command::new(bin("agent"))
+    let mut child = Command::new(agent_bin())
         .args([
             "--listen",
             "0.0.0.0:0",
