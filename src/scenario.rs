@@ -109,6 +109,10 @@ pub enum FaultSpec {
     /// Job `at_job` hangs: its sleep becomes `stall_ms` (a job timeout
     /// shorter than that catches it).
     Stall { at_job: u64, stall_ms: u64 },
+    /// The worker that picks up job `at_job` is killed from outside (its
+    /// task aborted by the supervisor) while holding it; the job counts as
+    /// crashed. Needs a worker pool (dispatch pool or mailbox).
+    KillWorker { at_job: u64 },
 }
 
 /// How long the run is and how it is observed.
@@ -554,6 +558,14 @@ impl Plan {
             max_backoff_ms: s.supervisor.max_backoff_ms.max(s.supervisor.backoff_ms),
             // Set by the coordinator's --job-log, not by the scenario.
             job_log: false,
+            kill_jobs: s
+                .faults
+                .iter()
+                .filter_map(|f| match f {
+                    FaultSpec::KillWorker { at_job } => Some(*at_job),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 
@@ -893,6 +905,28 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
                     total.saturating_sub(1),
                 )?;
                 c.range(&format!("fault[{i}].jobs"), *jobs, 1, total - at_job)?;
+            }
+            FaultSpec::KillWorker { at_job } => {
+                c.range(
+                    &format!("fault[{i}].at_job"),
+                    *at_job,
+                    0,
+                    total.saturating_sub(1),
+                )?;
+                if let Some(p) = profiles
+                    .iter()
+                    .find(|p| !matches!(p.dispatch, Dispatch::Pool | Dispatch::Mailbox))
+                {
+                    return Err(c.err(
+                        &format!("fault[{i}].kind"),
+                        "\"kill-worker\"",
+                        format!(
+                            "needs a worker pool to kill from, but profile {} has dispatch = \"{}\"",
+                            p.label(),
+                            enum_name(&p.dispatch)
+                        ),
+                    ));
+                }
             }
             FaultSpec::Stall { at_job, stall_ms } => {
                 c.range(

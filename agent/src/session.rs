@@ -129,6 +129,18 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         Err(_) => return Err(format!("plan.arrival = {}: must be 0..=2", plan.arrival)),
     };
     recovery_params(plan)?;
+    range(
+        "plan.kill_jobs (count)",
+        plan.kill_jobs.len() as u64,
+        0,
+        1024,
+    )?;
+    if !plan.kill_jobs.is_empty() && no_pool {
+        return Err(format!(
+            "plan.kill_jobs: dispatch {} has no worker to kill",
+            dispatch.as_str_name()
+        ));
+    }
     let probe_us = if plan.probe_interval_us == 0 {
         1000
     } else {
@@ -179,6 +191,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         probe_interval: Duration::from_micros(probe_us),
         cpus: cfg.cpus.clone(),
         job_log: plan.job_log,
+        kill_jobs: plan.kill_jobs.iter().copied().collect(),
         job_timeout: (plan.job_timeout_ms > 0)
             .then(|| Duration::from_millis(plan.job_timeout_ms.into())),
         warmup_jobs: plan.warmup_jobs,

@@ -53,6 +53,8 @@ pub struct Config {
     pub cpus: Option<Vec<usize>>,
     /// Keep per-job records for the coordinator's --job-log.
     pub job_log: bool,
+    /// Jobs whose worker is killed from outside when it picks them up.
+    pub kill_jobs: std::collections::HashSet<u64>,
 }
 
 /// How a run's workload ended.
@@ -125,6 +127,7 @@ impl Workload {
             .transpose()
             .map_err(|e| format!("cannot start the compute pool: {e}"))?;
         let (done_jobs_tx, done_jobs_rx) = mpsc::unbounded_channel();
+        let (kill_tx, kill_rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             rec: recorder.clone(),
@@ -135,6 +138,7 @@ impl Workload {
             compute_pool,
             completions: done_jobs_tx,
             t0: OnceLock::new(),
+            kill: kill_tx,
         });
         let thread = std::thread::Builder::new()
             .name("cwbench-run".into())
@@ -165,7 +169,7 @@ impl Workload {
                     }
                 };
                 let _ = built_tx.send(Ok(rt.handle().clone()));
-                let outcome = rt.block_on(run(ctx, feed_rx, credit_tx, done_jobs_rx));
+                let outcome = rt.block_on(run(ctx, feed_rx, credit_tx, done_jobs_rx, kill_rx));
                 let _ = done_tx.send(outcome);
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
@@ -255,6 +259,8 @@ struct Ctx {
     completions: mpsc::UnboundedSender<Completion>,
     /// Open loop: time zero of the intended times (first jobs received).
     t0: OnceLock<Instant>,
+    /// kill-worker faults: (worker, when) to the supervisor, which aborts it.
+    kill: mpsc::UnboundedSender<(usize, Instant)>,
 }
 
 async fn run(
@@ -262,6 +268,7 @@ async fn run(
     feed: mpsc::UnboundedReceiver<Vec<Job>>,
     credit: mpsc::UnboundedSender<u64>,
     mut completions: mpsc::UnboundedReceiver<Completion>,
+    kills: mpsc::UnboundedReceiver<(usize, Instant)>,
 ) -> Outcome {
     let probe_stop = CancellationToken::new();
     let probe = tokio::spawn(probe(ctx.clone(), probe_stop.clone()));
@@ -277,7 +284,7 @@ async fn run(
     for i in 0..ctx.cfg.producers {
         producers.spawn(produce(ctx.clone(), i, feed.clone(), credit.clone()));
     }
-    let pool = tokio::spawn(supervise(ctx.clone()));
+    let pool = tokio::spawn(supervise(ctx.clone(), kills));
     let mut outcome = Outcome::Finished;
     while let Some(r) = producers.join_next().await {
         if let Err(e) = r {
@@ -647,21 +654,38 @@ async fn compute_step(ctx: &Ctx, job: &Job, deadline: Option<Instant>) -> Step {
 
 /// Runs the worker pool (pool and mailbox dispatch) and restarts workers
 /// that crash. Other dispatches have no pool: it returns at once.
-async fn supervise(ctx: Arc<Ctx>) -> Outcome {
+async fn supervise(ctx: Arc<Ctx>, mut kills: mpsc::UnboundedReceiver<(usize, Instant)>) -> Outcome {
     let mut set = JoinSet::new();
     let mut who = HashMap::new();
+    let mut handles: HashMap<usize, tokio::task::AbortHandle> = HashMap::new();
     let nq = ctx.queues.len();
     let workers = if nq == 0 { 0 } else { ctx.cfg.workers };
     for i in 0..workers {
         let q = ctx.queues[i % nq].clone();
         let h = set.spawn(worker(ctx.clone(), i, q, None));
         who.insert(h.id(), i);
+        handles.insert(i, h);
     }
     let mut recent: VecDeque<Instant> = VecDeque::new();
     // Per worker: (current backoff, time of its last crash).
     let mut backoff: HashMap<usize, (Duration, Instant)> = HashMap::new();
+    // Workers aborted on purpose (kill-worker faults), with the kill time.
+    let mut killed: HashMap<usize, Instant> = HashMap::new();
     let mut outcome = Outcome::Finished;
-    while let Some(res) = set.join_next_with_id().await {
+    loop {
+        let res = tokio::select! {
+            r = set.join_next_with_id() => match r {
+                Some(r) => r,
+                None => break,
+            },
+            Some((i, at)) = kills.recv() => {
+                if let Some(h) = handles.get(&i) {
+                    h.abort();
+                    killed.insert(i, at);
+                }
+                continue;
+            }
+        };
         let err = match res {
             Ok((id, ())) => {
                 who.remove(&id);
@@ -672,14 +696,26 @@ async fn supervise(ctx: Arc<Ctx>) -> Outcome {
         let Some(i) = who.remove(&err.id()) else {
             continue;
         };
-        if !err.is_panic() {
-            continue;
-        }
-        let payload: Box<dyn Any + Send> = err.into_panic();
-        let Some(crash) = payload.downcast_ref::<InjectedCrash>() else {
-            outcome =
-                Outcome::Internal(format!("worker {i} panicked: {}", panic_message(&payload)));
-            ctx.cancel.cancel();
+        // (time of death, job that caused it if known)
+        let (at, job) = if err.is_cancelled() {
+            match killed.remove(&i) {
+                Some(at) => (at, None),
+                None => continue,
+            }
+        } else if err.is_panic() {
+            let payload: Box<dyn Any + Send> = err.into_panic();
+            match payload.downcast_ref::<InjectedCrash>() {
+                Some(c) => (c.at, Some(c.job)),
+                None => {
+                    outcome = Outcome::Internal(format!(
+                        "worker {i} panicked: {}",
+                        panic_message(&payload)
+                    ));
+                    ctx.cancel.cancel();
+                    continue;
+                }
+            }
+        } else {
             continue;
         };
         if ctx.cfg.max_restarts > 0 {
@@ -697,7 +733,7 @@ async fn supervise(ctx: Arc<Ctx>) -> Outcome {
                     recent.len(),
                     ctx.cfg.restart_window.as_millis(),
                     ctx.cfg.max_restarts,
-                    crash.job
+                    job.map_or_else(|| "(worker killed)".to_string(), |j| j.to_string())
                 ));
                 ctx.cancel.cancel();
                 // The remaining workers drain their queues as cancelled.
@@ -709,15 +745,15 @@ async fn supervise(ctx: Arc<Ctx>) -> Outcome {
             Duration::ZERO
         } else {
             let d = match backoff.get(&i) {
-                Some((d, last)) if crash.at.duration_since(*last) < Duration::from_secs(1) => {
+                Some((d, last)) if at.duration_since(*last) < Duration::from_secs(1) => {
                     (*d * 2).min(ctx.cfg.max_backoff)
                 }
                 _ => ctx.cfg.backoff,
             };
-            backoff.insert(i, (d, crash.at));
+            backoff.insert(i, (d, at));
             d
         };
-        let (c, q, at) = (ctx.clone(), ctx.queues[i % nq].clone(), crash.at);
+        let (c, q) = (ctx.clone(), ctx.queues[i % nq].clone());
         let h = set.spawn(async move {
             if !delay.is_zero() {
                 tokio::select! {
@@ -728,6 +764,7 @@ async fn supervise(ctx: Arc<Ctx>) -> Outcome {
             worker(c, i, q, Some(at)).await
         });
         who.insert(h.id(), i);
+        handles.insert(i, h);
     }
     // Anything still queued after a cancel (no worker left to take it).
     for q in &ctx.queues {
@@ -758,6 +795,14 @@ async fn worker(
         if let Some(t) = restarted_at.take() {
             ctx.rec
                 .restart_latency(idx, pickup.saturating_duration_since(t));
+        }
+        if ctx.cfg.kill_jobs.contains(&item.job.id) && !ctx.cancel.is_cancelled() {
+            // Killed from outside while holding the job: it counts as
+            // crashed; the supervisor aborts this task and restarts it.
+            ctx.rec.crashed(idx, pickup);
+            ctx.rec.log_job(&item.job, item.origin, pickup, pickup, 1);
+            let _ = ctx.kill.send((idx, pickup));
+            std::future::pending::<()>().await;
         }
         if let Some(t) = run_job(&ctx, idx, &item.job, item.origin, pickup).await {
             ctx.rec.completed(idx, &item.job, &t);

@@ -346,3 +346,72 @@ fn report_md_has_the_recovery_section_when_faults_happened() {
     let md = cwbench_coordinator::report::markdown(&r);
     assert!(!md.contains("## Faults and recovery"));
 }
+
+/// The intensity limit: more crashes within the window than max_restarts
+/// and the supervisor gives up; the host fails with the reason, and the
+/// agent takes the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_gives_up_past_the_intensity_limit() {
+    let a = agent(2);
+    let text = BASE
+        .replace("WORKERS", "4")
+        .replace("DISPATCH", "\"pool\"")
+        .replace(
+            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
+            "compute = \"inline\"",
+        )
+        .replace("crash_probability = 0.01", "crash_probability = 0.2")
+        .replace(
+            "compute_threads = 2\n",
+            "compute_threads = 2\n[supervisor]\nmax_restarts = 3\nrestart_window_ms = 60000\n",
+        );
+    let r = run_on(&a, plan(&text)).await;
+    let h = &r.profiles[0].hosts[0];
+    assert_eq!(h.status, HostStatus::Failed);
+    let e = h.error.as_deref().unwrap_or("");
+    assert!(
+        e.contains("supervisor gave up") && e.contains("max_restarts = 3"),
+        "{e}"
+    );
+    // The agent is free again: the same plan without crashes runs.
+    let calm = text.replace("crash_probability = 0.2", "crash_probability = 0.0");
+    let r = run_on(&a, plan(&calm)).await;
+    assert_eq!(r.profiles[0].hosts[0].status, HostStatus::Ok);
+}
+
+/// kill-worker: the worker holding a given job is aborted from outside;
+/// the job counts as crashed and the supervisor restarts the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_are_restarted_and_their_jobs_counted() {
+    let a = agent(2);
+    let text = BASE
+        .replace("WORKERS", "4")
+        .replace("DISPATCH", "[\"pool\", \"mailbox\"]")
+        .replace(
+            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
+            "compute = \"inline\"",
+        )
+        .replace("crash_probability = 0.01", "crash_probability = 0.0")
+        + "\n[[fault]]\nkind = \"kill-worker\"\nat_job = 300\n\n[[fault]]\nkind = \"kill-worker\"\nat_job = 800\n";
+    let p = plan(&text);
+    let total = p.total_jobs();
+    let r = run_on(&a, p).await;
+    for pr in &r.profiles {
+        let h = &pr.hosts[0];
+        check(h, &pr.label, total);
+        assert_eq!(h.accounting.crashed, 2, "{}", pr.label);
+        assert_eq!(h.accounting.restarts, 2, "{}", pr.label);
+        assert_eq!(h.restart_latency.count, 2, "{}", pr.label);
+    }
+    // Without a worker pool there is nothing to kill.
+    let serial = text
+        .replace("workers = 4", "workers = 1")
+        .replace("[\"pool\", \"mailbox\"]", "\"serial\"");
+    let e = scenario::parse(&serial, "t.toml", &Limits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("fault[0].kind") && e.contains("needs a worker pool"),
+        "{e}"
+    );
+}
