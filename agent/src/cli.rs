@@ -127,12 +127,7 @@ pub fn main(args: Args) -> u8 {
             args.listen
         );
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("cwbench-agent-io")
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::server::io_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("agent: cannot start the I/O runtime: {e}");

@@ -211,6 +211,16 @@ pub async fn serve(
         .await
 }
 
+/// The agent's server runtime: one thread is plenty for the gRPC side; the
+/// workload gets its own runtime per run.
+pub fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cwbench-agent-io")
+        .enable_all()
+        .build()
+}
+
 /// An agent running in this process on its own runtime and thread (the
 /// coordinator's local mode, and tests).
 #[derive(Debug)]
@@ -232,12 +242,7 @@ impl LocalAgent {
         let thread = std::thread::Builder::new()
             .name(format!("cwbench-agent-{}", addr.port()))
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("cwbench-agent-io")
-                    .enable_all()
-                    .build()
-                {
+                let rt = match io_runtime() {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

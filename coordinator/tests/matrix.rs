@@ -79,6 +79,24 @@ sleep_us = { dist = "exponential", mean = 300.0, max = 5000 }
 crash_probability = 0.01
 "#;
 
+/// BASE with one worker count and dispatch, and inline compute only.
+fn inline(workers: &str, dispatch: &str) -> String {
+    BASE.replace("WORKERS", workers)
+        .replace("DISPATCH", dispatch)
+        .replace(
+            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
+            "compute = \"inline\"",
+        )
+}
+
+/// Text placed after the [profile] table of BASE.
+fn after_profile(text: &str, extra: &str) -> String {
+    text.replace(
+        "compute_threads = 2\n",
+        &format!("compute_threads = 2\n{extra}"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dispatch_and_compute_placement_balances() {
     let a = agent(2);
@@ -301,17 +319,10 @@ stall_ms = 400
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_backoff_delays_restarts() {
     let a = agent(2);
-    let text = BASE
-        .replace("WORKERS", "8")
-        .replace("DISPATCH", "\"pool\"")
-        .replace(
-            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
-            "compute = \"inline\"",
-        )
-        .replace(
-            "compute_threads = 2\n",
-            "compute_threads = 2\n[supervisor]\nbackoff_ms = 20\nmax_backoff_ms = 80\n",
-        );
+    let text = after_profile(
+        &inline("8", "\"pool\""),
+        "[supervisor]\nbackoff_ms = 20\nmax_backoff_ms = 80\n",
+    );
     let p = plan(&text);
     let total = p.total_jobs();
     let r = run_on(&a, p).await;
@@ -330,13 +341,7 @@ fn report_md_has_the_recovery_section_when_faults_happened() {
     // A result with one fault event renders the section; none, no section.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let a = agent(2);
-    let text = BASE
-        .replace("WORKERS", "4")
-        .replace("DISPATCH", "\"pool\"")
-        .replace(
-            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
-            "compute = \"inline\"",
-        );
+    let text = inline("4", "\"pool\"");
     let r = rt.block_on(run_on(&a, plan(&text)));
     let md = cwbench_coordinator::report::markdown(&r);
     assert!(r.profiles[0].hosts[0].recovery.faults > 0);
@@ -353,18 +358,10 @@ fn report_md_has_the_recovery_section_when_faults_happened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_gives_up_past_the_intensity_limit() {
     let a = agent(2);
-    let text = BASE
-        .replace("WORKERS", "4")
-        .replace("DISPATCH", "\"pool\"")
-        .replace(
-            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
-            "compute = \"inline\"",
-        )
-        .replace("crash_probability = 0.01", "crash_probability = 0.2")
-        .replace(
-            "compute_threads = 2\n",
-            "compute_threads = 2\n[supervisor]\nmax_restarts = 3\nrestart_window_ms = 60000\n",
-        );
+    let text = after_profile(
+        &inline("4", "\"pool\"").replace("crash_probability = 0.01", "crash_probability = 0.2"),
+        "[supervisor]\nmax_restarts = 3\nrestart_window_ms = 60000\n",
+    );
     let r = run_on(&a, plan(&text)).await;
     let h = &r.profiles[0].hosts[0];
     assert_eq!(h.status, HostStatus::Failed);
@@ -384,13 +381,7 @@ async fn supervisor_gives_up_past_the_intensity_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_are_restarted_and_their_jobs_counted() {
     let a = agent(2);
-    let text = BASE
-        .replace("WORKERS", "4")
-        .replace("DISPATCH", "[\"pool\", \"mailbox\"]")
-        .replace(
-            r#"compute = ["inline", "yield", "blocking", "pool"]"#,
-            "compute = \"inline\"",
-        )
+    let text = inline("4", "[\"pool\", \"mailbox\"]")
         .replace("crash_probability = 0.01", "crash_probability = 0.0")
         + "\n[[fault]]\nkind = \"kill-worker\"\nat_job = 300\n\n[[fault]]\nkind = \"kill-worker\"\nat_job = 800\n";
     let p = plan(&text);
