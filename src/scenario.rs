@@ -376,6 +376,83 @@ pub struct Limits {
     pub max_rate: f64,
 }
 
+/// The names `--limit NAME=VALUE` takes.
+pub const LIMIT_NAMES: &str =
+    "jobs, threads, workers, queue-bound, producers, work-units, sleep-us, rate, profiles";
+
+impl Limits {
+    /// Raises (or lowers) one limit from `NAME=VALUE`, e.g. `jobs=5000000000`.
+    pub fn set(&mut self, spec: &str) -> Result<(), String> {
+        let bad = |what: &str| format!("--limit {spec:?}: {what}");
+        let (name, value) = spec.split_once('=').ok_or_else(|| {
+            bad(&format!(
+                "must be NAME=VALUE with NAME one of {LIMIT_NAMES}"
+            ))
+        })?;
+        let int = || -> Result<u64, String> {
+            value
+                .trim()
+                .replace('_', "")
+                .parse::<u64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| bad("the value must be a whole number > 0"))
+        };
+        let small =
+            |v: u64| u32::try_from(v).map_err(|_| bad("the value must be at most 4294967295"));
+        match name.trim() {
+            "jobs" => self.max_jobs = int()?,
+            "threads" => self.max_threads = small(int()?)?,
+            "workers" => self.max_workers = small(int()?)?,
+            "queue-bound" => self.max_queue_bound = small(int()?)?,
+            "producers" => self.max_producers = small(int()?)?,
+            "work-units" => self.max_work_units = int()?.min(u64::from(u32::MAX)),
+            "sleep-us" => self.max_sleep_us = int()?.min(u64::from(u32::MAX)),
+            "profiles" => self.max_profiles = int()? as usize,
+            "rate" => {
+                self.max_rate = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .ok_or_else(|| bad("the value must be a rate > 0 in jobs/s"))?;
+            }
+            other => {
+                return Err(bad(&format!(
+                    "unknown limit {other:?}; the limits are {LIMIT_NAMES}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `--limit` name that bounds a scenario key, if one does.
+fn limit_for(key: &str) -> Option<&'static str> {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    if key.starts_with("run.jobs") || key.starts_with("run.warmup_jobs") {
+        Some("jobs")
+    } else if key == "profile.threads" || key == "profile.compute_threads" {
+        Some("threads")
+    } else if key == "profile.workers" {
+        Some("workers")
+    } else if key == "profile.queue_bound" {
+        Some("queue-bound")
+    } else if key == "profile.producers" {
+        Some("producers")
+    } else if key == "profile" {
+        Some("profiles")
+    } else if key.contains(".work_units.") {
+        Some("work-units")
+    } else if key.contains(".sleep_ms.") || key.contains(".sleep_us.") || last == "stall_ms" {
+        Some("sleep-us")
+    } else if last == "rate" {
+        Some("rate")
+    } else {
+        None
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -656,11 +733,20 @@ impl Checker<'_> {
         value: impl fmt::Display,
         expected: impl Into<String>,
     ) -> ScenarioError {
+        let mut expected = expected.into();
+        // Upper bounds that are safety limits say how to lift them.
+        if let Some(name) = limit_for(key)
+            && (expected.contains("..=") || expected.contains("at most"))
+        {
+            expected.push_str(&format!(
+                " (a safety limit: raise it with --limit {name}=N)"
+            ));
+        }
         ScenarioError::Invalid {
             file: self.file.to_string(),
             key: key.to_string(),
             value: value.to_string(),
-            expected: expected.into(),
+            expected,
         }
     }
 
@@ -1125,7 +1211,10 @@ mod tests {
     #[test]
     fn errors_name_file_key_value_and_range() {
         let e = err_of(&with("workers = 64", "workers = 0"));
-        assert_eq!(e, "t.toml: profile.workers = 0: must be in 1..=100000");
+        assert_eq!(
+            e,
+            "t.toml: profile.workers = 0: must be in 1..=100000 (a safety limit: raise it with --limit workers=N)"
+        );
         let e = err_of(&with("queue_bound = 256", "queue_bound = 99999999"));
         assert!(
             e.contains("profile.queue_bound = 99999999: must be in 1..=1048576"),
@@ -1268,6 +1357,37 @@ mod tests {
         .unwrap();
         let (secs, _) = open.estimate_secs(&open.profiles[0], 1);
         assert!((secs - (10.0 + 200_000.0 / 2000.0)).abs() < 1e-6, "{secs}");
+    }
+
+    #[test]
+    fn limits_are_named_and_can_be_raised() {
+        let big = with("jobs = 200000", "jobs = 2000000000");
+        let e = err_of(&big);
+        assert!(
+            e.contains("run.jobs = 2000000000: must be in 1..=1000000000 (a safety limit: raise it with --limit jobs=N)"),
+            "{e}"
+        );
+        let mut l = Limits::default();
+        l.set("jobs=3000000000").unwrap();
+        assert!(parse(&big, "t", &l).is_ok());
+        let e = err_of(&with("workers = 64", "workers = 0"));
+        assert!(
+            e.ends_with("must be in 1..=100000 (a safety limit: raise it with --limit workers=N)"),
+            "{e}"
+        );
+        l.set("rate=2.5e7").unwrap();
+        assert_eq!(l.max_rate, 2.5e7);
+        for bad in [
+            "jobs",
+            "jobs=0",
+            "jobs=-1",
+            "nope=5",
+            "rate=nan",
+            "threads=99999999999",
+        ] {
+            let e = Limits::default().set(bad).unwrap_err();
+            assert!(e.starts_with(&format!("--limit {bad:?}")), "{e}");
+        }
     }
 
     #[test]

@@ -75,6 +75,11 @@ pub struct TraceArgs {
     /// Output file (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Raise a safety limit of the scenario check, e.g. `jobs=5000000000`
+    /// (jobs, threads, workers, queue-bound, producers, work-units,
+    /// sleep-us, rate, profiles). Repeatable.
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    pub limits: Vec<String>,
 }
 
 /// Flags of `coordinator report`.
@@ -166,6 +171,11 @@ pub struct Args {
     /// Exit 0 when hosts were lost mid-run but every other host finished.
     #[arg(long)]
     pub allow_partial: bool,
+    /// Raise a safety limit of the scenario check, e.g. `jobs=5000000000`
+    /// (jobs, threads, workers, queue-bound, producers, work-units,
+    /// sleep-us, rate, profiles). Repeatable.
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    pub limits: Vec<String>,
     /// Also write jobs.jsonl: one `job_done` line per job (id, class, host,
     /// origin, start, end, outcome). For small runs: at most 10 million jobs.
     #[arg(long)]
@@ -197,21 +207,21 @@ impl CliError {
 }
 
 /// Loads the scenario named on the command line, or the built-in default.
-pub fn load_plan(path: Option<&Path>) -> Result<Plan, CliError> {
+pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliError> {
+    let mut l = Limits::default();
+    for spec in limits {
+        l.set(spec).map_err(CliError::BadInput)?;
+    }
     let r = match path {
-        Some(p) => scenario::load(p, &Limits::default()),
-        None => scenario::parse(
-            scenario::PARITY_TOML,
-            scenario::PARITY_NAME,
-            &Limits::default(),
-        ),
+        Some(p) => scenario::load(p, &l),
+        None => scenario::parse(scenario::PARITY_TOML, scenario::PARITY_NAME, &l),
     };
     r.map_err(|e| CliError::BadInput(e.to_string()))
 }
 
 /// Runs the benchmark as the flags say; returns the result and where it went.
 pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
-    let plan = load_plan(args.scenario.as_deref())?;
+    let plan = load_plan(args.scenario.as_deref(), &args.limits)?;
     if args.job_log && plan.total_jobs() > crate::joblog::MAX_JOBS {
         return Err(CliError::BadInput(format!(
             "--job-log: the scenario has {} jobs per agent; the job log is for runs of at most {}",
@@ -380,7 +390,7 @@ pub fn run_exit_code(r: &RunResult, allow_partial: bool) -> u8 {
 
 /// `coordinator trace`: writes the job stream; returns the exit code.
 pub fn trace_command(a: &TraceArgs) -> u8 {
-    let mut plan = match load_plan(a.scenario.as_deref()) {
+    let mut plan = match load_plan(a.scenario.as_deref(), &a.limits) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("coordinator trace: {e}");

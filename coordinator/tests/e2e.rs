@@ -432,3 +432,38 @@ fn trace_writes_the_stream_and_its_digest() {
         .unwrap();
     assert_eq!(o3.status.code(), Some(2));
 }
+
+#[test]
+fn safety_limits_name_their_flag_and_the_flag_raises_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(
+        &big,
+        std::fs::read_to_string(smoke())
+            .unwrap()
+            .replace("jobs = 6000", "jobs = 2000000000"),
+    )
+    .unwrap();
+    let big = big.to_str().unwrap();
+    let o = coordinator(&["trace", "--scenario", big, "--jobs", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("raise it with --limit jobs=N"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = coordinator(&[
+        "trace",
+        "--scenario",
+        big,
+        "--jobs",
+        "3",
+        "--limit",
+        "jobs=3000000000",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).lines().count(), 3);
+    let o = coordinator(&["--limit", "bogus=1", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown limit \"bogus\""));
+}
