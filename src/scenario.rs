@@ -243,7 +243,7 @@ pub struct ProfileSpec {
     /// runtime = "beam": scheduler threads of the VM (`erl +S N:N`), the
     /// BEAM's counterpart of `threads`; absent = threads (or the agent's
     /// default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedulers: Option<u32>,
     /// compute = "yield": yield to the scheduler every this many work units.
     #[serde(default = "default_yield_every")]

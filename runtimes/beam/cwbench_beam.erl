@@ -45,14 +45,18 @@
 }).
 
 main() ->
+    %% Expected crashes (injected) must not flood stderr.
     logger:set_primary_config(level, critical),
+    %% The VM must never outlive this process: exits of the port (the agent
+    %% closed the pipes), the supervisor or the probe arrive as messages.
+    process_flag(trap_exit, true),
     Port = open_port({fd, 0, 1}, [binary, {line, 4096}, eof]),
     try
         S = header(#s{port = Port}),
         loop(S)
     catch
         C:E:St ->
-            port_command(Port, io_lib:format("ERR ~p:~p ~p~n", [C, E, St])),
+            catch port_command(Port, io_lib:format("ERR ~0p:~0p ~0p~n", [C, E, St])),
             erlang:halt(3)
     end.
 
@@ -163,8 +167,11 @@ handle({late, Us, At}, S) ->
 handle(gauge, S) ->
     erlang:send_after(max(cfg(gauge_ms, S), 10), self(), gauge),
     out(gauge_line(S), S);
-handle({'EXIT', _, _}, S) ->
-    S;
+handle({'EXIT', Port, _}, #s{port = Port}) ->
+    %% stdout or stdin is gone with the agent.
+    erlang:halt(0);
+handle({'EXIT', Pid, Reason}, _S) ->
+    error({linked_process_died, Pid, Reason});
 handle(_, S) ->
     S.
 
