@@ -154,13 +154,12 @@ impl BeamGauges {
     }
 }
 
-/// Starts a BEAM run: compiles the modules if needed and starts the thread
-/// that owns the VM. Errors say what is missing and how to install it.
+/// Starts a BEAM run: the thread that compiles the modules if needed and
+/// owns the VM. Errors say what is missing and how to install it.
 pub fn start(cfg: Config) -> Result<Workload, String> {
     if let Some(r) = unavailable_reason() {
         return Err(r);
     }
-    let dir = compiled_dir()?;
     let (feed_tx, feed_rx) = mpsc::unbounded_channel();
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -196,7 +195,12 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
                 gauges: g,
                 cancel: c,
             };
-            let outcome = rt.block_on(run_vm(cfg, dir, io));
+            // Compiling takes a second or so: here, not on the server's
+            // runtime, whose HTTP/2 keepalives must keep being answered.
+            let outcome = match compiled_dir() {
+                Ok(dir) => rt.block_on(run_vm(cfg, dir, io)),
+                Err(e) => Outcome::Internal(format!("cannot build the BEAM modules: {e}")),
+            };
             let _ = done_tx.send(outcome);
         })
         .map_err(|e| format!("cannot start the BEAM driver thread: {e}"))?;

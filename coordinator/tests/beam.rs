@@ -118,6 +118,13 @@ fn one_agent_runs_the_parity_sweep_on_tokio_and_on_the_beam() {
     assert!(beam["accounting"]["restarts"].as_u64().unwrap() > 0);
     assert!(beam["lateness"]["count"].as_u64().unwrap() > 0);
     assert_eq!(beam["threads"], 1, "schedulers = threads");
+    // BEAM rows are ordinary rows of the checked-in schema.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(&result).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
     let md = std::fs::read_to_string(out.path().join("beam/report.md")).unwrap();
     assert!(md.contains("beam s1 w16 q64 p1 pool"), "{md}");
 }
@@ -235,7 +242,7 @@ fn wait_gone(marker: &str, within: Duration) -> Vec<String> {
 
 /// Starts the crash-storm run (about 5 s) and waits until its VM runs.
 fn start_beam_run(agent: &AgentProc, marker: &str, out: &Path) -> std::process::Child {
-    let child = Command::new(coordinator_bin())
+    let mut child = Command::new(coordinator_bin())
         .args(["--agent", &agent.addr, "--scenario"])
         .arg(common::data("beam-crash-storm.toml"))
         .arg("--out")
@@ -248,6 +255,9 @@ fn start_beam_run(agent: &AgentProc, marker: &str, out: &Path) -> std::process::
         .unwrap();
     let t = Instant::now();
     while processes_with(marker).is_empty() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the coordinator ended ({st}) before a BEAM VM started for {marker}");
+        }
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "no BEAM VM started for {marker}"
@@ -275,9 +285,9 @@ fn the_vm_never_outlives_its_run() {
         left.is_empty(),
         "VM left after the coordinator died: {left:?}"
     );
-    // The agent still takes runs, then is killed mid-run: the VM sees its
-    // stdin close and halts.
-    let mut agent = agent;
+    // An agent killed mid-run: the VM sees its stdin close and halts.
+    let mut agent = AgentProc::start();
+    let marker = format!("cwbench-agent={}", agent.child.id());
     let mut coord = start_beam_run(&agent, &marker, out.path());
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
