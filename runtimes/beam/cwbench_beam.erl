@@ -25,7 +25,8 @@
     pending = queue:new(),    % received from the agent, not yet released
     queue = queue:new(),      % released, waiting for a worker (<= bound)
     qlen = 0,
-    idle = [],                % workers waiting for a job: [{Idx, Pid}]
+    idle = queue:new(),       % workers waiting for a job, longest-waiting
+                              % first (as tokio's fair semaphore): {Idx, Pid}
     busy = #{},               % Pid => Idx
     ended = false,
     open_t0,                  % open loop: time zero of the intended times
@@ -155,13 +156,13 @@ handle({hello, Idx, Pid}, S = #s{delay = D}) ->
     Pid ! {go, maps:get(Idx, D, 0)},
     S#s{delay = maps:remove(Idx, D)};
 handle({ready, Idx, Pid}, S) ->
-    S#s{idle = [{Idx, Pid} | S#s.idle]};
+    S#s{idle = queue:in({Idx, Pid}, S#s.idle)};
 handle({{done, Rec}, Idx, Pid}, S) ->
     S1 = record(Rec, Idx, S),
-    S1#s{busy = maps:remove(Pid, S1#s.busy), idle = [{Idx, Pid} | S1#s.idle]};
+    S1#s{busy = maps:remove(Pid, S1#s.busy), idle = queue:in({Idx, Pid}, S1#s.idle)};
 handle({{timed_out, Rec}, Idx, Pid}, S) ->
     S1 = record(Rec, Idx, S),
-    S1#s{busy = maps:remove(Pid, S1#s.busy), idle = [{Idx, Pid} | S1#s.idle]};
+    S1#s{busy = maps:remove(Pid, S1#s.busy), idle = queue:in({Idx, Pid}, S1#s.idle)};
 handle({{crashed, Rec}, Idx, Pid}, S) ->
     S1 = record(Rec, Idx, S),
     crashed(Idx, element(7, Rec), S1#s{busy = maps:remove(Pid, S1#s.busy)});
@@ -233,7 +234,15 @@ release(S = #s{qlen = Q}) ->
         _ -> S
     end.
 
-assign(S = #s{idle = [{Idx, Pid} | Idle], qlen = Q}) when Q > 0 ->
+assign(S = #s{qlen = Q}) when Q > 0 ->
+    case queue:out(S#s.idle) of
+        {{value, {Idx, Pid}}, Idle} -> assign(Idx, Pid, Idle, S);
+        {empty, _} -> S
+    end;
+assign(S) ->
+    S.
+
+assign(Idx, Pid, Idle, S = #s{qlen = Q}) ->
     {{value, {Job, Origin, Release}}, Rest} = queue:out(S#s.queue),
     S1 = S#s{idle = Idle, queue = Rest, qlen = Q - 1},
     Id = element(1, Job),
@@ -248,9 +257,7 @@ assign(S = #s{idle = [{Idx, Pid} | Idle], qlen = Q}) when Q > 0 ->
         false ->
             Pid ! {job, Job, Origin, Release},
             assign(S1#s{busy = (S1#s.busy)#{Pid => Idx}})
-    end;
-assign(S) ->
-    S.
+    end.
 
 %% A worker crashed at `At` (µs): the restart intensity, then the backoff of
 %% its replacement.
@@ -307,7 +314,7 @@ cancel_all(S) ->
     exit(S#s.sup, kill),
     N = queue:len(S#s.pending) + S#s.qlen + map_size(S#s.busy),
     S#s{cancelled = S#s.cancelled + N, pending = queue:new(), queue = queue:new(),
-        qlen = 0, busy = #{}, idle = []}.
+        qlen = 0, busy = #{}, idle = queue:new()}.
 
 finish(S0, Code) ->
     %% A probe starved until the end records its pending lateness.
