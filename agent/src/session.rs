@@ -365,13 +365,19 @@ pub async fn run(
     let threads = wcfg.threads as u32;
     let nclasses = wcfg.classes;
     let wcfg_open = wcfg.open;
+    let runtime = wcfg.runtime;
     let mut wl = match Workload::start(wcfg) {
         Ok(w) => w,
         Err(e) => return fail(&tx, Code::Internal, e).await,
     };
     tracing::info!(run = %run_id, %peer, threads, "run started");
+    let mut info = agent_info(&cfg, Some(run_id.clone()));
+    if runtime == Runtime::Beam {
+        // This run's runtime, for the report's host table.
+        info.runtime = "beam".into();
+    }
     let ready = proto::Ready {
-        agent: Some(agent_info(&cfg, Some(run_id.clone()))),
+        agent: Some(info),
         threads,
         initial_credit: window,
     };

@@ -118,6 +118,8 @@ fn one_agent_runs_the_parity_sweep_on_tokio_and_on_the_beam() {
     assert!(beam["accounting"]["restarts"].as_u64().unwrap() > 0);
     assert!(beam["lateness"]["count"].as_u64().unwrap() > 0);
     assert_eq!(beam["threads"], 1, "schedulers = threads");
+    assert_eq!(beam["info"]["runtime"], "beam");
+    assert_eq!(hosts[0]["info"]["runtime"], "tokio");
     // BEAM rows are ordinary rows of the checked-in schema.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
     let schema: serde_json::Value =
