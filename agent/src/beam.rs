@@ -987,6 +987,42 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_vm_counts_every_job_once() {
+        if let Some(why) = unavailable_reason() {
+            eprintln!("SKIP: a_cancelled_vm_counts_every_job_once: {why}");
+            return;
+        }
+        let mut wl = crate::workload::Workload::start(config()).expect("starts");
+        // 4 workers, 20 ms per job: 3,000 jobs take far longer than the test.
+        let jobs: Vec<Job> = (0..3000)
+            .map(|id| Job {
+                id,
+                sleep_us: 20_000,
+                ..Default::default()
+            })
+            .collect();
+        wl.recorder.received.fetch_add(3000, Ordering::Relaxed);
+        wl.feed(jobs);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            wl.cancel();
+            tokio::time::timeout(Duration::from_secs(5), &mut wl.finished).await
+        });
+        assert_eq!(
+            outcome.expect("ends soon after the cancel").unwrap(),
+            Outcome::Finished
+        );
+        let mut agg = crate::recorder::Aggregator::new(2, Default::default());
+        let t = agg.done(&wl.recorder, 0).totals.unwrap();
+        assert!(t.completed > 0 && t.cancelled > 0, "{t:?}");
+        assert_eq!(t.completed + t.crashed + t.cancelled, 3000, "{t:?}");
+    }
+
+    #[test]
     fn the_real_vm_gives_up_past_the_restart_intensity() {
         let Some((outcome, done)) = real_vm(3) else {
             return;
