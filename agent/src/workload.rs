@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compute::{ComputePool, Step, compute};
 use crate::queue::Queue;
 use crate::recorder::{Recorder, Timing};
+use crate::span::{End, Span, Warmup};
 
 /// A validated execution configuration (see proto `Profile`).
 #[derive(Debug, Clone)]
@@ -37,7 +38,9 @@ pub struct Config {
     pub compute: Compute,
     pub yield_every: u32,
     pub compute_threads: usize,
-    pub warmup_jobs: u64,
+    /// What is warm-up, and when the measured part ends.
+    pub warmup: Warmup,
+    pub end: End,
     pub classes: usize,
     /// Jobs a producer releases before it returns them as credit.
     pub credit_chunk: u64,
@@ -90,6 +93,8 @@ pub struct Workload {
     pub credit: mpsc::UnboundedReceiver<u64>,
     pub finished: oneshot::Receiver<Outcome>,
     pub recorder: Arc<Recorder>,
+    /// Cancelled when a timed run's measured part is over.
+    pub stopped: CancellationToken,
     queues: Vec<Arc<Queue<Item>>>,
     /// The workload runtime, for its metrics.
     pub runtime: tokio::runtime::Handle,
@@ -110,7 +115,7 @@ impl Workload {
         let recorder = Arc::new(Recorder::new(
             shards,
             cfg.classes,
-            cfg.warmup_jobs,
+            Arc::new(Span::new(cfg.warmup, cfg.end)),
             Instant::now(),
             cfg.job_log,
         ));
@@ -183,6 +188,7 @@ impl Workload {
             feed: Some(feed_tx),
             credit: credit_rx,
             finished: done_rx,
+            stopped: recorder.span.stopped.clone(),
             recorder,
             queues,
             runtime,
@@ -373,7 +379,17 @@ async fn produce(
         };
         let Some(chunk) = chunk else { break };
         fed_once = true;
-        let t0 = *ctx.t0.get_or_init(Instant::now);
+        if rec.span.stopped.is_cancelled() {
+            // A timed run is over: what still arrives is never released.
+            rec.unreleased
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            continue;
+        }
+        let t0 = *ctx.t0.get_or_init(|| {
+            let t = Instant::now();
+            rec.span.begin(t);
+            t
+        });
         let mut jobs = chunk.into_iter();
         while let Some(job) = jobs.next() {
             let origin = if ctx.cfg.open {
@@ -392,7 +408,12 @@ async fn produce(
                     .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                 break;
             }
-            rec.released(&job, Instant::now());
+            if !rec.span.admit(&job, origin) {
+                rec.unreleased
+                    .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
+                break;
+            }
+            rec.released(&job, origin, Instant::now());
             match release(&ctx, idx, Item { job, origin }).await {
                 Released::Queued => {}
                 Released::Shed => {
