@@ -369,7 +369,8 @@ async fn produce(
                         c = rx.recv() => c,
                         _ = ctx.cancel.cancelled() => None,
                     };
-                    if fed_once && c.is_some() {
+                    // Waiting after a timed run stopped is not a feed stall.
+                    if fed_once && c.is_some() && !rec.span.stopped.is_cancelled() {
                         rec.feed_stall_us
                             .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
                     }
