@@ -29,13 +29,99 @@ pub struct Generator {
     classes: Vec<Class>,
     weight_total: u64,
     next_id: u64,
-    /// Open loop: (rate, first id) steps; empty in closed loop.
+    arrival: Arrival,
+    faults: Vec<FaultSpec>,
+}
+
+/// Open-loop intended times, job after job: the one piece of arithmetic
+/// both the generator and the sizing of timed runs use, so they agree.
+#[derive(Debug, Clone)]
+struct Arrival {
+    /// (rate, first id) steps; empty in closed loop.
     rates: Vec<(f64, u64)>,
     poisson: bool,
-    /// Open loop: intended time of the next job, µs from the run start.
+    /// Intended time of the next job, µs from the run start.
     t_us: f64,
     step: usize,
-    faults: Vec<FaultSpec>,
+}
+
+impl Arrival {
+    fn new(plan: &Plan) -> Self {
+        Self {
+            rates: plan.rates.clone(),
+            poisson: plan.scenario.arrival.process == Process::Poisson,
+            t_us: 0.0,
+            step: 0,
+        }
+    }
+
+    /// Intended start of job `id` (ids in order), from its arrival word.
+    #[inline]
+    fn next(&mut self, id: u64, word: u64) -> u64 {
+        if self.rates.is_empty() {
+            return 0;
+        }
+        while self.step + 1 < self.rates.len() && self.rates[self.step + 1].1 <= id {
+            self.step += 1;
+        }
+        let mean_gap = 1e6 / self.rates[self.step].0;
+        let at = self.t_us;
+        self.t_us += if self.poisson {
+            -mean_gap * (1.0 - unit_f64(word)).ln()
+        } else {
+            mean_gap
+        };
+        at as u64
+    }
+}
+
+/// Open loop: for each bound (µs from the run start, ascending), how many
+/// jobs of the stream are intended to start before it — the job counts of a
+/// warm-up and a measured part given as durations. None when that takes
+/// more than `cap` jobs.
+pub fn jobs_before(plan: &Plan, bounds_us: &[u64], cap: u64) -> Option<Vec<u64>> {
+    let mut arrival = Arrival::new(plan);
+    let mut rng = Generator::new(plan).rng;
+    let mut out = Vec::with_capacity(bounds_us.len());
+    let mut id = 0u64;
+    for &bound in bounds_us {
+        // Job `id` starts at the current time; its own word only sets the
+        // gap to the next one.
+        while (arrival.t_us as u64) < bound {
+            if id >= cap {
+                return None;
+            }
+            let word = arrival_word(&arrival, &mut rng);
+            arrival.next(id, word);
+            id += 1;
+        }
+        out.push(id);
+    }
+    Some(out)
+}
+
+/// Open loop: the intended start of job `id`, µs from the run start.
+pub fn intended_us(plan: &Plan, id: u64) -> u64 {
+    let mut arrival = Arrival::new(plan);
+    let mut rng = Generator::new(plan).rng;
+    for k in 0..id {
+        let word = arrival_word(&arrival, &mut rng);
+        arrival.next(k, word);
+    }
+    arrival.t_us as u64
+}
+
+/// The arrival word of the next job's block (read as next_job reads it);
+/// constant spacing needs none.
+fn arrival_word(arrival: &Arrival, rng: &mut ChaCha20Rng) -> u64 {
+    if !arrival.poisson {
+        return 0;
+    }
+    let mut w = [0u64; 8];
+    for x in &mut w {
+        *x = rng.next_u64();
+    }
+    w[W_ARRIVAL]
 }
 
 impl Generator {
@@ -47,10 +133,7 @@ impl Generator {
             classes: plan.classes.clone(),
             weight_total: plan.classes.iter().map(|c| u64::from(c.weight)).sum(),
             next_id: 0,
-            rates: plan.rates.clone(),
-            poisson: plan.scenario.arrival.process == Process::Poisson,
-            t_us: 0.0,
-            step: 0,
+            arrival: Arrival::new(plan),
             faults: plan.scenario.faults.clone(),
         }
     }
@@ -59,7 +142,7 @@ impl Generator {
     /// closed loop; in open loop intended times accumulate, so it replays
     /// the stream from the start.
     pub fn seek(&mut self, id: u64) {
-        if self.rates.is_empty() {
+        if self.arrival.rates.is_empty() {
             // 16 32-bit words per ChaCha block, one block per job.
             self.rng.set_word_pos(u128::from(id) * 16);
             self.next_id = id;
@@ -68,8 +151,8 @@ impl Generator {
         if id < self.next_id {
             self.rng.set_word_pos(0);
             self.next_id = 0;
-            self.t_us = 0.0;
-            self.step = 0;
+            self.arrival.t_us = 0.0;
+            self.arrival.step = 0;
         }
         while self.next_id < id {
             self.next_job();
@@ -96,21 +179,7 @@ impl Generator {
         let sleep = class.sleep.as_ref().map_or(0, |d| {
             d.sample(w[W_SLEEP], w[W_SLEEP + 1]) * class.sleep_scale_us
         });
-        let intended_us = if self.rates.is_empty() {
-            0
-        } else {
-            while self.step + 1 < self.rates.len() && self.rates[self.step + 1].1 <= id {
-                self.step += 1;
-            }
-            let mean_gap = 1e6 / self.rates[self.step].0;
-            let at = self.t_us;
-            self.t_us += if self.poisson {
-                -mean_gap * (1.0 - unit_f64(w[W_ARRIVAL])).ln()
-            } else {
-                mean_gap
-            };
-            at as u64
-        };
+        let intended_us = self.arrival.next(id, w[W_ARRIVAL]);
         let mut job = Job {
             id,
             class: class_idx as u32,

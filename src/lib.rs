@@ -11,7 +11,7 @@ pub mod scenario;
 pub mod sysinfo;
 
 /// Version of the wire protocol in `proto/cwbench/v1/agent.proto`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Version of this build of cwbench (agent and coordinator share it).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -122,8 +122,18 @@ pub struct RunSpec {
     /// Jobs run first and excluded from every statistic.
     #[serde(default)]
     pub warmup_jobs: u64,
-    /// Measured jobs per agent (after the warm-up).
-    pub jobs: u64,
+    /// Warm-up as a duration, milliseconds (instead of `warmup_jobs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_ms: Option<u64>,
+    /// Measured jobs per agent (after the warm-up); exclusive with `duration_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u64>,
+    /// The measured part as a duration, milliseconds; exclusive with `jobs`.
+    /// Open loop: the jobs whose intended start falls in it. Closed loop:
+    /// each agent releases jobs until it has passed, so each host runs a
+    /// prefix of the one stream, as long as it managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     /// Snapshot period, milliseconds.
     #[serde(default = "default_snapshot_ms")]
     pub snapshot_interval_ms: u32,
@@ -634,13 +644,67 @@ pub struct Plan {
     pub classes: Vec<Class>,
     /// The sweep, expanded; at least one.
     pub profiles: Vec<Profile>,
+    /// How long the run is, resolved.
+    pub sizing: Sizing,
+}
+
+/// A run's length, resolved from `[run]`. Open loop turns durations into
+/// job counts through the arrival schedule (every host gets the same jobs);
+/// a closed loop given any duration is timed by each agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizing {
+    /// Warm-up jobs (0 when a closed loop warms up for `warmup_ms`).
+    pub warmup_jobs: u64,
+    /// Closed loop: warm-up by time, milliseconds from the first job.
+    pub warmup_ms: Option<u64>,
+    /// Measured jobs; None when a closed loop measures for `duration_ms`.
+    pub measured_jobs: Option<u64>,
+    /// Closed loop: the measured part by time, milliseconds.
+    pub duration_ms: Option<u64>,
+    /// Timed runs: the most jobs the coordinator feeds one agent (the jobs
+    /// safety limit), so a run can never go on for ever.
+    pub job_cap: u64,
+}
+
+impl Sizing {
+    /// Does each agent decide when the run ends (a closed loop with a
+    /// warm-up or measured part given as a duration)?
+    pub fn timed(&self) -> bool {
+        self.warmup_ms.is_some() || self.duration_ms.is_some()
+    }
+
+    /// The run's length in words, for messages and reports.
+    pub fn describe(&self) -> String {
+        let warm = match self.warmup_ms {
+            Some(ms) => format!("a {} warm-up", fmt_ms(ms)),
+            None => format!("{} warm-up jobs", self.warmup_jobs),
+        };
+        match (self.measured_jobs, self.duration_ms) {
+            (Some(n), _) => format!("{n} measured jobs after {warm}"),
+            (None, Some(ms)) => format!("measured for {} after {warm}", fmt_ms(ms)),
+            (None, None) => warm,
+        }
+    }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
 }
 
 impl Plan {
     /// Total jobs the coordinator generates (warm-up + measured), per agent in
-    /// replicate mode, in all in shard mode.
+    /// replicate mode, in all in shard mode. Timed runs: the most it may
+    /// feed (the agents end the run before that).
     pub fn total_jobs(&self) -> u64 {
-        self.scenario.run.warmup_jobs + self.scenario.run.jobs
+        let z = &self.sizing;
+        match (z.timed(), z.measured_jobs) {
+            (false, Some(n)) => z.warmup_jobs + n,
+            _ => z.job_cap,
+        }
     }
 
     /// The run parameters in wire form (the profile travels separately).
@@ -649,8 +713,20 @@ impl Plan {
         proto::Plan {
             scenario: s.name.clone(),
             seed: s.seed,
-            warmup_jobs: s.run.warmup_jobs,
-            total_jobs: self.total_jobs(),
+            warmup_jobs: self.sizing.warmup_jobs,
+            total_jobs: if self.sizing.timed() {
+                0
+            } else {
+                self.total_jobs()
+            },
+            // Validated at most MAX_SPAN_MS, far below u32::MAX.
+            warmup_ms: self.sizing.warmup_ms.unwrap_or(0) as u32,
+            duration_ms: self.sizing.duration_ms.unwrap_or(0) as u32,
+            measured_jobs: if self.sizing.timed() {
+                self.sizing.measured_jobs.unwrap_or(0)
+            } else {
+                0
+            },
             snapshot_interval_ms: s.run.snapshot_interval_ms,
             classes: self.classes.iter().map(|c| c.name.clone()).collect(),
             prefetch_jobs: s.run.prefetch_jobs,
@@ -681,6 +757,14 @@ impl Plan {
         }
     }
 
+    /// The same scenario with another seed, validated again (an open loop's
+    /// durations resolve to the jobs of the seed's schedule).
+    pub fn reseed(&self, seed: u64, limits: &Limits) -> Result<Plan, ScenarioError> {
+        let mut s = self.scenario.clone();
+        s.seed = seed;
+        validate(s, &self.source, limits)
+    }
+
     /// Open-loop arrival?
     pub fn is_open(&self) -> bool {
         !self.rates.is_empty()
@@ -692,6 +776,10 @@ impl Plan {
     /// job — work at ~1 ns per unit spread over the threads, or sleep spread
     /// over the workers, whichever is longer.
     pub fn estimate_secs(&self, p: &Profile, default_threads: u32) -> (f64, &'static str) {
+        let z = &self.sizing;
+        if let (Some(warm), Some(d)) = (z.warmup_ms, z.duration_ms) {
+            return ((warm + d) as f64 / 1000.0, "timed: warm-up + duration");
+        }
         let total = self.total_jobs();
         if self.is_open() {
             let mut secs = 0.0;
@@ -716,9 +804,22 @@ impl Plan {
             Dispatch::TaskPerJob => f64::from(p.queue_bound),
             Dispatch::Serial | Dispatch::SpawnAwait => f64::from(p.producers),
         };
-        let cpu = total as f64 * work * ns_per_unit / threads;
-        let io = total as f64 * sleep_us * 1e-6 / concurrency.max(1.0);
-        (cpu.max(io), "closed loop: a rough bound from the mean job")
+        let secs = |jobs: u64| {
+            let cpu = jobs as f64 * work * ns_per_unit / threads;
+            let io = jobs as f64 * sleep_us * 1e-6 / concurrency.max(1.0);
+            cpu.max(io)
+        };
+        match (z.warmup_ms, z.duration_ms, z.measured_jobs) {
+            (None, Some(d), _) => (
+                secs(z.warmup_jobs) + d as f64 / 1000.0,
+                "timed: a rough bound for the warm-up jobs + the duration",
+            ),
+            (Some(w), None, Some(n)) => (
+                w as f64 / 1000.0 + secs(n),
+                "timed warm-up + a rough bound for the measured jobs",
+            ),
+            _ => (secs(total), "closed loop: a rough bound from the mean job"),
+        }
     }
 
     /// Mean work units and mean sleep (µs) over the class mix, for estimates.
@@ -838,8 +939,8 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
             "must be 1..=64 characters of [A-Za-z0-9_-]",
         ));
     }
-    c.range("run.jobs", s.run.jobs, 1, limits.max_jobs)?;
-    c.range("run.warmup_jobs", s.run.warmup_jobs, 0, limits.max_jobs)?;
+    let rates = validate_arrival(&c, &s.arrival, limits)?;
+    let sizing = validate_sizing(&c, &s, &rates, limits)?;
     c.range(
         "run.snapshot_interval_ms",
         s.run.snapshot_interval_ms,
@@ -1023,7 +1124,24 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     if let Some(t) = s.run.job_timeout_ms {
         c.range("run.job_timeout_ms", t, 1, 3_600_000)?;
     }
-    let total = s.run.warmup_jobs + s.run.jobs;
+    if sizing.timed()
+        && let Some(p) = profiles.iter().find(|p| p.runtime == Flavor::Beam)
+    {
+        let (key, ms) = match (sizing.warmup_ms, sizing.duration_ms) {
+            (_, Some(d)) => ("run.duration_ms", d),
+            (Some(w), None) => ("run.warmup_ms", w),
+            (None, None) => ("run.duration_ms", 0),
+        };
+        return Err(c.err(
+            key,
+            format!("{ms} (profile {})", p.label()),
+            "runtime = \"beam\" takes a closed loop sized in jobs only: use run.jobs and run.warmup_jobs",
+        ));
+    }
+    let total = match (sizing.timed(), sizing.measured_jobs) {
+        (false, Some(n)) => sizing.warmup_jobs + n,
+        _ => sizing.job_cap,
+    };
     if s.faults.len() > 1024 {
         return Err(c.err("fault", s.faults.len(), "at most 1024 [[fault]] tables"));
     }
@@ -1109,13 +1227,172 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         3 * rv.window_ms,
         600_000,
     )?;
-    let rates = validate_arrival(&c, &s.arrival, limits)?;
     Ok(Plan {
         scenario: s,
         rates,
         source: file.to_string(),
         classes,
         profiles,
+        sizing,
+    })
+}
+
+/// Open loop: the mean number of jobs intended to start in the first
+/// `span_us` of the schedule.
+fn expected_jobs(rates: &[(f64, u64)], span_us: u64) -> f64 {
+    let mut left = span_us as f64 / 1e6;
+    let mut jobs = 0.0;
+    for (k, &(rate, first)) in rates.iter().enumerate() {
+        let step_secs = rates
+            .get(k + 1)
+            .map_or(f64::INFINITY, |next| (next.1 - first) as f64 / rate);
+        let t = left.min(step_secs);
+        jobs += t * rate;
+        left -= t;
+        if left <= 0.0 {
+            break;
+        }
+    }
+    jobs
+}
+
+/// Most a warm-up or a measured part may last, milliseconds (a day).
+const MAX_SPAN_MS: u64 = 86_400_000;
+
+/// Checks `[run]`'s length keys and resolves them (see `Sizing`).
+fn validate_sizing(
+    c: &Checker<'_>,
+    s: &Scenario,
+    rates: &[(f64, u64)],
+    limits: &Limits,
+) -> Result<Sizing, ScenarioError> {
+    let r = &s.run;
+    let jobs = match (r.jobs, r.duration_ms) {
+        (Some(n), None) => Some(c.range("run.jobs", n, 1, limits.max_jobs)?),
+        (None, Some(ms)) => {
+            c.range("run.duration_ms", ms, 1, MAX_SPAN_MS)?;
+            None
+        }
+        (Some(_), Some(_)) => {
+            return Err(c.err(
+                "run.duration_ms",
+                "(with run.jobs)",
+                "give the measured part as run.jobs or as run.duration_ms, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(c.err(
+                "run.jobs",
+                "(missing)",
+                "give the measured part as run.jobs (a job count) or run.duration_ms (milliseconds)",
+            ));
+        }
+    };
+    c.range("run.warmup_jobs", r.warmup_jobs, 0, limits.max_jobs)?;
+    if let Some(ms) = r.warmup_ms {
+        if r.warmup_jobs > 0 {
+            return Err(c.err(
+                "run.warmup_ms",
+                "(with run.warmup_jobs)",
+                "give the warm-up as run.warmup_jobs or as run.warmup_ms, not both",
+            ));
+        }
+        c.range("run.warmup_ms", ms, 0, MAX_SPAN_MS)?;
+    }
+    let closed = Sizing {
+        warmup_jobs: r.warmup_jobs,
+        warmup_ms: r.warmup_ms.filter(|&ms| ms > 0),
+        measured_jobs: jobs,
+        duration_ms: r.duration_ms,
+        job_cap: limits.max_jobs,
+    };
+    if rates.is_empty() || !closed.timed() {
+        if !closed.timed() {
+            let total = closed.warmup_jobs.saturating_add(jobs.unwrap_or(0));
+            if total > limits.max_jobs {
+                return Err(c.err(
+                    "run.jobs",
+                    total,
+                    format!(
+                        "warm-up + measured jobs must be at most {}",
+                        limits.max_jobs
+                    ),
+                ));
+            }
+        }
+        return Ok(closed);
+    }
+    // Open loop: the arrival schedule says which jobs fall in each span.
+    let probe = Plan {
+        scenario: s.clone(),
+        rates: rates.to_vec(),
+        source: String::new(),
+        classes: Vec::new(),
+        profiles: Vec::new(),
+        sizing: closed,
+    };
+    let key = if r.duration_ms.is_some() {
+        "run.duration_ms"
+    } else {
+        "run.warmup_ms"
+    };
+    let too_many = || {
+        c.err(
+            key,
+            r.duration_ms.or(r.warmup_ms).unwrap_or(0),
+            format!(
+                "at the arrival rate that is more than {} jobs, must be at most that",
+                limits.max_jobs
+            ),
+        )
+    };
+    let cap = limits.max_jobs;
+    // Counting walks the schedule job by job: refuse at once what is far
+    // over the limit on average, so a typo does not cost minutes here.
+    let span_us = r
+        .warmup_ms
+        .unwrap_or(0)
+        .saturating_add(r.duration_ms.unwrap_or(0))
+        * 1000;
+    if expected_jobs(rates, span_us) > 2.0 * cap as f64 {
+        return Err(too_many());
+    }
+    let (warmup_jobs, measure_from_us) = match r.warmup_ms {
+        Some(ms) => {
+            let n =
+                crate::generator::jobs_before(&probe, &[ms * 1000], cap).ok_or_else(too_many)?;
+            (n[0], ms * 1000)
+        }
+        None => (
+            r.warmup_jobs,
+            crate::generator::intended_us(&probe, r.warmup_jobs),
+        ),
+    };
+    let measured = match (jobs, r.duration_ms) {
+        (Some(n), _) => n,
+        (None, Some(ms)) => {
+            let end = crate::generator::jobs_before(&probe, &[measure_from_us + ms * 1000], cap)
+                .ok_or_else(too_many)?;
+            end[0].saturating_sub(warmup_jobs)
+        }
+        (None, None) => unreachable!("validated above: jobs or duration_ms"),
+    };
+    if measured == 0 {
+        return Err(c.err(
+            "run.duration_ms",
+            r.duration_ms.unwrap_or(0),
+            "no job is intended to start in it at the arrival rate; make it longer",
+        ));
+    }
+    if warmup_jobs.saturating_add(measured) > limits.max_jobs {
+        return Err(too_many());
+    }
+    Ok(Sizing {
+        warmup_jobs,
+        warmup_ms: None,
+        measured_jobs: Some(measured),
+        duration_ms: None,
+        job_cap: limits.max_jobs,
     })
 }
 
@@ -1302,6 +1579,127 @@ mod tests {
         PARITY_TOML.replacen(replace, by, 1)
     }
 
+    fn run_keys(keys: &str) -> String {
+        with("warmup_jobs = 10000\njobs = 200000", keys)
+    }
+
+    #[test]
+    fn warm_up_and_measured_part_by_count_or_duration() {
+        let l = Limits::default();
+        let p = parse(&run_keys("warmup_ms = 2000\nduration_ms = 10000"), "t", &l).unwrap();
+        assert!(p.sizing.timed());
+        assert_eq!(p.sizing.describe(), "measured for 10 s after a 2 s warm-up");
+        let w = p.to_proto();
+        assert_eq!((w.warmup_ms, w.duration_ms, w.total_jobs), (2000, 10000, 0));
+        assert_eq!(p.estimate_secs(&p.profiles[0], 2).0, 12.0);
+        let p = parse(&run_keys("warmup_jobs = 100\nduration_ms = 1500"), "t", &l).unwrap();
+        assert_eq!(
+            p.sizing.describe(),
+            "measured for 1500 ms after 100 warm-up jobs"
+        );
+        assert_eq!(p.to_proto().warmup_jobs, 100);
+        let p = parse(&run_keys("warmup_ms = 500\njobs = 7"), "t", &l).unwrap();
+        assert_eq!(p.to_proto().measured_jobs, 7);
+        assert!(p.sizing.timed());
+        // By count, nothing changes on the wire.
+        let p = parse(&run_keys("warmup_jobs = 3\njobs = 7"), "t", &l).unwrap();
+        assert!(!p.sizing.timed());
+        let w = p.to_proto();
+        assert_eq!(
+            (w.total_jobs, w.warmup_ms, w.duration_ms, w.measured_jobs),
+            (10, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn length_keys_are_exclusive_and_bounded() {
+        let e = err_of(&run_keys("jobs = 5\nduration_ms = 1000"));
+        assert!(
+            e.contains("run.duration_ms") && e.contains("not both"),
+            "{e}"
+        );
+        let e = err_of(&run_keys("warmup_jobs = 5\nwarmup_ms = 1000\njobs = 5"));
+        assert!(e.contains("run.warmup_ms") && e.contains("not both"), "{e}");
+        let e = err_of(&run_keys("warmup_jobs = 5"));
+        assert!(
+            e.contains("run.jobs = (missing)") && e.contains("run.duration_ms"),
+            "{e}"
+        );
+        let e = err_of(&run_keys("duration_ms = 0"));
+        assert!(
+            e.contains("run.duration_ms = 0: must be in 1..=86400000"),
+            "{e}"
+        );
+        let e = err_of(&run_keys("warmup_ms = 86400001\njobs = 1"));
+        assert!(
+            e.contains("run.warmup_ms = 86400001: must be in 0..=86400000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn open_loop_durations_become_the_jobs_of_the_schedule() {
+        let l = Limits::default();
+        let open = |run: &str, arrival: &str| {
+            run_keys(run).replacen(
+                "[profile]",
+                &format!("[arrival]\nmode = \"open\"\n{arrival}\n\n[profile]"),
+                1,
+            )
+        };
+        // 1000 jobs/s: one job every 1000 µs, the first at 0.
+        let p = parse(
+            &open("warmup_ms = 500\nduration_ms = 2000", "rate = 1000.0"),
+            "t",
+            &l,
+        )
+        .unwrap();
+        assert!(!p.sizing.timed(), "open loop is sized in jobs");
+        assert_eq!(
+            (p.sizing.warmup_jobs, p.sizing.measured_jobs),
+            (500, Some(2000))
+        );
+        assert_eq!(p.total_jobs(), 2500);
+        // A count warm-up: the duration starts at the first measured job's
+        // intended time (job 250 at 250 ms), up to 1250 ms.
+        let p = parse(
+            &open("warmup_jobs = 250\nduration_ms = 1000", "rate = 1000.0"),
+            "t",
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.sizing.warmup_jobs, p.sizing.measured_jobs),
+            (250, Some(1000))
+        );
+        // Poisson: the counts are those of the generator's intended times.
+        let p = parse(
+            &open(
+                "warmup_ms = 300\nduration_ms = 700",
+                "process = \"poisson\"\nrate = 2000.0",
+            ),
+            "t",
+            &l,
+        )
+        .unwrap();
+        let mut g = crate::generator::Generator::new(&p);
+        let times: Vec<u64> = (0..4000).map(|_| g.next_job().intended_us).collect();
+        let before = |us: u64| times.iter().take_while(|&&t| t < us).count() as u64;
+        assert_eq!(p.sizing.warmup_jobs, before(300_000));
+        assert_eq!(
+            p.sizing.warmup_jobs + p.sizing.measured_jobs.unwrap(),
+            before(1_000_000)
+        );
+        // Too many jobs for the limit, and a span with no job at all.
+        let e = err_of(&open("duration_ms = 86400000", "rate = 100000.0"));
+        assert!(
+            e.contains("run.duration_ms = 86400000") && e.contains("more than 1000000000 jobs"),
+            "{e}"
+        );
+        let e = err_of(&open("warmup_ms = 10\nduration_ms = 1", "rate = 0.5"));
+        assert!(e.contains("run.duration_ms = 1: no job"), "{e}");
+    }
+
     #[test]
     fn errors_name_file_key_value_and_range() {
         let e = err_of(&with("workers = 64", "workers = 0"));
@@ -1452,6 +1850,11 @@ mod tests {
         assert!(e.contains("profile.producers = 2"), "{e}");
         let e = beam_with("backpressure = \"block\"", "backpressure = \"shed\"");
         assert!(e.contains("profile.backpressure = \"shed\""), "{e}");
+        let e = beam_with("jobs = 200000", "duration_ms = 5000");
+        assert!(
+            e.contains("run.duration_ms = 5000 (profile beam s=agent w64 q256 p1 pool): runtime = \"beam\" takes a closed loop sized in jobs only"),
+            "{e}"
+        );
         let e = beam_with("workers = 64", "workers = 64\nschedulers = 0");
         assert!(e.contains("profile.schedulers = 0: must be in 1..="), "{e}");
     }

@@ -209,10 +209,11 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
     let (feed_tx, feed_rx) = mpsc::unbounded_channel();
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
+    // Runs sized in jobs only (validated): the warm-up is a job count.
     let recorder = Arc::new(Recorder::new(
         1,
         cfg.classes,
-        cfg.warmup_jobs,
+        Arc::new(crate::span::Span::new(cfg.warmup, cfg.end)),
         Instant::now(),
         cfg.job_log,
     ));
@@ -679,7 +680,7 @@ impl State {
                     at(self.anchor, r.pickup)?,
                     at(self.anchor, r.end)?,
                 );
-                rec.released(&job, at(self.anchor, r.release)?);
+                rec.released(&job, origin, at(self.anchor, r.release)?);
                 rec.log_job(&job, origin, pickup, end, r.outcome);
                 match r.outcome {
                     0 => rec.completed(
@@ -763,7 +764,8 @@ mod tests {
             compute: proto::Compute::Inline,
             yield_every: 1,
             compute_threads: 0,
-            warmup_jobs: 0,
+            warmup: crate::span::Warmup::Jobs(0),
+            end: crate::span::End::Fed,
             classes: 2,
             credit_chunk: 1,
             max_restarts: 3,
@@ -857,7 +859,8 @@ mod tests {
         let (agent_in, agent_out) = tokio::io::split(agent_side);
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();
         let (credit_tx, _credit_rx) = mpsc::unbounded_channel();
-        let rec = Arc::new(Recorder::new(1, 2, 0, Instant::now(), false));
+        let span = crate::span::Span::new(crate::span::Warmup::Jobs(0), crate::span::End::Fed);
+        let rec = Arc::new(Recorder::new(1, 2, Arc::new(span), Instant::now(), false));
         let io = Io {
             feed: feed_rx,
             credit: credit_tx,

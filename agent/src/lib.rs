@@ -11,6 +11,7 @@ mod recorder;
 mod recovery;
 pub mod server;
 mod session;
+pub mod span;
 pub mod tls;
 pub mod workload;
 

@@ -3,6 +3,7 @@
 //! one shared lock would serialise the pool); the aggregator merges the
 //! shards every snapshot interval into interval and whole-run histograms.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use cwbench::proto;
 use parking_lot::Mutex;
 
 use crate::recovery::{BUCKET_US, Recovery};
+use crate::span::Span;
 
 /// Latency histograms of one class.
 #[derive(Debug, Clone)]
@@ -110,11 +112,14 @@ pub fn us(from: Instant, to: Instant) -> u64 {
 pub struct Recorder {
     shards: Vec<Mutex<Shard>>,
     start: Instant,
-    warmup_jobs: u64,
+    /// Which jobs are measured.
+    pub span: Arc<Span>,
     pub received: AtomicU64,
     pub released: AtomicU64,
     pub shed: AtomicU64,
     pub cancelled: AtomicU64,
+    /// Timed runs: received, never released (the measured part was over).
+    pub unreleased: AtomicU64,
     pub timed_out: AtomicU64,
     pub in_flight: AtomicU64,
     pub restarts: AtomicU64,
@@ -142,7 +147,7 @@ impl Recorder {
     pub fn new(
         shards: usize,
         classes: usize,
-        warmup_jobs: u64,
+        span: Arc<Span>,
         start: Instant,
         job_log: bool,
     ) -> Self {
@@ -160,11 +165,12 @@ impl Recorder {
                 })
                 .collect(),
             start,
-            warmup_jobs,
+            span,
             received: AtomicU64::new(0),
             released: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
+            unreleased: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
@@ -179,18 +185,20 @@ impl Recorder {
         self.start
     }
 
-    pub fn is_measured(&self, job: &Job) -> bool {
-        job.id >= self.warmup_jobs
+    /// Is `job`, whose latency origin is `origin`, measured?
+    #[inline]
+    pub fn is_measured(&self, job: &Job, origin: Instant) -> bool {
+        self.span.is_measured(job, origin)
     }
 
     fn shard(&self, worker: usize) -> &Mutex<Shard> {
         &self.shards[worker % self.shards.len()]
     }
 
-    /// A producer released `job` into the queue at `at`.
+    /// A producer released `job` (latency origin `origin`) into the queue at `at`.
     #[inline]
-    pub fn released(&self, job: &Job, at: Instant) {
-        if self.is_measured(job) {
+    pub fn released(&self, job: &Job, origin: Instant, at: Instant) {
+        if self.is_measured(job, origin) {
             self.first_measured_release_us
                 .fetch_min(us(self.start, at), Ordering::Relaxed);
         }
@@ -198,7 +206,7 @@ impl Recorder {
 
     #[inline]
     pub fn completed(&self, worker: usize, job: &Job, t: &Timing) {
-        let measured = self.is_measured(job);
+        let measured = self.is_measured(job, t.origin);
         let done_us = us(self.start, t.done);
         let mut s = self.shard(worker).lock();
         s.counts.completed += 1;
@@ -277,6 +285,7 @@ impl Recorder {
             timed_out: self.timed_out.load(Ordering::Relaxed),
             shed: self.shed.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
+            unreleased: self.unreleased.load(Ordering::Relaxed),
             measured_completed: c.measured_completed,
             feed_stall_us: self.feed_stall_us.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),

@@ -17,6 +17,7 @@ use tonic::{Status, Streaming};
 
 use crate::recorder::Aggregator;
 use crate::server::{AgentConfig, Slot, agent_info, error_event};
+use crate::span::{End, Warmup};
 use crate::workload::{Config, Outcome, Runtime, Workload};
 
 type Tx = mpsc::Sender<Result<RunEvent, Status>>;
@@ -34,18 +35,20 @@ async fn fail(tx: &Tx, code: Code, message: String) {
     let _ = tx.send(Ok(error_event(code, message))).await;
 }
 
+/// `v` if within `min..=max`, else an error naming the field and the range.
+fn range(name: &str, v: u64, min: u64, max: u64) -> Result<u64, String> {
+    if v < min || v > max {
+        Err(format!("{name} = {v}: must be in {min}..={max}"))
+    } else {
+        Ok(v)
+    }
+}
+
 /// Checks a Start against the agent's limits; returns the workload config.
 pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config, String> {
     let l = &cfg.limits;
     let p = start.profile.as_ref().ok_or("Start.profile is missing")?;
     let plan = start.plan.as_ref().ok_or("Start.plan is missing")?;
-    let range = |name: &str, v: u64, min: u64, max: u64| -> Result<u64, String> {
-        if v < min || v > max {
-            Err(format!("{name} = {v}: must be in {min}..={max}"))
-        } else {
-            Ok(v)
-        }
-    };
     if start.run_id.is_empty() || start.run_id.len() > 128 {
         return Err("Start.run_id: must be 1..=128 characters".into());
     }
@@ -170,6 +173,13 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         Err(_) => return Err(format!("plan.arrival = {}: must be 0..=2", plan.arrival)),
     };
     recovery_params(plan)?;
+    let (warmup, end) = span_of(plan, open)?;
+    if runtime == Runtime::Beam && !(matches!(warmup, Warmup::Jobs(_)) && end == End::Fed) {
+        return Err(
+            "profile.runtime = \"beam\" takes runs sized in jobs only (no plan.warmup_ms, duration_ms or measured_jobs)"
+                .into(),
+        );
+    }
     range(
         "plan.kill_jobs (count)",
         plan.kill_jobs.len() as u64,
@@ -236,7 +246,8 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         kill_jobs: plan.kill_jobs.iter().copied().collect(),
         job_timeout: (plan.job_timeout_ms > 0)
             .then(|| Duration::from_millis(plan.job_timeout_ms.into())),
-        warmup_jobs: plan.warmup_jobs,
+        warmup,
+        end,
         classes: plan.classes.len(),
         credit_chunk: 0, // set by the caller from the granted window
         max_restarts: plan.max_restarts,
@@ -257,6 +268,56 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
             .max(plan.backoff_ms.into()),
         ),
     })
+}
+
+/// What a plan measures and when it ends (see `crate::span`), validated.
+fn span_of(plan: &proto::Plan, open: bool) -> Result<(Warmup, End), String> {
+    const MAX_MS: u64 = 86_400_000;
+    let timed = plan.warmup_ms > 0 || plan.duration_ms > 0 || plan.measured_jobs > 0;
+    if !timed {
+        return Ok((Warmup::Jobs(plan.warmup_jobs), End::Fed));
+    }
+    if open {
+        return Err(
+            "plan.duration_ms/warmup_ms/measured_jobs: a timed run must be closed loop (the coordinator sizes an open loop in jobs)"
+                .into(),
+        );
+    }
+    let warmup = match plan.warmup_ms {
+        0 => Warmup::Jobs(plan.warmup_jobs),
+        ms => Warmup::For(Duration::from_millis(range(
+            "plan.warmup_ms",
+            ms.into(),
+            1,
+            MAX_MS,
+        )?)),
+    };
+    let end = match (plan.duration_ms, plan.measured_jobs) {
+        (0, 0) => {
+            return Err(format!(
+                "plan.warmup_ms = {}: a timed warm-up needs duration_ms or measured_jobs",
+                plan.warmup_ms
+            ));
+        }
+        (0, n) if plan.warmup_ms == 0 => {
+            return Err(format!(
+                "plan.measured_jobs = {n}: only with warmup_ms (otherwise total_jobs says it)"
+            ));
+        }
+        (0, n) => End::Jobs(n),
+        (ms, 0) => End::After(Duration::from_millis(range(
+            "plan.duration_ms",
+            ms.into(),
+            1,
+            MAX_MS,
+        )?)),
+        (ms, n) => {
+            return Err(format!(
+                "plan.duration_ms = {ms} with measured_jobs = {n}: give one of them"
+            ));
+        }
+    };
+    Ok((warmup, end))
 }
 
 /// Recovery-interval parameters of a plan (0 = default), validated.
@@ -401,6 +462,8 @@ pub async fn run(
     let mut inbound_open = true;
     let mut failure: Option<(Code, String)> = None;
     let mut cancel_deadline: Option<tokio::time::Instant> = None;
+    let stopped = wl.stopped.clone();
+    let mut stop_sent = false;
 
     let outcome = loop {
         tokio::select! {
@@ -423,6 +486,15 @@ pub async fn run(
             Some(n) = wl.credit.recv() => {
                 s.credit += n;
                 if tx.send(ev(Out::Credit(proto::Credit { jobs: n }))).await.is_err() {
+                    wl.cancel();
+                }
+            }
+            _ = stopped.cancelled(), if !stop_sent => {
+                stop_sent = true;
+                let released = wl.recorder.released.load(Ordering::Relaxed);
+                tracing::info!(run = %run_id, released, "measured part over; stop feeding");
+                let stop = proto::StopFeeding { released };
+                if tx.send(ev(Out::StopFeeding(stop))).await.is_err() {
                     wl.cancel();
                 }
             }
@@ -620,5 +692,55 @@ impl Session {
                 "a second Start on the same Run stream".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(warmup_jobs: u64, warmup_ms: u32, duration_ms: u32, measured_jobs: u64) -> proto::Plan {
+        proto::Plan {
+            warmup_jobs,
+            warmup_ms,
+            duration_ms,
+            measured_jobs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plan_s_span_by_count_or_by_time() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            span_of(&plan(7, 0, 0, 0), true),
+            Ok((Warmup::Jobs(7), End::Fed))
+        );
+        assert_eq!(
+            span_of(&plan(0, 200, 1000, 0), false),
+            Ok((Warmup::For(ms(200)), End::After(ms(1000))))
+        );
+        assert_eq!(
+            span_of(&plan(5, 0, 1000, 0), false),
+            Ok((Warmup::Jobs(5), End::After(ms(1000))))
+        );
+        assert_eq!(
+            span_of(&plan(0, 200, 0, 9), false),
+            Ok((Warmup::For(ms(200)), End::Jobs(9)))
+        );
+    }
+
+    #[test]
+    fn senseless_spans_are_refused_with_the_field() {
+        let e = span_of(&plan(0, 200, 1000, 0), true).unwrap_err();
+        assert!(e.contains("closed loop"), "{e}");
+        let e = span_of(&plan(0, 200, 0, 0), false).unwrap_err();
+        assert!(e.starts_with("plan.warmup_ms = 200"), "{e}");
+        let e = span_of(&plan(0, 0, 0, 9), false).unwrap_err();
+        assert!(e.starts_with("plan.measured_jobs = 9"), "{e}");
+        let e = span_of(&plan(0, 1, 5, 9), false).unwrap_err();
+        assert!(e.contains("give one of them"), "{e}");
+        let e = span_of(&plan(0, 0, 86_400_001, 0), false).unwrap_err();
+        assert_eq!(e, "plan.duration_ms = 86400001: must be in 1..=86400000");
     }
 }

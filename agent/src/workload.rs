@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compute::{ComputePool, Step, compute};
 use crate::queue::Queue;
 use crate::recorder::{Recorder, Timing};
+use crate::span::{End, Span, Warmup};
 
 /// Which runtime runs the jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,7 +51,9 @@ pub struct Config {
     pub compute: Compute,
     pub yield_every: u32,
     pub compute_threads: usize,
-    pub warmup_jobs: u64,
+    /// What is warm-up, and when the measured part ends.
+    pub warmup: Warmup,
+    pub end: End,
     pub classes: usize,
     /// Jobs a producer releases before it returns them as credit.
     pub credit_chunk: u64,
@@ -103,6 +106,8 @@ pub struct Workload {
     pub credit: mpsc::UnboundedReceiver<u64>,
     pub finished: oneshot::Receiver<Outcome>,
     pub recorder: Arc<Recorder>,
+    /// Cancelled when a timed run's measured part is over.
+    pub stopped: CancellationToken,
     queues: Vec<Arc<Queue<Item>>>,
     /// The tokio workload runtime, for its metrics (None on the BEAM).
     pub runtime: Option<tokio::runtime::Handle>,
@@ -128,7 +133,7 @@ impl Workload {
         let recorder = Arc::new(Recorder::new(
             shards,
             cfg.classes,
-            cfg.warmup_jobs,
+            Arc::new(Span::new(cfg.warmup, cfg.end)),
             Instant::now(),
             cfg.job_log,
         ));
@@ -201,6 +206,7 @@ impl Workload {
             feed: Some(feed_tx),
             credit: credit_rx,
             finished: done_rx,
+            stopped: recorder.span.stopped.clone(),
             recorder,
             queues,
             runtime: Some(runtime),
@@ -224,6 +230,8 @@ impl Workload {
             feed: Some(feed),
             credit,
             finished,
+            // Never cancelled: BEAM runs are sized in jobs (not timed).
+            stopped: recorder.span.stopped.clone(),
             recorder,
             queues: Vec::new(),
             runtime: None,
@@ -408,7 +416,8 @@ async fn produce(
                         c = rx.recv() => c,
                         _ = ctx.cancel.cancelled() => None,
                     };
-                    if fed_once && c.is_some() {
+                    // Waiting after a timed run stopped is not a feed stall.
+                    if fed_once && c.is_some() && !rec.span.stopped.is_cancelled() {
                         rec.feed_stall_us
                             .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
                     }
@@ -418,7 +427,17 @@ async fn produce(
         };
         let Some(chunk) = chunk else { break };
         fed_once = true;
-        let t0 = *ctx.t0.get_or_init(Instant::now);
+        if rec.span.stopped.is_cancelled() {
+            // A timed run is over: what still arrives is never released.
+            rec.unreleased
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            continue;
+        }
+        let t0 = *ctx.t0.get_or_init(|| {
+            let t = Instant::now();
+            rec.span.begin(t);
+            t
+        });
         let mut jobs = chunk.into_iter();
         while let Some(job) = jobs.next() {
             let origin = if ctx.cfg.open {
@@ -437,7 +456,12 @@ async fn produce(
                     .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                 break;
             }
-            rec.released(&job, Instant::now());
+            if !rec.span.admit(&job, origin) {
+                rec.unreleased
+                    .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
+                break;
+            }
+            rec.released(&job, origin, Instant::now());
             match release(&ctx, idx, Item { job, origin }).await {
                 Released::Queued => {}
                 Released::Shed => {

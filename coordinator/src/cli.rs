@@ -206,12 +206,18 @@ impl CliError {
     }
 }
 
-/// Loads the scenario named on the command line, or the built-in default.
-pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliError> {
+/// The safety limits, raised by `--limit NAME=VALUE` flags.
+fn limits_of(specs: &[String]) -> Result<Limits, CliError> {
     let mut l = Limits::default();
-    for spec in limits {
+    for spec in specs {
         l.set(spec).map_err(CliError::BadInput)?;
     }
+    Ok(l)
+}
+
+/// Loads the scenario named on the command line, or the built-in default.
+pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliError> {
+    let l = limits_of(limits)?;
     let r = match path {
         Some(p) => scenario::load(p, &l),
         None => scenario::parse(scenario::PARITY_TOML, scenario::PARITY_NAME, &l),
@@ -222,6 +228,14 @@ pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliErro
 /// Runs the benchmark as the flags say; returns the result and where it went.
 pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     let plan = load_plan(args.scenario.as_deref(), &args.limits)?;
+    if args.job_log && plan.sizing.timed() {
+        return Err(CliError::BadInput(format!(
+            "--job-log: scenario {} is timed ({}), so its job count is not known before the run; the job log is for runs sized in jobs (at most {})",
+            plan.scenario.name,
+            plan.sizing.describe(),
+            crate::joblog::MAX_JOBS
+        )));
+    }
     if args.job_log && plan.total_jobs() > crate::joblog::MAX_JOBS {
         return Err(CliError::BadInput(format!(
             "--job-log: the scenario has {} jobs per agent; the job log is for runs of at most {}",
@@ -297,6 +311,8 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     let run_id = args.run_id.clone().unwrap_or_else(run::new_run_id);
     let dir = args.out.join(&run_id);
     let per_host = match plan.scenario.run.distribution {
+        // Timed: unknown before the run.
+        _ if plan.sizing.timed() => 0,
         Distribution::Replicate => plan.total_jobs(),
         Distribution::Shard => {
             let n = if args.agents.is_empty() {
@@ -323,13 +339,20 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     };
     if !args.quiet {
         let (work, sleep) = plan.mean_job();
+        let length = if plan.sizing.timed() {
+            format!("timed on each agent, {}", plan.sizing.describe())
+        } else {
+            format!(
+                "{} jobs each ({} warm-up)",
+                plan.total_jobs(),
+                plan.sizing.warmup_jobs
+            )
+        };
         eprintln!(
-            "cwbench: scenario {} from {}: {} profile(s), {} jobs each ({} warm-up), mean job {:.0} work units + {:.2} ms sleep",
+            "cwbench: scenario {} from {}: {} profile(s), {length}, mean job {:.0} work units + {:.2} ms sleep",
             plan.scenario.name,
             plan.source,
             plan.profiles.len(),
-            plan.total_jobs(),
-            plan.scenario.run.warmup_jobs,
             work,
             sleep / 1000.0
         );
@@ -398,7 +421,26 @@ pub fn trace_command(a: &TraceArgs) -> u8 {
         }
     };
     if let Some(seed) = a.seed {
-        plan.scenario.seed = seed;
+        // Re-validated: an open loop's durations resolve to a seed's jobs.
+        let reseeded = limits_of(&a.limits).and_then(|l| {
+            plan.reseed(seed, &l)
+                .map_err(|e| CliError::BadInput(e.to_string()))
+        });
+        plan = match reseeded {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("coordinator trace: --seed {seed}: {e}");
+                return exit::BAD_INPUT;
+            }
+        };
+    }
+    if a.jobs.is_none() && plan.sizing.timed() {
+        eprintln!(
+            "coordinator trace: scenario {} is timed in closed loop ({}): its length depends on the host; give --jobs N",
+            plan.scenario.name,
+            plan.sizing.describe()
+        );
+        return exit::BAD_INPUT;
     }
     let mut sink: Box<dyn std::io::Write> = match &a.out {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),

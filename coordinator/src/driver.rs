@@ -14,6 +14,7 @@ use cwbench::proto::{self, AgentInfo, DescribeRequest, RunRequest};
 use cwbench::scenario::{Distribution, Plan, Profile};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -344,7 +345,9 @@ async fn drive_inner(
     let mode = plan.scenario.run.distribution;
     let jobs = run.share.jobs(plan.total_jobs(), mode);
     let mut wire_plan = plan.to_proto();
-    wire_plan.total_jobs = jobs;
+    let timed = plan.sizing.timed();
+    // A timed run: the agent says when it is over; `jobs` only bounds it.
+    wire_plan.total_jobs = if timed { 0 } else { jobs };
     wire_plan.job_log = run.job_log.is_some();
     let start = proto::Start {
         run_id: run.run_id.clone(),
@@ -392,12 +395,14 @@ async fn drive_inner(
     // Credit: permits are jobs the agent allows us to send.
     let credit = Arc::new(Semaphore::new(0));
     credit.add_permits(ready.initial_credit.min(Semaphore::MAX_PERMITS as u64) as usize);
+    let stop = CancellationToken::new();
     let feeder = tokio::spawn(feed(
         run.plan.clone(),
         run.share,
         jobs,
         opts.batch_jobs,
         credit.clone(),
+        stop.clone(),
         req_tx,
     ));
     let silence = Duration::from_millis(2 * u64::from(plan.scenario.run.snapshot_interval_ms))
@@ -462,6 +467,16 @@ async fn drive_inner(
                     )));
                 }
             },
+            Some(In::StopFeeding(s)) if timed => {
+                tracing::debug!(host = %run.label, released = s.released, "stop feeding");
+                stop.cancel();
+            }
+            Some(In::StopFeeding(_)) => {
+                break Err(failed(format!(
+                    "agent {} sent StopFeeding in a run sized in jobs",
+                    run.addr
+                )));
+            }
             Some(In::Done(d)) => break Ok(d),
             Some(In::Error(e)) => break Err(failed(agent_error(&run.addr, &e))),
             Some(In::Ready(_)) => {
@@ -521,6 +536,7 @@ async fn feed(
     jobs: u64,
     batch_jobs: usize,
     credit: Arc<Semaphore>,
+    stop: CancellationToken,
     tx: mpsc::Sender<RunRequest>,
 ) -> (u64, Digest) {
     let mut g = Generator::new(&plan);
@@ -531,7 +547,13 @@ async fn feed(
     let mut sent = 0u64;
     while sent < jobs {
         // Wait for at least one job of credit, then take what is there.
-        let Ok(p) = credit.acquire().await else {
+        let p = tokio::select! {
+            biased;
+            // A timed run is over: end the stream now.
+            _ = stop.cancelled() => break,
+            p = credit.acquire() => p,
+        };
+        let Ok(p) = p else {
             return (sent, digest);
         };
         p.forget();
@@ -661,6 +683,7 @@ impl HostState {
         a.timed_out = c.timed_out;
         a.shed = c.shed;
         a.cancelled = c.cancelled;
+        a.unreleased = c.unreleased;
         a.measured_completed = c.measured_completed;
         a.restarts = c.restarts;
         self.feed_stall_us = c.feed_stall_us;

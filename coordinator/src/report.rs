@@ -118,15 +118,27 @@ impl Table {
     }
 }
 
+/// The run's length in words: from the resolved sizing, or for files
+/// written before it existed, from the scenario's job counts.
+fn length(r: &RunResult) -> String {
+    match &r.sizing {
+        Some(z) => z.describe(),
+        None => format!(
+            "{} measured jobs after {} warm-up jobs",
+            r.scenario.run.jobs.unwrap_or(0),
+            r.scenario.run.warmup_jobs
+        ),
+    }
+}
+
 /// One sentence on the scenario: name, seed, sizes, source, version, start.
 pub fn run_facts(r: &RunResult) -> String {
     let s = &r.scenario;
     format!(
-        "Scenario {} (seed {}, {} measured jobs after {} warm-up jobs, {}), from {}; cwbench {}, started {}.",
+        "Scenario {} (seed {}, {}, {}), from {}; cwbench {}, started {}.",
         s.name,
         s.seed,
-        s.run.jobs,
-        s.run.warmup_jobs,
+        length(r),
         cwbench::scenario::enum_name(&s.run.distribution),
         r.scenario_source,
         r.cwbench_version,
@@ -202,10 +214,11 @@ pub fn tables(r: &RunResult) -> Vec<Table> {
             "timed out",
             "shed",
             "cancelled",
+            "unreleased",
             "balanced",
             "digest",
         ],
-        &[2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        &[2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
     );
     for p in &r.profiles {
         for h in &p.hosts {
@@ -242,6 +255,7 @@ pub fn tables(r: &RunResult) -> Vec<Table> {
                 a.timed_out.to_string(),
                 a.shed.to_string(),
                 a.cancelled.to_string(),
+                a.unreleased.to_string(),
                 if a.balances() { "yes" } else { "NO" }.into(),
                 digest,
             ]);
@@ -434,7 +448,38 @@ pub fn findings(r: &RunResult) -> Vec<String> {
         .iter()
         .flat_map(|p| p.hosts.iter().filter_map(|h| h.digest_received.as_deref()))
         .collect();
-    if r.scenario.run.distribution == cwbench::scenario::Distribution::Replicate {
+    let timed = r.sizing.is_some_and(|z| z.timed());
+    if timed {
+        // Each agent stopped at its own time: equal digests are not expected,
+        // only that each host got exactly what was sent to it.
+        let runs: Vec<String> = r
+            .profiles
+            .iter()
+            .flat_map(|p| p.hosts.iter())
+            .map(|h| {
+                let a = &h.accounting;
+                format!(
+                    "{} {}",
+                    h.label,
+                    a.received.saturating_sub(a.unreleased + a.cancelled)
+                )
+            })
+            .collect();
+        let verified = r
+            .profiles
+            .iter()
+            .flat_map(|p| p.hosts.iter())
+            .all(|h| h.digest_received.as_deref() == Some(h.digest_sent.as_str()));
+        f.push(format!(
+            "Timed run: each host released jobs until its measured part was over, so each ran a prefix of the one job stream, as long as it managed (jobs released: {}){}.",
+            runs.join(", "),
+            if verified {
+                "; every host's digest matches what was sent to it"
+            } else {
+                ""
+            }
+        ));
+    } else if r.scenario.run.distribution == cwbench::scenario::Distribution::Replicate {
         match digests.len() {
             0 => {}
             1 => f.push(format!(

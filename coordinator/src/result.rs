@@ -18,6 +18,10 @@ pub struct RunResult {
     pub scenario: cwbench::scenario::Scenario,
     /// Where the scenario came from.
     pub scenario_source: String,
+    /// The run's length as resolved (durations turned into jobs in open
+    /// loop; timed per agent in closed loop). Absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<cwbench::scenario::Sizing>,
     /// One entry per profile of the sweep, in run order.
     pub profiles: Vec<ProfileResult>,
     /// Problems a reader must know about.
@@ -68,16 +72,26 @@ pub struct Accounting {
     pub timed_out: u64,
     pub shed: u64,
     pub cancelled: u64,
+    /// Timed runs: received but never released, the measured part being
+    /// over (not an error). Absent in files written before it existed.
+    #[serde(default)]
+    pub unreleased: u64,
     pub measured_completed: u64,
     pub restarts: u64,
 }
 
 impl Accounting {
-    /// sent = completed + failed + shed + cancelled (failed = crashed + timed out).
+    /// sent = completed + failed + shed + cancelled + unreleased (failed =
+    /// crashed + timed out).
     pub fn balances(&self) -> bool {
         self.sent == self.received
             && self.received
-                == self.completed + self.crashed + self.timed_out + self.shed + self.cancelled
+                == self.completed
+                    + self.crashed
+                    + self.timed_out
+                    + self.shed
+                    + self.cancelled
+                    + self.unreleased
     }
 
     pub fn errors(&self) -> u64 {

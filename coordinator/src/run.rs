@@ -322,6 +322,7 @@ pub async fn run(
         started_at: rfc3339_now(),
         scenario: plan.scenario.clone(),
         scenario_source: plan.source.clone(),
+        sizing: Some(plan.sizing),
         profiles,
         warnings,
     })

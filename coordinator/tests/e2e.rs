@@ -434,6 +434,30 @@ fn trace_writes_the_stream_and_its_digest() {
 }
 
 #[test]
+fn trace_of_a_timed_closed_loop_needs_a_job_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let timed = dir.path().join("timed.toml");
+    std::fs::write(
+        &timed,
+        std::fs::read_to_string(smoke())
+            .unwrap()
+            .replace("jobs = 6000", "duration_ms = 2000"),
+    )
+    .unwrap();
+    let timed = timed.to_str().unwrap();
+    let o = coordinator(&["trace", "--scenario", timed]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("give --jobs N"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = coordinator(&["trace", "--scenario", timed, "--jobs", "4"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).lines().count(), 4);
+}
+
+#[test]
 fn safety_limits_name_their_flag_and_the_flag_raises_them() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.toml");

@@ -154,7 +154,7 @@ async fn idle(addr: &str) -> bool {
         .unwrap();
     let info = c
         .describe(DescribeRequest {
-            protocol_version: 1,
+            protocol_version: cwbench::PROTOCOL_VERSION,
         })
         .await
         .unwrap()
@@ -188,7 +188,10 @@ async fn hostile_messages_get_errors_and_the_agent_keeps_serving() {
     }
     let (code, msg) = last_error(&raw_run(&addr, vec![s], true).await);
     assert_eq!(code, Code::Version as i32);
-    assert!(msg.contains("99") && msg.contains("speaks 1"), "{msg}");
+    assert!(
+        msg.contains("99") && msg.contains(&format!("speaks {}", cwbench::PROTOCOL_VERSION)),
+        "{msg}"
+    );
 
     // Out-of-range profile names the field and range.
     let mut s = start(&plan, "r");

@@ -57,7 +57,7 @@ async fn busy_run(addr: &str) -> String {
         .await
         .unwrap();
     c.describe(DescribeRequest {
-        protocol_version: 1,
+        protocol_version: cwbench::PROTOCOL_VERSION,
     })
     .await
     .unwrap()
