@@ -245,9 +245,16 @@ pub struct ProfileSpec {
     /// Compute placement.
     #[serde(default)]
     pub compute: OneOrMany<Compute>,
-    /// Runtime flavor: `multi-thread` or `current-thread` (threads = 1).
+    /// Workload runtime: `multi-thread` (alias `tokio`) or `current-thread`
+    /// (threads = 1) tokio runtimes in the agent, or `beam`: an Erlang VM
+    /// the agent starts and drives (dispatch pool, compute inline only).
     #[serde(default)]
     pub runtime: OneOrMany<Flavor>,
+    /// runtime = "beam": scheduler threads of the VM (`erl +S N:N`), the
+    /// BEAM's counterpart of `threads`; absent = threads (or the agent's
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedulers: Option<u32>,
     /// compute = "yield": yield to the scheduler every this many work units.
     #[serde(default = "default_yield_every")]
     pub yield_every: u32,
@@ -263,13 +270,18 @@ fn default_compute_threads() -> u32 {
     2
 }
 
-/// Tokio runtime flavor.
+/// Workload runtime: a tokio flavor, or the BEAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Flavor {
+    /// tokio's multi-thread runtime (`runtime = "tokio"` means this too).
     #[default]
+    #[serde(alias = "tokio")]
     MultiThread,
+    /// tokio's current-thread runtime (threads = 1).
     CurrentThread,
+    /// An Erlang VM started by the agent (runtimes/beam/).
+    Beam,
 }
 
 fn default_bound() -> OneOrMany<u32> {
@@ -512,6 +524,10 @@ pub struct Profile {
     pub runtime: Flavor,
     pub yield_every: u32,
     pub compute_threads: u32,
+    /// runtime = "beam": VM scheduler threads (None = threads, or the
+    /// agent's default). Always None for tokio runtimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedulers: Option<u32>,
 }
 
 impl Profile {
@@ -527,6 +543,18 @@ impl Profile {
         let t = match self.runtime {
             Flavor::MultiThread => t,
             Flavor::CurrentThread => "ct".to_string(),
+            Flavor::Beam => {
+                // The BEAM has one dispatch and one compute placement: the
+                // label names the runtime and its schedulers instead.
+                let s = self
+                    .schedulers
+                    .or(self.threads)
+                    .map_or_else(|| "s=agent".to_string(), |s| format!("s{s}"));
+                return format!(
+                    "beam {s} w{} q{} p{} pool{shed}",
+                    self.workers, self.queue_bound, self.producers
+                );
+            }
         };
         let compute = match self.compute {
             Compute::Yield => format!("yield{}", self.yield_every),
@@ -570,6 +598,13 @@ impl Profile {
             compute_threads: self.compute_threads,
             current_thread: self.runtime == Flavor::CurrentThread,
             label: self.label(),
+            runtime: if self.runtime == Flavor::Beam {
+                "beam"
+            } else {
+                "tokio"
+            }
+            .into(),
+            schedulers: self.schedulers.unwrap_or(0),
         }
     }
 }
@@ -757,14 +792,20 @@ impl Plan {
             return (secs, "open loop: the arrival schedule");
         }
         let (work, sleep_us) = self.mean_job();
-        let threads = f64::from(p.threads.unwrap_or(default_threads).max(1));
+        let threads = f64::from(p.schedulers.or(p.threads).unwrap_or(default_threads).max(1));
+        // The BEAM's loop costs about 5 ns a unit (docs/beam.md).
+        let ns_per_unit = if p.runtime == Flavor::Beam {
+            5e-9
+        } else {
+            1e-9
+        };
         let concurrency = match p.dispatch {
             Dispatch::Pool | Dispatch::Mailbox => f64::from(p.workers),
             Dispatch::TaskPerJob => f64::from(p.queue_bound),
             Dispatch::Serial | Dispatch::SpawnAwait => f64::from(p.producers),
         };
         let secs = |jobs: u64| {
-            let cpu = jobs as f64 * work * 1e-9 / threads;
+            let cpu = jobs as f64 * work * ns_per_unit / threads;
             let io = jobs as f64 * sleep_us * 1e-6 / concurrency.max(1.0);
             cpu.max(io)
         };
@@ -936,6 +977,9 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     let compute = nonempty(&c, "profile.compute", p.compute.values())?;
     let flavors = nonempty(&c, "profile.runtime", p.runtime.values())?;
     c.range("profile.yield_every", p.yield_every, 1, u32::MAX)?;
+    if let Some(sch) = p.schedulers {
+        c.range("profile.schedulers", sch, 1, limits.max_threads.min(1024))?;
+    }
     c.range(
         "profile.compute_threads",
         p.compute_threads,
@@ -952,6 +996,18 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
                         for &d in &dispatch {
                             for &cp in &compute {
                                 for &f in &flavors {
+                                    let beam = f == Flavor::Beam;
+                                    // A sweep that puts the BEAM beside tokio
+                                    // variants keeps one BEAM row: its only
+                                    // dispatch and compute are pool/inline.
+                                    if beam
+                                        && ((d != Dispatch::Pool
+                                            && dispatch.contains(&Dispatch::Pool))
+                                            || (cp != Compute::Inline
+                                                && compute.contains(&Compute::Inline)))
+                                    {
+                                        continue;
+                                    }
                                     let prof = Profile {
                                         threads: t,
                                         workers: w,
@@ -963,6 +1019,7 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
                                         runtime: f,
                                         yield_every: p.yield_every,
                                         compute_threads: p.compute_threads,
+                                        schedulers: if beam { p.schedulers } else { None },
                                     };
                                     check_combination(&c, &prof)?;
                                     profiles.push(prof);
@@ -1066,6 +1123,20 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
 
     if let Some(t) = s.run.job_timeout_ms {
         c.range("run.job_timeout_ms", t, 1, 3_600_000)?;
+    }
+    if sizing.timed()
+        && let Some(p) = profiles.iter().find(|p| p.runtime == Flavor::Beam)
+    {
+        let (key, ms) = match (sizing.warmup_ms, sizing.duration_ms) {
+            (_, Some(d)) => ("run.duration_ms", d),
+            (Some(w), None) => ("run.warmup_ms", w),
+            (None, None) => ("run.duration_ms", 0),
+        };
+        return Err(c.err(
+            key,
+            format!("{ms} (profile {})", p.label()),
+            "runtime = \"beam\" takes a closed loop sized in jobs only: use run.jobs and run.warmup_jobs",
+        ));
     }
     let total = match (sizing.timed(), sizing.measured_jobs) {
         (false, Some(n)) => sizing.warmup_jobs + n,
@@ -1389,6 +1460,43 @@ fn validate_arrival(
 /// Rejects combinations that make no sense, with the reason.
 fn check_combination(c: &Checker<'_>, p: &Profile) -> Result<(), ScenarioError> {
     let label = p.label();
+    if p.runtime == Flavor::Beam {
+        let why = |key: &str, value: String, reason: &str| {
+            Err(c.err(
+                key,
+                format!("{value} (profile {label})"),
+                format!("runtime = \"beam\" {reason}"),
+            ))
+        };
+        if p.dispatch != Dispatch::Pool {
+            return why(
+                "profile.dispatch",
+                format!("\"{}\"", enum_name(&p.dispatch)),
+                "has one dispatch: \"pool\" (worker processes pulling from one bounded queue); the others are tokio architectures",
+            );
+        }
+        if p.compute != Compute::Inline {
+            return why(
+                "profile.compute",
+                format!("\"{}\"", enum_name(&p.compute)),
+                "computes \"inline\" only: its schedulers preempt, there is no blocking pool to move the CPU step to",
+            );
+        }
+        if p.backpressure == Backpressure::Shed {
+            return why(
+                "profile.backpressure",
+                "\"shed\"".into(),
+                "supports \"block\" only",
+            );
+        }
+        if p.producers != 1 {
+            return why(
+                "profile.producers",
+                p.producers.to_string(),
+                "is fed over one pipe by one producer: set producers = 1",
+            );
+        }
+    }
     if p.runtime == Flavor::CurrentThread && p.threads.is_some_and(|t| t != 1) {
         return Err(c.err(
             "profile.threads",
@@ -1700,6 +1808,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.profiles.len(), 20);
+    }
+
+    #[test]
+    fn beam_profiles_are_swept_beside_tokio_and_checked() {
+        let p = parse(
+            &with(
+                "compute = \"inline\"",
+                "compute = [\"pool\", \"inline\"]\nruntime = [\"tokio\", \"beam\"]\nschedulers = 2",
+            ),
+            "t",
+            &Limits::default(),
+        )
+        .unwrap();
+        // tokio pool, tokio inline, and one BEAM row (its only compute).
+        let labels: Vec<String> = p.profiles.iter().map(Profile::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "t=agent w64 q256 p1 pool/pool2",
+                "t=agent w64 q256 p1 pool/inline",
+                "beam s2 w64 q256 p1 pool"
+            ]
+        );
+        let beam = p.profiles[2].to_proto();
+        assert_eq!((beam.runtime.as_str(), beam.schedulers), ("beam", 2));
+        let tokio = p.profiles[0].to_proto();
+        assert_eq!((tokio.runtime.as_str(), tokio.schedulers), ("tokio", 0));
+
+        let beam_with = |k: &str, v: &str| {
+            err_of(&with(k, v).replacen("[profile]", "[profile]\nruntime = \"beam\"", 1))
+        };
+        let e = beam_with("compute = \"inline\"", "compute = \"pool\"");
+        assert!(
+            e.contains("profile.compute = \"pool\" (profile beam s=agent w64 q256 p1 pool): runtime = \"beam\" computes \"inline\" only"),
+            "{e}"
+        );
+        let e = beam_with("dispatch = \"pool\"", "dispatch = \"mailbox\"");
+        assert!(e.contains("profile.dispatch = \"mailbox\""), "{e}");
+        let e = beam_with("producers = 1", "producers = 2");
+        assert!(e.contains("profile.producers = 2"), "{e}");
+        let e = beam_with("backpressure = \"block\"", "backpressure = \"shed\"");
+        assert!(e.contains("profile.backpressure = \"shed\""), "{e}");
+        let e = beam_with("jobs = 200000", "duration_ms = 5000");
+        assert!(
+            e.contains("run.duration_ms = 5000 (profile beam s=agent w64 q256 p1 pool): runtime = \"beam\" takes a closed loop sized in jobs only"),
+            "{e}"
+        );
+        let e = beam_with("workers = 64", "workers = 64\nschedulers = 0");
+        assert!(e.contains("profile.schedulers = 0: must be in 1..="), "{e}");
     }
 
     #[test]

@@ -48,9 +48,14 @@ pub fn os() -> String {
 
 /// Resident set size of this process in bytes (0 if unknown).
 pub fn rss_bytes() -> u64 {
+    rss_bytes_of("self")
+}
+
+/// Resident set size of process `pid` (a number, or "self") in bytes.
+pub fn rss_bytes_of(pid: &str) -> u64 {
     // statm: size resident shared ... in pages; Linux pages are 4 KiB on the
     // platforms we run on.
-    fs::read_to_string("/proc/self/statm")
+    fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
@@ -58,10 +63,15 @@ pub fn rss_bytes() -> u64 {
 
 /// CPU time of this process, (user, system) in microseconds ((0, 0) if unknown).
 pub fn cpu_times_us() -> (u64, u64) {
-    // /proc/self/stat fields 14 and 15 (utime, stime) in clock ticks; USER_HZ
+    cpu_times_us_of("self")
+}
+
+/// CPU time of process `pid` (a number, or "self"), as [`cpu_times_us`].
+pub fn cpu_times_us_of(pid: &str) -> (u64, u64) {
+    // /proc/<pid>/stat fields 14 and 15 (utime, stime) in clock ticks; USER_HZ
     // is 100 on Linux for this interface. The command name (field 2) may hold
     // spaces, so count from the closing parenthesis.
-    let Ok(s) = fs::read_to_string("/proc/self/stat") else {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return (0, 0);
     };
     let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else {

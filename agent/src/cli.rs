@@ -149,6 +149,9 @@ pub fn main(args: Args) -> u8 {
         if cfg.auth.required() {
             tracing::info!("every rpc must carry the shared token");
         }
+        if let Some(why) = crate::beam::unavailable_reason() {
+            tracing::info!("runtime \"beam\" unavailable: {why}");
+        }
         match serve(listener, cfg, shutdown_signal()).await {
             Ok(()) => exit::OK,
             Err(e) => {

@@ -3,6 +3,7 @@
 
 pub mod affinity;
 pub mod auth;
+pub mod beam;
 pub mod cli;
 mod compute;
 mod queue;

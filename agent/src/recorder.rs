@@ -389,9 +389,11 @@ impl Aggregator {
             gauges: Some(proto::Gauges {
                 in_flight: rec.in_flight.load(Ordering::Relaxed),
                 prefetch_depth: received.saturating_sub(released),
-                rss_bytes: cwbench::sysinfo::rss_bytes(),
-                cpu_user_us,
-                cpu_system_us,
+                // The caller's figures are those of a runtime in a child
+                // process (the BEAM), if any: the agent's own are added.
+                rss_bytes: cwbench::sysinfo::rss_bytes() + gauges.rss_bytes,
+                cpu_user_us: cpu_user_us + gauges.cpu_user_us,
+                cpu_system_us: cpu_system_us + gauges.cpu_system_us,
                 ..gauges
             }),
             classes,

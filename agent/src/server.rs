@@ -132,7 +132,14 @@ impl AgentService {
 
 /// This agent's description.
 pub fn agent_info(cfg: &AgentConfig, busy: Option<String>) -> AgentInfo {
+    let beam_missing = crate::beam::unavailable_reason();
+    let mut runtimes_available = vec!["tokio".to_string()];
+    if beam_missing.is_none() {
+        runtimes_available.push("beam".into());
+    }
     AgentInfo {
+        runtimes_available,
+        beam_unavailable_reason: beam_missing.unwrap_or_default(),
         hostname: cwbench::sysinfo::hostname(),
         // Pinned: the profile this agent stands in for has that many cores.
         logical_cores: cfg

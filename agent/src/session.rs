@@ -18,7 +18,7 @@ use tonic::{Status, Streaming};
 use crate::recorder::Aggregator;
 use crate::server::{AgentConfig, Slot, agent_info, error_event};
 use crate::span::{End, Warmup};
-use crate::workload::{Config, Outcome, Workload};
+use crate::workload::{Config, Outcome, Runtime, Workload};
 
 type Tx = mpsc::Sender<Result<RunEvent, Status>>;
 
@@ -58,6 +58,15 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         p.threads
     };
     range("profile.threads", threads.into(), 1, l.max_threads.into())?;
+    let runtime = match p.runtime.as_str() {
+        "" | "tokio" => Runtime::Tokio,
+        "beam" => Runtime::Beam,
+        other => {
+            return Err(format!(
+                "profile.runtime = {other:?}: must be \"tokio\" or \"beam\""
+            ));
+        }
+    };
     let workers = range("profile.workers", p.workers.into(), 1, l.max_workers.into())?;
     let bound = range(
         "profile.queue_bound",
@@ -91,6 +100,38 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
             dispatch.as_str_name()
         ));
     }
+    if runtime == Runtime::Beam {
+        if let Some(reason) = crate::beam::unavailable_reason() {
+            return Err(format!(
+                "profile.runtime = \"beam\": unavailable here: {reason}"
+            ));
+        }
+        let beam_only = |what: &str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("profile.runtime = \"beam\" takes {what} only"))
+            }
+        };
+        beam_only("dispatch pool", dispatch == proto::Dispatch::Pool)?;
+        beam_only("compute inline", compute == proto::Compute::Inline)?;
+        beam_only(
+            "backpressure block",
+            p.backpressure != proto::Backpressure::Shed as i32,
+        )?;
+        beam_only("producers = 1", producers == 1)?;
+        beam_only("a multi-thread runtime", !p.current_thread)?;
+    }
+    let threads = if runtime == Runtime::Beam && p.schedulers != 0 {
+        range(
+            "profile.schedulers",
+            p.schedulers.into(),
+            1,
+            l.max_threads.min(1024).into(),
+        )? as u32
+    } else {
+        threads
+    };
     if p.current_thread && threads != 1 && p.threads != 0 {
         return Err(format!(
             "profile.threads = {threads}: a current-thread runtime has exactly 1"
@@ -133,6 +174,12 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
     };
     recovery_params(plan)?;
     let (warmup, end) = span_of(plan, open)?;
+    if runtime == Runtime::Beam && !(matches!(warmup, Warmup::Jobs(_)) && end == End::Fed) {
+        return Err(
+            "profile.runtime = \"beam\" takes runs sized in jobs only (no plan.warmup_ms, duration_ms or measured_jobs)"
+                .into(),
+        );
+    }
     range(
         "plan.kill_jobs (count)",
         plan.kill_jobs.len() as u64,
@@ -177,6 +224,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         )?;
     }
     Ok(Config {
+        runtime,
         threads: if p.current_thread {
             1
         } else {
@@ -378,13 +426,19 @@ pub async fn run(
     let threads = wcfg.threads as u32;
     let nclasses = wcfg.classes;
     let wcfg_open = wcfg.open;
+    let runtime = wcfg.runtime;
     let mut wl = match Workload::start(wcfg) {
         Ok(w) => w,
         Err(e) => return fail(&tx, Code::Internal, e).await,
     };
     tracing::info!(run = %run_id, %peer, threads, "run started");
+    let mut info = agent_info(&cfg, Some(run_id.clone()));
+    if runtime == Runtime::Beam {
+        // This run's runtime, for the report's host table.
+        info.runtime = "beam".into();
+    }
     let ready = proto::Ready {
-        agent: Some(agent_info(&cfg, Some(run_id.clone()))),
+        agent: Some(info),
         threads,
         initial_credit: window,
     };
@@ -520,7 +574,13 @@ async fn send_job_log(tx: &Tx, wl: &Workload) {
 /// Gauges only the session can read: queue depth and the workload
 /// runtime's stable metrics.
 fn gauges(wl: &Workload) -> proto::Gauges {
-    let m = wl.runtime.metrics();
+    if let Some(b) = &wl.beam {
+        return b.to_proto();
+    }
+    let Some(rt) = &wl.runtime else {
+        return proto::Gauges::default();
+    };
+    let m = rt.metrics();
     let workers = m.num_workers();
     proto::Gauges {
         queue_depth: wl.queue_depth(),

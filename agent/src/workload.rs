@@ -23,9 +23,22 @@ use crate::queue::Queue;
 use crate::recorder::{Recorder, Timing};
 use crate::span::{End, Span, Warmup};
 
+/// Which runtime runs the jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// A tokio runtime in this process (flavor per `current_thread`).
+    #[default]
+    Tokio,
+    /// An Erlang VM started as a child process (crate::beam); `threads`
+    /// is then its scheduler count.
+    Beam,
+}
+
 /// A validated execution configuration (see proto `Profile`).
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub runtime: Runtime,
+    /// Worker threads (tokio) or schedulers (BEAM).
     pub threads: usize,
     pub current_thread: bool,
     pub workers: usize,
@@ -96,8 +109,10 @@ pub struct Workload {
     /// Cancelled when a timed run's measured part is over.
     pub stopped: CancellationToken,
     queues: Vec<Arc<Queue<Item>>>,
-    /// The workload runtime, for its metrics.
-    pub runtime: tokio::runtime::Handle,
+    /// The tokio workload runtime, for its metrics (None on the BEAM).
+    pub runtime: Option<tokio::runtime::Handle>,
+    /// The BEAM's own gauges (None on tokio).
+    pub beam: Option<Arc<crate::beam::BeamGauges>>,
     cancel: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -106,6 +121,9 @@ impl Workload {
     /// Builds the runtime on its own thread and starts producers and workers.
     /// Returns once the runtime exists, or the reason it could not be built.
     pub fn start(cfg: Config) -> Result<Self, String> {
+        if cfg.runtime == Runtime::Beam {
+            return crate::beam::start(cfg);
+        }
         install_panic_hook();
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();
         let (credit_tx, credit_rx) = mpsc::unbounded_channel();
@@ -191,10 +209,36 @@ impl Workload {
             stopped: recorder.span.stopped.clone(),
             recorder,
             queues,
-            runtime,
+            runtime: Some(runtime),
+            beam: None,
             cancel,
             thread: Some(thread),
         })
+    }
+
+    /// A workload run by the BEAM driver thread (crate::beam).
+    pub(crate) fn from_parts(
+        feed: mpsc::UnboundedSender<Vec<Job>>,
+        credit: mpsc::UnboundedReceiver<u64>,
+        finished: oneshot::Receiver<Outcome>,
+        recorder: Arc<Recorder>,
+        beam: Arc<crate::beam::BeamGauges>,
+        cancel: CancellationToken,
+        thread: std::thread::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            feed: Some(feed),
+            credit,
+            finished,
+            // Never cancelled: BEAM runs are sized in jobs (not timed).
+            stopped: recorder.span.stopped.clone(),
+            recorder,
+            queues: Vec::new(),
+            runtime: None,
+            beam: Some(beam),
+            cancel,
+            thread: Some(thread),
+        }
     }
 
     /// Hands received jobs to the producers.
@@ -227,6 +271,9 @@ impl Workload {
 
     /// Jobs waiting in the bounded queue(s).
     pub fn queue_depth(&self) -> u64 {
+        if let Some(b) = &self.beam {
+            return b.queue_depth();
+        }
         self.queues.iter().map(|q| q.len() as u64).sum()
     }
 }

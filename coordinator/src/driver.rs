@@ -155,6 +155,13 @@ pub enum Unavailable {
         ours: u32,
         our_version: String,
     },
+    #[error("agent {addr} cannot run {runtime} (profile {profile}): {reason}")]
+    Runtime {
+        addr: String,
+        runtime: String,
+        profile: String,
+        reason: String,
+    },
 }
 
 /// Opens a channel to an agent (HTTP/2 over TCP).

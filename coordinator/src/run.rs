@@ -129,6 +129,42 @@ async fn preflight_with_retry(
     }
 }
 
+/// Fails before anything runs when a profile needs a runtime an agent does
+/// not have (the BEAM without Erlang installed), with the agent's reason.
+fn check_runtimes(
+    plan: &Plan,
+    addrs: &[String],
+    infos: &[cwbench::proto::AgentInfo],
+) -> Result<(), Unavailable> {
+    let Some(p) = plan
+        .profiles
+        .iter()
+        .find(|p| p.runtime == cwbench::scenario::Flavor::Beam)
+    else {
+        return Ok(());
+    };
+    for (addr, info) in addrs.iter().zip(infos) {
+        if !info.runtimes_available.iter().any(|r| r == "beam") {
+            let reason = if info.beam_unavailable_reason.is_empty() {
+                format!(
+                    "it does not offer runtime \"beam\" (cwbench {}; it offers: {})",
+                    info.agent_version,
+                    info.runtimes_available.join(", ")
+                )
+            } else {
+                info.beam_unavailable_reason.clone()
+            };
+            return Err(Unavailable::Runtime {
+                addr: addr.clone(),
+                runtime: "beam".into(),
+                profile: p.label(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Runs every profile of `plan` on every agent. Local agents live until the
 /// run ends.
 pub async fn run(
@@ -167,6 +203,7 @@ pub async fn run(
         })??;
         infos.push(info);
     }
+    check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
     let plan = Arc::new(plan);
     let mut hlog_warning = None;

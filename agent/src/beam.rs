@@ -1,0 +1,1054 @@
+//! The BEAM as a workload runtime: the agent starts an Erlang VM as a child
+//! process (runtimes/beam/, embedded and compiled with `erlc` on first use),
+//! streams it the jobs over the line protocol of docs/workload.md ("Other
+//! runtimes") within the VM's credit, and feeds the per-job records it sends
+//! back (timed on the VM's own monotonic clock) into the same recorder as the
+//! tokio path, so snapshots, recovery and Done need no special case.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cwbench::digest::Digest;
+use cwbench::generator::Job;
+use cwbench::proto;
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::recorder::{Recorder, Timing};
+use crate::workload::{Config, Outcome, Workload};
+
+/// The Erlang sources, compiled into the agent so it runs from anywhere.
+pub const SOURCES: [(&str, &str); 3] = [
+    (
+        "cwbench_beam.erl",
+        include_str!("../../runtimes/beam/cwbench_beam.erl"),
+    ),
+    (
+        "cwbench_beam_sup.erl",
+        include_str!("../../runtimes/beam/cwbench_beam_sup.erl"),
+    ),
+    (
+        "cwbench_beam_worker.erl",
+        include_str!("../../runtimes/beam/cwbench_beam_worker.erl"),
+    ),
+];
+
+/// What to tell a user whose machine has no Erlang.
+pub const INSTALL_HINT: &str =
+    "install Erlang/OTP to run runtime = \"beam\" (Debian/Ubuntu: apt-get install erlang-nox)";
+
+/// Version of the line protocol (the header's second word).
+pub const PROTOCOL: u32 = 1;
+
+/// Longest line the VM may send; a longer one is a protocol error.
+const MAX_LINE: u64 = 4096;
+
+/// How long a cancelled VM may take to answer END before it is killed.
+const CANCEL_GRACE: Duration = Duration::from_millis(1000);
+
+/// None when the BEAM can run here; otherwise why not and how to fix it.
+pub fn unavailable_reason() -> Option<String> {
+    for tool in ["erl", "erlc"] {
+        if find_in_path(tool).is_none() {
+            return Some(format!("`{tool}` is not in PATH: {INSTALL_HINT}"));
+        }
+    }
+    None
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The compiled modules: built once per version of the sources and user in
+/// `$TMPDIR/cwbench-beam-<uid>-<hash>` (private to the user), or, if that
+/// cannot be trusted, once per agent process in a directory of its own.
+fn compiled_dir() -> Result<PathBuf, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let Some(uid) = std::fs::metadata("/proc/self").ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        }) else {
+            return compile();
+        };
+        // FNV-1a over the sources: new sources, new directory.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (name, text) in SOURCES {
+            for b in name.bytes().chain(text.bytes()) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        let cache = std::env::temp_dir().join(format!("cwbench-beam-{uid}-{h:016x}"));
+        if trusted(&cache, uid) {
+            return Ok(cache);
+        }
+        let fresh = compile()?;
+        if std::fs::rename(&fresh, &cache).is_ok() && trusted(&cache, uid) {
+            return Ok(cache);
+        }
+        // Another agent won the race (use its copy if sound) or the name
+        // is taken by someone else: keep ours.
+        if trusted(&cache, uid) {
+            let _ = std::fs::remove_dir_all(&fresh);
+            return Ok(cache);
+        }
+        Ok(fresh)
+    })
+    .clone()
+}
+
+/// A directory of compiled modules we may load: ours, private, complete.
+fn trusted(dir: &std::path::Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(dir) else {
+        return false;
+    };
+    m.is_dir()
+        && m.uid() == uid
+        && m.mode() & 0o077 == 0
+        && SOURCES.iter().all(|(name, _)| {
+            std::fs::symlink_metadata(dir.join(name.replace(".erl", ".beam")))
+                .is_ok_and(|f| f.is_file() && f.uid() == uid)
+        })
+}
+
+fn compile() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("cwbench-beam-{}-{nanos:x}", std::process::id()));
+    // Fails if it exists: nobody can plant modules for us to load.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for (name, text) in SOURCES {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        files.push(p);
+    }
+    let out = std::process::Command::new("erlc")
+        .arg("-o")
+        .arg(&dir)
+        .args(&files)
+        .output()
+        .map_err(|e| format!("cannot run erlc: {e}; {INSTALL_HINT}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "erlc failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(dir)
+}
+
+/// The VM's own figures, from its `G` lines, for the session's gauges.
+#[derive(Debug, Default)]
+pub struct BeamGauges {
+    queue_depth: AtomicU64,
+    processes: AtomicU64,
+    run_queue: AtomicU64,
+    busy_us: AtomicU64,
+    schedulers: AtomicU64,
+    /// OS process id of the VM (0 before it started).
+    pid: AtomicU32,
+}
+
+impl BeamGauges {
+    pub fn queue_depth(&self) -> u64 {
+        self.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Gauges in the form the tokio path reports them: schedulers as
+    /// runtime workers, processes as tasks alive, the run queues as the
+    /// global queue, and the VM's RSS and CPU time (the aggregator adds the
+    /// agent's own).
+    pub fn to_proto(&self) -> proto::Gauges {
+        let pid = self.pid.load(Ordering::Relaxed);
+        let (cpu_user_us, cpu_system_us) = if pid == 0 {
+            (0, 0)
+        } else {
+            cwbench::sysinfo::cpu_times_us_of(&pid.to_string())
+        };
+        proto::Gauges {
+            queue_depth: self.queue_depth(),
+            runtime_workers: self.schedulers.load(Ordering::Relaxed),
+            alive_tasks: self.processes.load(Ordering::Relaxed),
+            global_queue_depth: self.run_queue.load(Ordering::Relaxed),
+            workers_busy_us: self.busy_us.load(Ordering::Relaxed),
+            rss_bytes: if pid == 0 {
+                0
+            } else {
+                cwbench::sysinfo::rss_bytes_of(&pid.to_string())
+            },
+            cpu_user_us,
+            cpu_system_us,
+            ..Default::default()
+        }
+    }
+}
+
+/// Starts a BEAM run: the thread that compiles the modules if needed and
+/// owns the VM. Errors say what is missing and how to install it.
+pub fn start(cfg: Config) -> Result<Workload, String> {
+    if let Some(r) = unavailable_reason() {
+        return Err(r);
+    }
+    let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+    let (credit_tx, credit_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    // Runs sized in jobs only (validated): the warm-up is a job count.
+    let recorder = Arc::new(Recorder::new(
+        1,
+        cfg.classes,
+        Arc::new(crate::span::Span::new(cfg.warmup, cfg.end)),
+        Instant::now(),
+        cfg.job_log,
+    ));
+    let gauges = Arc::new(BeamGauges::default());
+    let cancel = CancellationToken::new();
+    let (rec, g, c) = (recorder.clone(), gauges.clone(), cancel.clone());
+    let thread = std::thread::Builder::new()
+        .name("cwbench-beam".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = done_tx.send(Outcome::Internal(format!(
+                        "cannot build the BEAM driver's runtime: {e}"
+                    )));
+                    return;
+                }
+            };
+            let io = Io {
+                feed: feed_rx,
+                credit: credit_tx,
+                rec,
+                gauges: g,
+                cancel: c,
+            };
+            // Compiling takes a second or so: here, not on the server's
+            // runtime, whose HTTP/2 keepalives must keep being answered.
+            let outcome = match compiled_dir() {
+                Ok(dir) => rt.block_on(run_vm(cfg, dir, io)),
+                Err(e) => Outcome::Internal(format!("cannot build the BEAM modules: {e}")),
+            };
+            let _ = done_tx.send(outcome);
+        })
+        .map_err(|e| format!("cannot start the BEAM driver thread: {e}"))?;
+    Ok(Workload::from_parts(
+        feed_tx, credit_rx, done_rx, recorder, gauges, cancel, thread,
+    ))
+}
+
+/// The driver's connections to the session.
+struct Io {
+    feed: mpsc::UnboundedReceiver<Vec<Job>>,
+    credit: mpsc::UnboundedSender<u64>,
+    rec: Arc<Recorder>,
+    gauges: Arc<BeamGauges>,
+    cancel: CancellationToken,
+}
+
+/// Starts the VM, drives it to the end, and makes sure it is gone.
+async fn run_vm(cfg: Config, dir: PathBuf, io: Io) -> Outcome {
+    let s = cfg.threads.to_string();
+    let mut cmd = tokio::process::Command::new("erl");
+    cmd.args(["-noshell", "-noinput", "+S", &format!("{s}:{s}"), "-pa"])
+        .arg(&dir)
+        .args(["-run", "cwbench_beam", "main", "-extra"])
+        // Names the VM in `ps`, so a stray one is easy to find.
+        .arg(format!("cwbench-agent={}", std::process::id()))
+        .env("ERL_CRASH_DUMP_SECONDS", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cpus) = &cfg.cpus {
+        // `--cpus`: a child inherits the CPU set of the thread that starts
+        // it, so pinning this (the driver's own) thread pins the VM and
+        // every thread it starts.
+        if let Err(e) = crate::affinity::pin_current_thread(cpus) {
+            return Outcome::Internal(format!("cannot pin to CPUs: {e}"));
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Internal(format!("cannot start erl: {e}; {INSTALL_HINT}")),
+    };
+    io.gauges
+        .pid
+        .store(child.id().unwrap_or(0), Ordering::Relaxed);
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    if let Some(err) = child.stderr.take() {
+        let tail = stderr_tail.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(err).lines();
+            while let Ok(Some(mut l)) = lines.next_line().await {
+                l.truncate(300);
+                let mut t = tail.lock();
+                if t.len() == 10 {
+                    t.pop_front();
+                }
+                t.push_back(l);
+            }
+        });
+    }
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill().await;
+        return Outcome::Internal("erl started without pipes".into());
+    };
+    let mut outcome = drive(&cfg, tokio::io::BufReader::new(stdout), stdin, io).await;
+    // After END the VM halts by itself; otherwise (or if it lingers) kill it.
+    let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+        Ok(Ok(st)) => Some(st),
+        _ => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    if let Outcome::Internal(m) = &mut outcome {
+        if let Some(st) = status {
+            m.push_str(&format!(" (erl {st})"));
+        }
+        let tail = stderr_tail.lock();
+        if !tail.is_empty() {
+            m.push_str("; erl stderr: ");
+            m.push_str(&tail.iter().cloned().collect::<Vec<_>>().join(" | "));
+        }
+    }
+    outcome
+}
+
+/// One line from the VM (docs/workload.md, "Other runtimes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// The VM's time zero.
+    Ready {
+        schedulers: u64,
+    },
+    /// Jobs released from the VM's buffer into its bounded queue.
+    Credit(u64),
+    /// One finished job.
+    Job(Record),
+    /// One wake of the lateness probe, µs late.
+    Late(u64),
+    /// The supervisor restarted worker `idx`.
+    Restart(u64),
+    /// A restarted worker picked up its first job this long after the crash.
+    RestartLatency(u64),
+    Gauge {
+        queue: u64,
+        in_flight: u64,
+        processes: u64,
+        run_queue: u64,
+        busy_us: u64,
+    },
+    /// The restart intensity was exceeded.
+    Failed(String),
+    End {
+        digest: u64,
+        jobs: u64,
+        cancelled: u64,
+    },
+    Error(String),
+}
+
+/// A job's timestamps: µs since READY on the VM's monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub id: u64,
+    pub class: u32,
+    /// 0 completed, 1 crashed, 2 timed out.
+    pub outcome: u32,
+    pub origin: u64,
+    pub release: u64,
+    pub pickup: u64,
+    pub end: u64,
+    pub sleep_req: u64,
+    pub sleep_act: u64,
+}
+
+/// Parses one line from the VM.
+pub fn parse_line(line: &str) -> Result<Line, String> {
+    let bad = || format!("malformed line from the BEAM: {line:?}");
+    let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let nums = || -> Result<Vec<u64>, String> {
+        rest.split(' ')
+            .map(|f| f.parse::<u64>().map_err(|_| bad()))
+            .collect()
+    };
+    let one = || -> Result<u64, String> {
+        match nums()?.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(bad()),
+        }
+    };
+    Ok(match tag {
+        "READY" => {
+            let schedulers = rest
+                .split(' ')
+                .find_map(|kv| kv.strip_prefix("schedulers="))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(bad)?;
+            Line::Ready { schedulers }
+        }
+        "K" => Line::Credit(one()?),
+        "L" => Line::Late(one()?),
+        "S" => Line::Restart(one()?),
+        "R" => Line::RestartLatency(one()?),
+        "D" => match nums()?.as_slice() {
+            &[
+                id,
+                class,
+                outcome,
+                origin,
+                release,
+                pickup,
+                end,
+                sleep_req,
+                sleep_act,
+            ] if outcome <= 2 && class <= u64::from(u32::MAX) => Line::Job(Record {
+                id,
+                class: class as u32,
+                outcome: outcome as u32,
+                origin,
+                release,
+                pickup,
+                end,
+                sleep_req,
+                sleep_act,
+            }),
+            _ => return Err(bad()),
+        },
+        "G" => match nums()?.as_slice() {
+            &[queue, in_flight, processes, run_queue, busy_us] => Line::Gauge {
+                queue,
+                in_flight,
+                processes,
+                run_queue,
+                busy_us,
+            },
+            _ => return Err(bad()),
+        },
+        "F" => Line::Failed(rest.to_string()),
+        "ERR" => Line::Error(rest.to_string()),
+        "END" => {
+            let mut f = rest.split(' ');
+            let digest = f
+                .next()
+                .filter(|h| h.len() == 16)
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .ok_or_else(bad)?;
+            let mut n = || f.next().and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
+            let (jobs, cancelled) = (n()?, n()?);
+            Line::End {
+                digest,
+                jobs,
+                cancelled,
+            }
+        }
+        _ => return Err(bad()),
+    })
+}
+
+/// The header line: the plan the VM needs.
+pub fn header(cfg: &Config) -> String {
+    let mut kill: Vec<u64> = cfg.kill_jobs.iter().copied().collect();
+    kill.sort_unstable();
+    let kill: Vec<String> = kill.iter().map(u64::to_string).collect();
+    format!(
+        "cwbench-beam {PROTOCOL} workers={} bound={} open={} max_restarts={} restart_window_ms={} backoff_ms={} max_backoff_ms={} probe_us={} timeout_ms={} gauge_ms=100 kill={}\n",
+        cfg.workers,
+        cfg.queue_bound,
+        u8::from(cfg.open),
+        cfg.max_restarts,
+        cfg.restart_window.as_millis(),
+        cfg.backoff.as_millis(),
+        cfg.max_backoff.as_millis(),
+        cfg.probe_interval.as_micros(),
+        cfg.job_timeout.map_or(0, |t| t.as_millis()),
+        kill.join(",")
+    )
+}
+
+/// Jobs the VM may hold beyond its queue before it returns credit.
+fn window(cfg: &Config) -> u64 {
+    (2 * cfg.queue_bound as u64).clamp(1024, 65_536)
+}
+
+/// Runs the protocol over the VM's stdout (`from`) and stdin (`to`) until
+/// its END line; records everything into `io.rec`.
+async fn drive<R, W>(cfg: &Config, mut from: R, to: W, mut io: Io) -> Outcome
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    // Writes go through their own task, so a slow pipe never stops this
+    // loop from reading the VM's output (the VM's writes could otherwise
+    // block on a full pipe while we block on its full stdin).
+    let (wtx, wrx) = mpsc::channel::<Vec<u8>>(1024);
+    let writer = tokio::spawn(write_all(to, wrx));
+    let _ = wtx.send(header(cfg).into_bytes()).await;
+    let rec = io.rec.clone();
+    let mut st = State {
+        anchor: None,
+        failed: None,
+        nclasses: cfg.classes as u32,
+    };
+    let mut buf: VecDeque<Job> = VecDeque::new();
+    let mut beam_credit = window(cfg);
+    let mut feed_open = true;
+    let mut fed_once = false;
+    let mut stall_since: Option<Instant> = None;
+    let (mut ended_sent, mut cancel_sent) = (false, false);
+    let mut cancel_deadline: Option<tokio::time::Instant> = None;
+    let mut agent_cancelled = 0u64;
+    let mut sent = Digest::new();
+    let mut line = Vec::with_capacity(256);
+    let outcome = loop {
+        if !cancel_sent && beam_credit > 0 && !buf.is_empty() {
+            let n = (beam_credit as usize).min(buf.len());
+            let mut out = Vec::with_capacity(n * 40);
+            for j in buf.drain(..n) {
+                sent.push(&j);
+                use std::io::Write;
+                let _ = writeln!(
+                    out,
+                    "J {} {} {} {} {} {}",
+                    j.id,
+                    j.class,
+                    j.work_units,
+                    j.sleep_us,
+                    u8::from(j.crash),
+                    j.intended_us
+                );
+            }
+            beam_credit -= n as u64;
+            let _ = wtx.send(out).await;
+            // The jobs left the agent's buffer: the coordinator may refill it.
+            let _ = io.credit.send(n as u64);
+        }
+        if !feed_open && buf.is_empty() && !ended_sent && !cancel_sent {
+            ended_sent = true;
+            let _ = wtx.send(b"E\n".to_vec()).await;
+        }
+        if fed_once && feed_open && buf.is_empty() && beam_credit > 0 && !cancel_sent {
+            stall_since.get_or_insert_with(Instant::now);
+        }
+        let mut limited = (&mut from).take(MAX_LINE + 1 - line.len() as u64);
+        tokio::select! {
+            biased;
+            _ = io.cancel.cancelled(), if !cancel_sent => {
+                cancel_sent = true;
+                let _ = wtx.send(b"C\n".to_vec()).await;
+                io.feed.close();
+                while let Ok(jobs) = io.feed.try_recv() {
+                    agent_cancelled += jobs.len() as u64;
+                }
+                agent_cancelled += buf.len() as u64;
+                buf.clear();
+                cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+            }
+            // Cancel-safe: a partly read line stays in `line` for the next turn.
+            r = limited.read_until(b'\n', &mut line) => {
+                match r {
+                    Ok(0) => break Outcome::Internal(
+                        "the BEAM VM exited before its END line".into()),
+                    Ok(_) if line.last() != Some(&b'\n') => {
+                        if line.len() as u64 > MAX_LINE {
+                            break Outcome::Internal(format!(
+                                "a line from the BEAM is longer than {MAX_LINE} bytes"));
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => break Outcome::Internal(format!("reading from the BEAM: {e}")),
+                }
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                line.clear();
+                match parse_line(&text).and_then(|l| st.apply(l, &rec, &io.gauges)) {
+                    Ok(Some(Line::Credit(n))) => beam_credit += n,
+                    Ok(Some(Line::End { digest, jobs, cancelled })) => {
+                        rec.cancelled.fetch_add(agent_cancelled + cancelled, Ordering::Relaxed);
+                        break st.end(digest, jobs, &sent);
+                    }
+                    Ok(_) => {}
+                    Err(e) => break Outcome::Internal(e),
+                }
+            }
+            jobs = io.feed.recv(), if feed_open && !cancel_sent => match jobs {
+                Some(jobs) => {
+                    if let Some(t) = stall_since.take() {
+                        rec.feed_stall_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    }
+                    fed_once = true;
+                    buf.extend(jobs);
+                }
+                None => {
+                    feed_open = false;
+                    stall_since = None;
+                }
+            },
+            _ = sleep_until(cancel_deadline) => {
+                break Outcome::Internal(format!(
+                    "the BEAM did not stop within {} ms of being cancelled",
+                    CANCEL_GRACE.as_millis()
+                ));
+            }
+        }
+    };
+    drop(wtx);
+    writer.abort();
+    outcome
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(mut to: W, mut rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(chunk) = rx.recv().await {
+        if to.write_all(&chunk).await.is_err() || to.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the driver remembers between lines.
+struct State {
+    /// The agent's instant for the VM's time zero (READY).
+    anchor: Option<Instant>,
+    failed: Option<String>,
+    nclasses: u32,
+}
+
+impl State {
+    /// Records one line; returns the lines the loop acts on (credit, end).
+    fn apply(
+        &mut self,
+        line: Line,
+        rec: &Recorder,
+        gauges: &BeamGauges,
+    ) -> Result<Option<Line>, String> {
+        let at = |anchor: Option<Instant>, us: u64| -> Result<Instant, String> {
+            anchor
+                .map(|a| a + Duration::from_micros(us))
+                .ok_or_else(|| "the BEAM sent a timestamp before READY".to_string())
+        };
+        match line {
+            Line::Ready { schedulers } => {
+                self.anchor = Some(Instant::now());
+                gauges.schedulers.store(schedulers, Ordering::Relaxed);
+            }
+            Line::Credit(n) => {
+                rec.released.fetch_add(n, Ordering::Relaxed);
+                return Ok(Some(line));
+            }
+            Line::Job(r) => {
+                if r.class >= self.nclasses {
+                    return Err(format!(
+                        "the BEAM reported job {} of class {}, but the plan has {} classes",
+                        r.id, r.class, self.nclasses
+                    ));
+                }
+                let job = Job {
+                    id: r.id,
+                    class: r.class,
+                    ..Default::default()
+                };
+                let (origin, pickup, end) = (
+                    at(self.anchor, r.origin)?,
+                    at(self.anchor, r.pickup)?,
+                    at(self.anchor, r.end)?,
+                );
+                rec.released(&job, origin, at(self.anchor, r.release)?);
+                rec.log_job(&job, origin, pickup, end, r.outcome);
+                match r.outcome {
+                    0 => rec.completed(
+                        0,
+                        &job,
+                        &Timing {
+                            origin,
+                            pickup,
+                            done: end,
+                            sleep: (r.sleep_req > 0).then(|| {
+                                (
+                                    Duration::from_micros(r.sleep_req),
+                                    Duration::from_micros(r.sleep_act),
+                                )
+                            }),
+                        },
+                    ),
+                    1 => rec.crashed(0, end),
+                    _ => {
+                        rec.timed_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Line::Late(us) => rec.lateness(Duration::from_micros(us)),
+            Line::Restart(_) => {
+                rec.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Line::RestartLatency(us) => rec.restart_latency(0, Duration::from_micros(us)),
+            Line::Gauge {
+                queue,
+                in_flight,
+                processes,
+                run_queue,
+                busy_us,
+            } => {
+                gauges.queue_depth.store(queue, Ordering::Relaxed);
+                rec.in_flight.store(in_flight, Ordering::Relaxed);
+                gauges.processes.store(processes, Ordering::Relaxed);
+                gauges.run_queue.store(run_queue, Ordering::Relaxed);
+                gauges.busy_us.store(busy_us, Ordering::Relaxed);
+            }
+            Line::Failed(m) => self.failed = Some(m),
+            Line::End { .. } => return Ok(Some(line)),
+            Line::Error(m) => return Err(format!("the BEAM failed: {m}")),
+        }
+        Ok(None)
+    }
+
+    /// The parity check, then how the run ended.
+    fn end(&mut self, digest: u64, jobs: u64, sent: &Digest) -> Outcome {
+        if digest != sent.value() || jobs != sent.count() {
+            return Outcome::Internal(format!(
+                "parity check failed: the BEAM ran {jobs} jobs with digest {digest:016x}, the agent sent it {} with digest {:016x}",
+                sent.count(),
+                sent.value()
+            ));
+        }
+        match self.failed.take() {
+            Some(m) => Outcome::PoolFailed(m),
+            None => Outcome::Finished,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    fn config() -> Config {
+        Config {
+            runtime: crate::workload::Runtime::Beam,
+            threads: 1,
+            current_thread: false,
+            workers: 4,
+            queue_bound: 8,
+            producers: 1,
+            shed: false,
+            open: false,
+            dispatch: proto::Dispatch::Pool,
+            compute: proto::Compute::Inline,
+            yield_every: 1,
+            compute_threads: 0,
+            warmup: crate::span::Warmup::Jobs(0),
+            end: crate::span::End::Fed,
+            classes: 2,
+            credit_chunk: 1,
+            max_restarts: 3,
+            restart_window: Duration::from_millis(1000),
+            backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            probe_interval: Duration::from_micros(1000),
+            job_timeout: None,
+            cpus: None,
+            job_log: false,
+            kill_jobs: [7, 3].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn lines_parse() {
+        assert_eq!(
+            parse_line("READY otp=25 schedulers=2"),
+            Ok(Line::Ready { schedulers: 2 })
+        );
+        assert_eq!(parse_line("K 12"), Ok(Line::Credit(12)));
+        assert_eq!(parse_line("L 1033"), Ok(Line::Late(1033)));
+        assert_eq!(parse_line("S 5"), Ok(Line::Restart(5)));
+        assert_eq!(parse_line("R 40"), Ok(Line::RestartLatency(40)));
+        assert_eq!(
+            parse_line("D 9 1 0 100 101 150 2300 2000 2150"),
+            Ok(Line::Job(Record {
+                id: 9,
+                class: 1,
+                outcome: 0,
+                origin: 100,
+                release: 101,
+                pickup: 150,
+                end: 2300,
+                sleep_req: 2000,
+                sleep_act: 2150,
+            }))
+        );
+        assert_eq!(
+            parse_line("G 3 4 80 1 123456"),
+            Ok(Line::Gauge {
+                queue: 3,
+                in_flight: 4,
+                processes: 80,
+                run_queue: 1,
+                busy_us: 123456
+            })
+        );
+        assert_eq!(
+            parse_line("END 4aa4b5e45aa2708c 1 0"),
+            Ok(Line::End {
+                digest: 0x4aa4_b5e4_5aa2_708c,
+                jobs: 1,
+                cancelled: 0
+            })
+        );
+        assert_eq!(
+            parse_line("F supervisor gave up: 4 crashes"),
+            Ok(Line::Failed("supervisor gave up: 4 crashes".into()))
+        );
+        for bad in [
+            "",
+            "K",
+            "K -1",
+            "K 1 2",
+            "D 1 2 3",
+            "D 1 0 3 1 1 1 1 0 0",
+            "END xyz 1 0",
+            "END 4aa4b5e45aa2708c 1",
+            "READY otp=25",
+            "HELLO 1",
+        ] {
+            let e = parse_line(bad).unwrap_err();
+            assert!(e.contains("malformed line from the BEAM"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn header_names_the_plan() {
+        assert_eq!(
+            header(&config()),
+            "cwbench-beam 1 workers=4 bound=8 open=0 max_restarts=3 restart_window_ms=1000 backoff_ms=0 max_backoff_ms=0 probe_us=1000 timeout_ms=0 gauge_ms=100 kill=3,7\n"
+        );
+    }
+
+    /// A stand-in VM on in-memory pipes: completes every job it is sent and
+    /// ends with `digest` (None: the right one).
+    async fn fake_vm(n: u64, digest: Option<u64>) -> (Outcome, Arc<Recorder>) {
+        let (agent_side, vm_side) = tokio::io::duplex(1 << 16);
+        let (vm_in, mut vm_out) = tokio::io::split(vm_side);
+        let (agent_in, agent_out) = tokio::io::split(agent_side);
+        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let (credit_tx, _credit_rx) = mpsc::unbounded_channel();
+        let span = crate::span::Span::new(crate::span::Warmup::Jobs(0), crate::span::End::Fed);
+        let rec = Arc::new(Recorder::new(1, 2, Arc::new(span), Instant::now(), false));
+        let io = Io {
+            feed: feed_rx,
+            credit: credit_tx,
+            rec: rec.clone(),
+            gauges: Arc::new(BeamGauges::default()),
+            cancel: CancellationToken::new(),
+        };
+        let jobs: Vec<Job> = (0..n)
+            .map(|id| Job {
+                id,
+                class: (id % 2) as u32,
+                work_units: 10,
+                sleep_us: 0,
+                crash: false,
+                intended_us: 0,
+            })
+            .collect();
+        let mut d = Digest::new();
+        jobs.iter().for_each(|j| d.push(j));
+        let end_digest = digest.unwrap_or(d.value());
+        feed_tx.send(jobs).unwrap();
+        drop(feed_tx);
+        let vm = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(vm_in).lines();
+            let header = lines.next_line().await.unwrap().unwrap();
+            assert!(header.starts_with("cwbench-beam 1 "), "{header}");
+            vm_out
+                .write_all(b"READY otp=25 schedulers=1\n")
+                .await
+                .unwrap();
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if l == "E" {
+                    break;
+                }
+                let f: Vec<u64> = l[2..].split(' ').map(|x| x.parse().unwrap()).collect();
+                let out = format!("K 1\nD {} {} 0 10 10 20 30 0 0\n", f[0], f[1]);
+                vm_out.write_all(out.as_bytes()).await.unwrap();
+            }
+            let end = format!("G 0 0 40 0 1000\nEND {end_digest:016x} {n} 0\n");
+            vm_out.write_all(end.as_bytes()).await.unwrap();
+        });
+        let outcome = drive(
+            &config(),
+            tokio::io::BufReader::new(agent_in),
+            agent_out,
+            io,
+        )
+        .await;
+        vm.await.unwrap();
+        (outcome, rec)
+    }
+
+    #[tokio::test]
+    async fn records_from_the_vm_land_in_the_recorder() {
+        // More jobs than the VM's window: credit must flow back.
+        let (outcome, rec) = fake_vm(3000, None).await;
+        assert_eq!(outcome, Outcome::Finished);
+        let mut agg = crate::recorder::Aggregator::new(2, Default::default());
+        let done = agg.done(&rec, 0);
+        let t = done.totals.unwrap();
+        assert_eq!((t.completed, t.crashed, t.cancelled), (3000, 0, 0));
+        assert_eq!(done.classes.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_digest_from_the_vm_is_an_error() {
+        let (outcome, _) = fake_vm(10, Some(0x1234)).await;
+        let Outcome::Internal(m) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            m.starts_with("parity check failed: the BEAM ran 10 jobs with digest 0000000000001234, the agent sent it 10 with digest "),
+            "{m}"
+        );
+    }
+
+    /// Runs 500 jobs (jobs 100 and 200 crash, the workers holding jobs 3
+    /// and 7 are killed) on the real VM; None when Erlang is missing.
+    fn real_vm(max_restarts: u32) -> Option<(Outcome, proto::Done)> {
+        if let Some(why) = unavailable_reason() {
+            eprintln!("SKIP: the BEAM tests: {why}");
+            return None;
+        }
+        let cfg = Config {
+            max_restarts,
+            ..config()
+        };
+        let mut wl = crate::workload::Workload::start(cfg).expect("starts");
+        let jobs: Vec<Job> = (0..500)
+            .map(|id| Job {
+                id,
+                class: (id % 2) as u32,
+                work_units: 1000,
+                sleep_us: if id % 3 == 0 { 500 } else { 0 },
+                crash: id == 100 || id == 200,
+                intended_us: 0,
+            })
+            .collect();
+        wl.recorder.received.fetch_add(500, Ordering::Relaxed);
+        wl.feed(jobs);
+        wl.end_of_jobs();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), &mut wl.finished).await
+            })
+            .expect("ends within 30 s")
+            .unwrap();
+        let mut agg = crate::recorder::Aggregator::new(2, Default::default());
+        Some((outcome, agg.done(&wl.recorder, 0)))
+    }
+
+    #[test]
+    fn the_real_vm_runs_jobs_and_restarts_workers() {
+        let Some((outcome, done)) = real_vm(10) else {
+            return;
+        };
+        assert_eq!(outcome, Outcome::Finished);
+        let t = done.totals.unwrap();
+        assert_eq!((t.completed, t.crashed, t.cancelled), (496, 4, 0));
+        assert_eq!(t.restarts, 4);
+        assert!(!done.restart_latency.is_empty());
+        assert!(!done.lateness.is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_vm_counts_every_job_once() {
+        if let Some(why) = unavailable_reason() {
+            eprintln!("SKIP: a_cancelled_vm_counts_every_job_once: {why}");
+            return;
+        }
+        let mut wl = crate::workload::Workload::start(config()).expect("starts");
+        // 4 workers, 20 ms per job: 3,000 jobs take far longer than the test.
+        let jobs: Vec<Job> = (0..3000)
+            .map(|id| Job {
+                id,
+                sleep_us: 20_000,
+                ..Default::default()
+            })
+            .collect();
+        wl.recorder.received.fetch_add(3000, Ordering::Relaxed);
+        wl.feed(jobs);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(async {
+            // Cancel once the VM is up and has jobs in hand (a loaded
+            // machine may take a while to start it).
+            let t = Instant::now();
+            while wl.recorder.released.load(Ordering::Relaxed) < 8 {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "the VM never took a job"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            wl.cancel();
+            tokio::time::timeout(Duration::from_secs(5), &mut wl.finished).await
+        });
+        assert_eq!(
+            outcome.expect("ends soon after the cancel").unwrap(),
+            Outcome::Finished
+        );
+        let mut agg = crate::recorder::Aggregator::new(2, Default::default());
+        let t = agg.done(&wl.recorder, 0).totals.unwrap();
+        assert!(t.cancelled > 0, "{t:?}");
+        assert_eq!(t.completed + t.crashed + t.cancelled, 3000, "{t:?}");
+    }
+
+    #[test]
+    fn the_real_vm_gives_up_past_the_restart_intensity() {
+        let Some((outcome, done)) = real_vm(3) else {
+            return;
+        };
+        let Outcome::PoolFailed(m) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            m.starts_with("supervisor gave up: 4 crashes within 1000 ms"),
+            "{m}"
+        );
+        let t = done.totals.unwrap();
+        assert_eq!(t.restarts, 3);
+        assert_eq!(t.completed + t.crashed + t.cancelled, 500, "{t:?}");
+    }
+}
