@@ -590,6 +590,42 @@ fn next_in_share(g: &mut Generator, share: Share) {
     }
 }
 
+/// Feeds a host's events to the coordinator's own merge code without a
+/// network: what `cwbench-bench coord-scale` times (256 hosts, 10 minutes of
+/// snapshots each) to show the coordinator stays thin.
+pub struct HostReplay {
+    st: HostState,
+}
+
+impl HostReplay {
+    pub fn new(run: &HostRun) -> Self {
+        Self {
+            st: HostState::new(run),
+        }
+    }
+
+    /// One Snapshot, as `drive` handles it.
+    pub fn snapshot(&mut self, s: &proto::Snapshot) {
+        self.st.snapshot(s);
+    }
+
+    /// The Done, as `drive` handles it.
+    pub fn done(&mut self, d: &proto::Done) -> Result<(), String> {
+        self.st.done(d)
+    }
+
+    /// The host's result, as `drive` returns it.
+    pub fn finish(self, run: &HostRun) -> HostResult {
+        self.st.finish(run)
+    }
+}
+
+impl std::fmt::Debug for HostReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostReplay").finish_non_exhaustive()
+    }
+}
+
 /// What the coordinator keeps of a host while it runs: fixed-size
 /// histograms and one small point per snapshot.
 struct HostState {
