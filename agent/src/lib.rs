@@ -4,6 +4,7 @@
 pub mod affinity;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 mod compute;
 mod queue;
 mod recorder;

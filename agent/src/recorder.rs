@@ -102,7 +102,52 @@ struct Shard {
 /// Saturating microseconds between two instants.
 #[inline]
 pub fn us(from: Instant, to: Instant) -> u64 {
-    to.saturating_duration_since(from).as_micros() as u64
+    let d = to.saturating_duration_since(from);
+    // Cheaper than as_micros (no 128-bit division).
+    d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+}
+
+/// A completed job as a pool worker keeps it until its next flush
+/// (`Recorder::flush`): the figures `Recorder::completed` would record.
+#[derive(Debug, Clone, Copy)]
+pub struct Completed {
+    class: u32,
+    measured: bool,
+    done_us: u64,
+    completion: u64,
+    queue_wait: u64,
+    service: u64,
+    /// u64::MAX: the job did not sleep.
+    overshoot: u64,
+}
+
+/// Equal consecutive values of one histogram, recorded once (`record_n`).
+#[derive(Debug, Default)]
+struct Run {
+    class: usize,
+    value: u64,
+    n: u64,
+}
+
+impl Run {
+    #[inline]
+    fn add(&mut self, class: usize, value: u64, flush: impl FnOnce(usize, u64, u64)) {
+        if self.n > 0 && self.class == class && self.value == value {
+            self.n += 1;
+            return;
+        }
+        if self.n > 0 {
+            flush(self.class, self.value, self.n);
+        }
+        *self = Run { class, value, n: 1 };
+    }
+}
+
+#[inline]
+fn record_n(h: &mut Hist, v: u64, n: u64) {
+    if h.record_n(v, n).is_err() {
+        h.saturating_record_n(v, n);
+    }
 }
 
 /// Everything workers, producers and the session record during one run.
@@ -228,6 +273,85 @@ impl Recorder {
         }
     }
 
+    /// What `completed` would record, for a worker's local buffer.
+    #[inline]
+    pub fn local(&self, job: &Job, t: &Timing) -> Completed {
+        Completed {
+            class: job.class,
+            measured: self.is_measured(job),
+            done_us: us(self.start, t.done),
+            completion: us(t.origin, t.done),
+            queue_wait: us(t.origin, t.pickup),
+            service: us(t.pickup, t.done),
+            overshoot: t
+                .sleep
+                .map_or(u64::MAX, |(req, actual)| us_of(actual.saturating_sub(req))),
+        }
+    }
+
+    /// Records a worker's buffered completions under one lock of its shard,
+    /// equal consecutive values as one record each; empties `buf`.
+    pub fn flush(&self, worker: usize, buf: &mut Vec<Completed>) {
+        if buf.is_empty() {
+            return;
+        }
+        let mut guard = self.shard(worker).lock();
+        let s = &mut *guard;
+        let mut bucket: Option<(usize, u32)> = None;
+        let mut runs: [Run; 4] = Default::default();
+        for d in buf.drain(..) {
+            s.counts.completed += 1;
+            let i = (d.done_us / BUCKET_US).saturating_sub(s.base_bucket) as usize;
+            match &mut bucket {
+                Some((b, n)) if *b == i => *n += 1,
+                _ => {
+                    if let Some((b, n)) = bucket {
+                        add_bucket(&mut s.buckets, b, n);
+                    }
+                    bucket = Some((i, 1));
+                }
+            }
+            if !d.measured {
+                continue;
+            }
+            s.counts.measured_completed += 1;
+            if d.done_us > s.counts.last_measured_done_us {
+                s.counts.last_measured_done_us = d.done_us;
+            }
+            let c = d.class as usize;
+            let classes = &mut s.classes;
+            runs[0].add(c, d.completion, |c, v, n| {
+                record_n(&mut classes[c].completion, v, n)
+            });
+            runs[1].add(c, d.queue_wait, |c, v, n| {
+                record_n(&mut classes[c].queue_wait, v, n)
+            });
+            runs[2].add(c, d.service, |c, v, n| {
+                record_n(&mut classes[c].service, v, n)
+            });
+            if d.overshoot != u64::MAX {
+                runs[3].add(c, d.overshoot, |c, v, n| {
+                    record_n(&mut classes[c].overshoot, v, n)
+                });
+            }
+        }
+        if let Some((b, n)) = bucket {
+            add_bucket(&mut s.buckets, b, n);
+        }
+        for (k, r) in runs.iter().enumerate() {
+            if r.n > 0 {
+                let h = &mut s.classes[r.class];
+                let h = match k {
+                    0 => &mut h.completion,
+                    1 => &mut h.queue_wait,
+                    2 => &mut h.service,
+                    _ => &mut h.overshoot,
+                };
+                record_n(h, r.value, r.n);
+            }
+        }
+    }
+
     /// A job crashed its worker at `at`.
     pub fn crashed(&self, worker: usize, at: Instant) {
         let at = us(self.start, at);
@@ -284,6 +408,17 @@ impl Recorder {
     }
 }
 
+fn us_of(d: Duration) -> u64 {
+    d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+}
+
+fn add_bucket(buckets: &mut Vec<u32>, i: usize, n: u32) {
+    if i >= buckets.len() {
+        buckets.resize(i + 1, 0);
+    }
+    buckets[i] += n;
+}
+
 /// Turns the recorder's shards into numbered snapshots and the final Done.
 #[derive(Debug)]
 pub struct Aggregator {
@@ -315,7 +450,7 @@ impl Aggregator {
 
     fn collect(&mut self, rec: &Recorder, last: bool) {
         let mut c = ShardCounts::default();
-        let now_bucket = us(rec.start, Instant::now()) / BUCKET_US;
+        let now_bucket = us(rec.start, crate::clock::now()) / BUCKET_US;
         let mut faults = Vec::new();
         for shard in &rec.shards {
             let mut s = shard.lock();
@@ -355,7 +490,7 @@ impl Aggregator {
     /// metrics); process figures are filled in here.
     pub fn snapshot(&mut self, rec: &Recorder, gauges: proto::Gauges) -> proto::Snapshot {
         self.collect(rec, false);
-        let now_us = us(rec.start, Instant::now());
+        let now_us = us(rec.start, crate::clock::now());
         let classes = self
             .interval
             .iter_mut()
@@ -417,7 +552,7 @@ impl Aggregator {
             measured_window_us: window,
             snapshots: self.seq,
             restart_latency: encode(&self.restart),
-            elapsed_us: us(rec.start, Instant::now()),
+            elapsed_us: us(rec.start, crate::clock::now()),
             lateness: encode(&self.lateness_whole),
             recovery: encode(&r.intervals),
             faults: r

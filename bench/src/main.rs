@@ -82,6 +82,9 @@ enum Figure {
         repeats: usize,
         #[arg(long, default_value_t = 2)]
         threads: u32,
+        /// Only these variants (comma-separated: w1,w8,task).
+        #[arg(long, default_value = "w1,w8,task")]
+        only: String,
     },
     /// A long zero-work run against an agent in a child process: agent RSS
     /// after warm-up and at the end; coordinator RSS.
@@ -140,7 +143,8 @@ fn main() -> Result<()> {
             jobs,
             repeats,
             threads,
-        } => overhead(jobs, repeats, threads)?,
+            only,
+        } => overhead(jobs, repeats, threads, &only)?,
         Figure::Memory { jobs, threads } => memory(jobs, threads)?,
         Figure::CoordScale { agents, snapshots } => coord_scale(agents, snapshots)?,
         Figure::Latency {
@@ -159,7 +163,7 @@ fn main() -> Result<()> {
                 only: "dull,w1,w8,task".into(),
             })?;
             wire(8192)?;
-            overhead(10_000_000, 3, 2)?;
+            overhead(10_000_000, 3, 2, "w1,w8,task")?;
             latency(10_000.0, 10, 2)?;
             coord_scale(256, 600)?;
             memory(memory_jobs, 2)?;
@@ -443,16 +447,19 @@ fn cpu_us() -> u64 {
     u + s
 }
 
-fn overhead(jobs: u64, repeats: usize, threads: u32) -> Result<()> {
+fn overhead(jobs: u64, repeats: usize, threads: u32, only: &str) -> Result<()> {
     println!(
         "\n## overhead: agent workload alone (in-process feed, zero work, pool, bound 256), {jobs} jobs, threads {threads}, load {}",
         load_avg()
     );
-    for (name, workers, dispatch) in [
-        ("pool, 1 worker", 1usize, Dispatch::Pool),
-        ("pool, 8 workers", 8, Dispatch::Pool),
-        ("task-per-job", 1, Dispatch::TaskPerJob),
+    for (key, name, workers, dispatch) in [
+        ("w1", "pool, 1 worker", 1usize, Dispatch::Pool),
+        ("w8", "pool, 8 workers", 8, Dispatch::Pool),
+        ("task", "task-per-job", 1, Dispatch::TaskPerJob),
     ] {
+        if !only.split(',').any(|o| o == key) {
+            continue;
+        }
         let mut ns = Vec::new();
         let mut rates = Vec::new();
         for _ in 0..repeats {
