@@ -121,6 +121,13 @@ pub struct Completed {
     overshoot: u64,
 }
 
+impl Completed {
+    /// Completion - pick-up, µs.
+    pub fn service_us(&self) -> u64 {
+        self.service
+    }
+}
+
 /// Equal consecutive values of one histogram, recorded once (`record_n`).
 #[derive(Debug, Default)]
 struct Run {
@@ -276,13 +283,17 @@ impl Recorder {
     /// What `completed` would record, for a worker's local buffer.
     #[inline]
     pub fn local(&self, job: &Job, t: &Timing) -> Completed {
+        // Three clock differences instead of four; the rest is integer math.
+        let done = ns(self.start, t.done);
+        let pickup = ns(self.start, t.pickup).min(done);
+        let origin = ns(self.start, t.origin).min(pickup);
         Completed {
             class: job.class,
             measured: self.is_measured(job),
-            done_us: us(self.start, t.done),
-            completion: us(t.origin, t.done),
-            queue_wait: us(t.origin, t.pickup),
-            service: us(t.pickup, t.done),
+            done_us: done / 1000,
+            completion: (done - origin) / 1000,
+            queue_wait: (pickup - origin) / 1000,
+            service: (done - pickup) / 1000,
             overshoot: t
                 .sleep
                 .map_or(u64::MAX, |(req, actual)| us_of(actual.saturating_sub(req))),
@@ -362,6 +373,7 @@ impl Recorder {
 
     /// Logs one job's timestamps (Plan.job_log only). Outcome: 0 completed,
     /// 1 crashed, 2 timed out.
+    #[inline]
     pub fn log_job(&self, job: &Job, origin: Instant, start: Instant, end: Instant, outcome: u32) {
         if let Some(log) = &self.job_log {
             let mut l = log.lock();
@@ -406,6 +418,13 @@ impl Recorder {
             restarts: self.restarts.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Saturating nanoseconds between two instants.
+#[inline]
+fn ns(from: Instant, to: Instant) -> u64 {
+    let d = to.saturating_duration_since(from);
+    d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos())
 }
 
 fn us_of(d: Duration) -> u64 {

@@ -847,7 +847,7 @@ async fn worker(
     // Completions not yet in the shard: flushed every LOCAL jobs, after a
     // long job, before waiting for work, before a crash and at the end.
     const LOCAL: usize = 64;
-    const LONG: Duration = Duration::from_micros(100);
+    const LONG_US: u64 = 100;
     let mut local = Vec::with_capacity(LOCAL);
     // Back to back, the completion of one job is the pick-up of the next:
     // one clock reading serves both.
@@ -884,8 +884,9 @@ async fn worker(
             std::future::pending::<()>().await;
         }
         if let Some(t) = run_job(&ctx, idx, &item.job, item.origin, pickup).await {
-            local.push(ctx.rec.local(&item.job, &t));
-            if local.len() < LOCAL && t.done.saturating_duration_since(t.pickup) < LONG {
+            let c = ctx.rec.local(&item.job, &t);
+            local.push(c);
+            if local.len() < LOCAL && c.service_us() < LONG_US {
                 hint = Some(t.done);
             }
         }

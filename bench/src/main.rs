@@ -408,36 +408,44 @@ fn wire(batch: usize) -> Result<()> {
             )?,
         ),
     ] {
-        let total = plan.total_jobs();
-        let mut g = Generator::new(&plan);
-        let mut b = BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch);
-        let mut bytes = 0usize;
-        let mut msgs = 0usize;
-        let mut jobs = 0u64;
-        let t0 = Instant::now();
-        let mut enc_ns = 0u128;
-        while jobs < total {
-            let n = (batch as u64).min(total - jobs);
-            for _ in 0..n {
-                b.push(&g.next_job());
+        for packed in [false, true] {
+            let total = plan.total_jobs();
+            let mut g = Generator::new(&plan);
+            let mut b =
+                BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch).packed(packed);
+            let mut bytes = 0usize;
+            let mut msgs = 0usize;
+            let mut jobs = 0u64;
+            let t0 = Instant::now();
+            let mut enc_ns = 0u128;
+            while jobs < total {
+                let n = (batch as u64).min(total - jobs);
+                for _ in 0..n {
+                    b.push(&g.next_job());
+                }
+                jobs += n;
+                let e0 = Instant::now();
+                let msg = proto::RunRequest {
+                    msg: Some(proto::run_request::Msg::Jobs(b.take())),
+                };
+                let buf = msg.encode_to_vec();
+                enc_ns += e0.elapsed().as_nanos();
+                // gRPC frames each message with 5 bytes (flag + length).
+                bytes += buf.len() + 5;
+                msgs += 1;
             }
-            jobs += n;
-            let msg = proto::RunRequest {
-                msg: Some(proto::run_request::Msg::Jobs(b.take())),
-            };
-            let e0 = Instant::now();
-            let buf = msg.encode_to_vec();
-            enc_ns += e0.elapsed().as_nanos();
-            // gRPC frames each message with 5 bytes (flag + length).
-            bytes += buf.len() + 5;
-            msgs += 1;
+            let _ = t0;
+            println!(
+                "  {name} ({}): {jobs} jobs in {msgs} messages, {bytes} bytes: {:.3} bytes/job (incl. 5-byte gRPC frame); pack + encode {:.1} ns/job",
+                if packed {
+                    "packed, encoding 1"
+                } else {
+                    "plain columns"
+                },
+                bytes as f64 / jobs as f64,
+                enc_ns as f64 / jobs as f64
+            );
         }
-        let _ = t0;
-        println!(
-            "  {name}: {jobs} jobs in {msgs} messages, {bytes} bytes: {:.3} bytes/job (incl. 5-byte gRPC frame); encode {:.1} ns/job",
-            bytes as f64 / jobs as f64,
-            enc_ns as f64 / jobs as f64
-        );
     }
     Ok(())
 }

@@ -39,6 +39,8 @@ pub struct DriveOptions {
     pub silence_grace: Duration,
     /// Jobs per JobBatch message.
     pub batch_jobs: usize,
+    /// Send job columns packed (JobBatch.packed) to agents that read them.
+    pub packed_batches: bool,
     pub max_message_bytes: usize,
     /// Shared token sent as `authorization: Bearer <token>` on every call.
     pub token: Option<BearerToken>,
@@ -128,6 +130,7 @@ impl Default for DriveOptions {
             ready_timeout: Duration::from_secs(30),
             silence_grace: Duration::from_secs(5),
             batch_jobs: 8192,
+            packed_batches: true,
             max_message_bytes: 16 << 20,
             token: None,
             tls: None,
@@ -385,11 +388,12 @@ async fn drive_inner(
     // Credit: permits are jobs the agent allows us to send.
     let credit = Arc::new(Semaphore::new(0));
     credit.add_permits(ready.initial_credit.min(Semaphore::MAX_PERMITS as u64) as usize);
+    let packed = opts.packed_batches && ready.batch_encoding >= u32::from(cwbench::packed::VERSION);
     let feeder = tokio::spawn(feed(
         run.plan.clone(),
         run.share,
         jobs,
-        opts.batch_jobs,
+        (opts.batch_jobs, packed),
         credit.clone(),
         req_tx,
     ));
@@ -512,7 +516,7 @@ async fn feed(
     plan: Arc<Plan>,
     share: Share,
     jobs: u64,
-    batch_jobs: usize,
+    (batch_jobs, packed): (usize, bool),
     credit: Arc<Semaphore>,
     tx: mpsc::Sender<RunRequest>,
 ) -> (u64, Digest) {
@@ -520,7 +524,8 @@ async fn feed(
     let mode = plan.scenario.run.distribution;
     let sharded = mode == Distribution::Shard && share.of > 1;
     let mut digest = Digest::new();
-    let mut b = BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch_jobs);
+    let mut b =
+        BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch_jobs).packed(packed);
     let mut sent = 0u64;
     while sent < jobs {
         // Wait for at least one job of credit, then take what is there.
