@@ -121,10 +121,88 @@ pub struct Completed {
     overshoot: u64,
 }
 
+/// A pool worker's completions not yet in its shard: equal consecutive
+/// figures merged into one entry with a count, and the clock conversions of
+/// the last origin and completion kept (back to back, the next job shares
+/// them).
+#[derive(Debug)]
+pub struct Local {
+    buf: Vec<(Completed, u32)>,
+    last_origin: Option<(Instant, u64)>,
+    last_done: Option<(Instant, u64)>,
+}
+
+impl Local {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(n),
+            last_origin: None,
+            last_done: None,
+        }
+    }
+
+    /// Entries held (merged runs count once).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Adds a completed job; returns its service time in µs.
+    #[inline]
+    pub fn push(&mut self, rec: &Recorder, job: &Job, t: &Timing) -> u64 {
+        let cached = |c: &mut Option<(Instant, u64)>, at: Instant| match *c {
+            Some((i, v)) if i == at => v,
+            _ => {
+                let v = ns(rec.start, at);
+                *c = Some((at, v));
+                v
+            }
+        };
+        let origin = cached(&mut self.last_origin, t.origin);
+        let pickup = match self.last_done {
+            Some((i, v)) if i == t.pickup => v,
+            _ => ns(rec.start, t.pickup),
+        };
+        let done = ns(rec.start, t.done);
+        self.last_done = Some((t.done, done));
+        let (pickup, origin) = (pickup.min(done), origin.min(pickup.min(done)));
+        let c = Completed {
+            class: job.class,
+            measured: rec.is_measured(job),
+            done_us: done / 1000,
+            completion: (done - origin) / 1000,
+            queue_wait: (pickup - origin) / 1000,
+            service: (done - pickup) / 1000,
+            overshoot: t
+                .sleep
+                .map_or(u64::MAX, |(req, actual)| us_of(actual.saturating_sub(req))),
+        };
+        match self.buf.last_mut() {
+            Some((last, n)) if last.same(&c) && *n < u32::MAX => {
+                *n += 1;
+                last.done_us = c.done_us;
+            }
+            _ => self.buf.push((c, 1)),
+        }
+        c.service
+    }
+}
+
 impl Completed {
-    /// Completion - pick-up, µs.
-    pub fn service_us(&self) -> u64 {
-        self.service
+    /// Equal figures, completions in the same 10 ms bucket (done_us may
+    /// differ: the later one is kept).
+    #[inline]
+    fn same(&self, o: &Completed) -> bool {
+        self.class == o.class
+            && self.measured == o.measured
+            && self.completion == o.completion
+            && self.queue_wait == o.queue_wait
+            && self.service == o.service
+            && self.overshoot == o.overshoot
+            && self.done_us / BUCKET_US == o.done_us / BUCKET_US
     }
 }
 
@@ -138,15 +216,16 @@ struct Run {
 
 impl Run {
     #[inline]
-    fn add(&mut self, class: usize, value: u64, flush: impl FnOnce(usize, u64, u64)) {
+    fn add(&mut self, class: usize, value: u64, k: u32, flush: impl FnOnce(usize, u64, u64)) {
+        let k = u64::from(k);
         if self.n > 0 && self.class == class && self.value == value {
-            self.n += 1;
+            self.n += k;
             return;
         }
         if self.n > 0 {
             flush(self.class, self.value, self.n);
         }
-        *self = Run { class, value, n: 1 };
+        *self = Run { class, value, n: k };
     }
 }
 
@@ -280,29 +359,10 @@ impl Recorder {
         }
     }
 
-    /// What `completed` would record, for a worker's local buffer.
-    #[inline]
-    pub fn local(&self, job: &Job, t: &Timing) -> Completed {
-        // Three clock differences instead of four; the rest is integer math.
-        let done = ns(self.start, t.done);
-        let pickup = ns(self.start, t.pickup).min(done);
-        let origin = ns(self.start, t.origin).min(pickup);
-        Completed {
-            class: job.class,
-            measured: self.is_measured(job),
-            done_us: done / 1000,
-            completion: (done - origin) / 1000,
-            queue_wait: (pickup - origin) / 1000,
-            service: (done - pickup) / 1000,
-            overshoot: t
-                .sleep
-                .map_or(u64::MAX, |(req, actual)| us_of(actual.saturating_sub(req))),
-        }
-    }
-
     /// Records a worker's buffered completions under one lock of its shard,
     /// equal consecutive values as one record each; empties `buf`.
-    pub fn flush(&self, worker: usize, buf: &mut Vec<Completed>) {
+    pub fn flush(&self, worker: usize, local: &mut Local) {
+        let buf = &mut local.buf;
         if buf.is_empty() {
             return;
         }
@@ -310,38 +370,38 @@ impl Recorder {
         let s = &mut *guard;
         let mut bucket: Option<(usize, u32)> = None;
         let mut runs: [Run; 4] = Default::default();
-        for d in buf.drain(..) {
-            s.counts.completed += 1;
+        for (d, k) in buf.drain(..) {
+            s.counts.completed += u64::from(k);
             let i = (d.done_us / BUCKET_US).saturating_sub(s.base_bucket) as usize;
             match &mut bucket {
-                Some((b, n)) if *b == i => *n += 1,
+                Some((b, n)) if *b == i => *n += k,
                 _ => {
                     if let Some((b, n)) = bucket {
                         add_bucket(&mut s.buckets, b, n);
                     }
-                    bucket = Some((i, 1));
+                    bucket = Some((i, k));
                 }
             }
             if !d.measured {
                 continue;
             }
-            s.counts.measured_completed += 1;
+            s.counts.measured_completed += u64::from(k);
             if d.done_us > s.counts.last_measured_done_us {
                 s.counts.last_measured_done_us = d.done_us;
             }
             let c = d.class as usize;
             let classes = &mut s.classes;
-            runs[0].add(c, d.completion, |c, v, n| {
+            runs[0].add(c, d.completion, k, |c, v, n| {
                 record_n(&mut classes[c].completion, v, n)
             });
-            runs[1].add(c, d.queue_wait, |c, v, n| {
+            runs[1].add(c, d.queue_wait, k, |c, v, n| {
                 record_n(&mut classes[c].queue_wait, v, n)
             });
-            runs[2].add(c, d.service, |c, v, n| {
+            runs[2].add(c, d.service, k, |c, v, n| {
                 record_n(&mut classes[c].service, v, n)
             });
             if d.overshoot != u64::MAX {
-                runs[3].add(c, d.overshoot, |c, v, n| {
+                runs[3].add(c, d.overshoot, k, |c, v, n| {
                     record_n(&mut classes[c].overshoot, v, n)
                 });
             }
@@ -373,7 +433,7 @@ impl Recorder {
 
     /// Logs one job's timestamps (Plan.job_log only). Outcome: 0 completed,
     /// 1 crashed, 2 timed out.
-    #[inline]
+    #[inline(always)]
     pub fn log_job(&self, job: &Job, origin: Instant, start: Instant, end: Instant, outcome: u32) {
         if let Some(log) = &self.job_log {
             let mut l = log.lock();
@@ -587,5 +647,66 @@ impl Aggregator {
                 .map(|&(at_us, recovery_us)| proto::FaultMark { at_us, recovery_us })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker's merged local buffer records exactly what per-job
+    /// `completed` calls record: every job, every value.
+    #[test]
+    fn local_runs_record_the_same_as_one_by_one() {
+        let start = Instant::now();
+        let at = |us: u64| start + Duration::from_micros(us);
+        let (a, b) = (
+            Recorder::new(1, 2, 3, start, false),
+            Recorder::new(1, 2, 3, start, false),
+        );
+        let mut local = Local::with_capacity(8);
+        let mut done = 10;
+        for k in 0..200u64 {
+            let job = Job {
+                id: k,
+                class: (k / 50 % 2) as u32,
+                ..Job::default()
+            };
+            let origin = at(k / 7 * 7);
+            let pickup = at(done);
+            done += k % 3 / 2 * 15_000;
+            let t = Timing {
+                origin,
+                pickup,
+                done: at(done),
+                sleep: (k % 5 == 0).then(|| (Duration::from_micros(10), Duration::from_micros(13))),
+            };
+            a.completed(0, &job, &t);
+            local.push(&b, &job, &t);
+            if local.len() >= 8 {
+                b.flush(0, &mut local);
+            }
+        }
+        b.flush(0, &mut local);
+        assert!(local.is_empty());
+        let (sa, sb) = (a.shards[0].lock(), b.shards[0].lock());
+        assert_eq!(sa.counts.completed, 200);
+        assert_eq!(sa.counts.completed, sb.counts.completed);
+        assert_eq!(sa.counts.measured_completed, sb.counts.measured_completed);
+        assert_eq!(
+            sa.counts.last_measured_done_us,
+            sb.counts.last_measured_done_us
+        );
+        assert_eq!(sa.buckets, sb.buckets);
+        for (x, y) in sa.classes.iter().zip(&sb.classes) {
+            assert_eq!(x.completion, y.completion);
+            assert_eq!(x.queue_wait, y.queue_wait);
+            assert_eq!(x.service, y.service);
+            assert_eq!(x.overshoot, y.overshoot);
+        }
+        assert_eq!(
+            sa.classes[0].completion.len() + sa.classes[1].completion.len(),
+            197
+        );
     }
 }

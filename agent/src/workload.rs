@@ -148,6 +148,7 @@ impl Workload {
             completions: done_jobs_tx,
             t0: OnceLock::new(),
             kill: kill_tx,
+            stopped: Arc::default(),
         });
         let thread = std::thread::Builder::new()
             .name("cwbench-run".into())
@@ -270,6 +271,9 @@ struct Ctx {
     t0: OnceLock<Instant>,
     /// kill-worker faults: (worker, when) to the supervisor, which aborts it.
     kill: mpsc::UnboundedSender<(usize, Instant)>,
+    /// Mirrors `cancel` for the per-job check (the token's own check takes
+    /// a lock); set by a task as soon as the token is cancelled.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn run(
@@ -279,6 +283,13 @@ async fn run(
     mut completions: mpsc::UnboundedReceiver<Completion>,
     kills: mpsc::UnboundedReceiver<(usize, Instant)>,
 ) -> Outcome {
+    {
+        let (token, flag) = (ctx.cancel.clone(), ctx.stopped.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            flag.store(true, Ordering::Release);
+        });
+    }
     let probe_stop = CancellationToken::new();
     let probe = tokio::spawn(probe(ctx.clone(), probe_stop.clone()));
     // task-per-job: the aggregator records what the job tasks report.
@@ -613,7 +624,7 @@ async fn run_job(
     pickup: Instant,
 ) -> Option<Timing> {
     let rec = &ctx.rec;
-    if ctx.cancel.is_cancelled() {
+    if ctx.stopped.load(Ordering::Acquire) {
         rec.cancelled.fetch_add(1, Ordering::Relaxed);
         return None;
     }
@@ -848,7 +859,7 @@ async fn worker(
     // long job, before waiting for work, before a crash and at the end.
     const LOCAL: usize = 64;
     const LONG_US: u64 = 100;
-    let mut local = Vec::with_capacity(LOCAL);
+    let mut local = crate::recorder::Local::with_capacity(LOCAL);
     // Back to back, the completion of one job is the pick-up of the next:
     // one clock reading serves both.
     let mut hint = None;
@@ -884,9 +895,8 @@ async fn worker(
             std::future::pending::<()>().await;
         }
         if let Some(t) = run_job(&ctx, idx, &item.job, item.origin, pickup).await {
-            let c = ctx.rec.local(&item.job, &t);
-            local.push(c);
-            if local.len() < LOCAL && c.service_us() < LONG_US {
+            let service_us = local.push(&ctx.rec, &item.job, &t);
+            if local.len() < LOCAL && service_us < LONG_US {
                 hint = Some(t.done);
             }
         }
