@@ -73,8 +73,12 @@ const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
 thread_local! {
     /// A reused inflater and buffer: the coordinator decodes a few histograms
     /// per snapshot per host, and setting these up costs more than using them.
-    static INFLATE: std::cell::RefCell<(Box<miniz_oxide::inflate::core::DecompressorOxide>, Vec<u8>)> =
-        std::cell::RefCell::new((Box::default(), Vec::new()));
+    #[allow(clippy::type_complexity)]
+    static INFLATE: std::cell::RefCell<(
+        Box<miniz_oxide::inflate::core::DecompressorOxide>,
+        Vec<u8>,
+        Vec<(u64, u64)>,
+    )> = std::cell::RefCell::new((Box::default(), Vec::new(), Vec::new()));
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
@@ -232,7 +236,8 @@ fn fast_decode(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Option<()> {
     INFLATE.with(|cell| {
         use miniz_oxide::inflate::TINFLStatus;
         use miniz_oxide::inflate::core::{decompress, inflate_flags};
-        let (z, buf) = &mut *cell.borrow_mut();
+        let (z, buf, adds) = &mut *cell.borrow_mut();
+        adds.clear();
         let flags = inflate_flags::TINFL_FLAG_PARSE_ZLIB_HEADER
             | inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
         if buf.len() < deflated.len() * 4 + 64 {
@@ -260,13 +265,18 @@ fn fast_decode(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Option<()> {
         let payload = p.get(40..40 + be32(p, 4)? as usize)?;
         let mut i = 0usize;
         let mut index: u64 = 0;
-        let mut adds: Vec<(u64, u64)> = Vec::new();
         // Parse everything first: damaged bytes add nothing.
         while i < payload.len() {
             // HdrHistogram's LEB128 variant: the 9th byte carries 8 bits.
             let mut v: u64 = 0;
             let mut k = 0;
-            loop {
+            // Most counts are one byte.
+            if payload[i] < 0x80 {
+                v = u64::from(payload[i]);
+                i += 1;
+                k = 9;
+            }
+            while k < 9 {
                 let b = *payload.get(i)?;
                 i += 1;
                 if k == 8 {
@@ -290,7 +300,7 @@ fn fast_decode(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Option<()> {
                 index = index.checked_add(1)?;
             }
         }
-        for (index, n) in adds {
+        for &(index, n) in adds.iter() {
             f(index, n);
         }
         Some(())
