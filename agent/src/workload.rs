@@ -630,7 +630,11 @@ async fn run_job(
     }
     rec.in_flight.fetch_add(1, Ordering::Relaxed);
     let deadline = ctx.cfg.job_timeout.map(|t| pickup + t);
-    let mut step = compute_step(ctx, job, deadline).await;
+    let mut step = if job.work_units == 0 {
+        Step::Done
+    } else {
+        compute_step(ctx, job, deadline).await
+    };
     if step == Step::Done && job.crash {
         rec.in_flight.fetch_sub(1, Ordering::Relaxed);
         let at = crate::clock::now();
