@@ -93,6 +93,9 @@ enum Figure {
         jobs: u64,
         #[arg(long, default_value_t = 2)]
         threads: u32,
+        /// Jobs the agent keeps buffered (scenario run.prefetch_jobs).
+        #[arg(long, default_value_t = 65_536)]
+        prefetch: u32,
     },
     /// The coordinator's merge and report for many hosts' snapshot streams.
     CoordScale {
@@ -145,7 +148,11 @@ fn main() -> Result<()> {
             threads,
             only,
         } => overhead(jobs, repeats, threads, &only)?,
-        Figure::Memory { jobs, threads } => memory(jobs, threads)?,
+        Figure::Memory {
+            jobs,
+            threads,
+            prefetch,
+        } => memory(jobs, threads, prefetch)?,
         Figure::CoordScale { agents, snapshots } => coord_scale(agents, snapshots)?,
         Figure::Latency {
             rate,
@@ -166,7 +173,7 @@ fn main() -> Result<()> {
             overhead(10_000_000, 3, 2, "w1,w8,task")?;
             latency(10_000.0, 10, 2)?;
             coord_scale(256, 600)?;
-            memory(memory_jobs, 2)?;
+            memory(memory_jobs, 2, 65_536)?;
         }
         Figure::ServeAgent { threads } => serve_agent(threads)?,
     }
@@ -743,9 +750,9 @@ fn serve_agent(threads: u32) -> Result<()> {
     })
 }
 
-fn memory(jobs: u64, threads: u32) -> Result<()> {
+fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
     println!(
-        "\n## memory: {jobs} zero-work jobs, pool 1 worker, agent in a child process, load {}",
+        "\n## memory: {jobs} zero-work jobs, pool 1 worker, prefetch {prefetch}, agent in a child process, load {}",
         load_avg()
     );
     let mut child = Command::new(std::env::current_exe()?)
@@ -772,7 +779,7 @@ fn memory(jobs: u64, threads: u32) -> Result<()> {
             }
         })
     };
-    let plan = zero_work_plan(jobs, jobs / 50, 1, "pool", threads, 262_144, None)?;
+    let plan = zero_work_plan(jobs, jobs / 50, 1, "pool", threads, prefetch, None)?;
     let r = run_plan(plan, Agents::Remote(vec![addr]), 8192, Some(progress));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.join();
@@ -785,12 +792,28 @@ fn memory(jobs: u64, threads: u32) -> Result<()> {
     let warm = s.get(2).or(s.first()).map_or(0, |x| x.1);
     let end = s.last().map_or(0, |x| x.1);
     let max = s.iter().map(|x| x.1).max().unwrap_or(0);
+    // Steady state: from the warm-up sample to the one before last (the
+    // last is taken while the stream drains and buffers are freed).
+    let steady: Vec<u64> = s
+        .iter()
+        .skip(2)
+        .take(s.len().saturating_sub(3))
+        .map(|x| x.1)
+        .collect();
+    let (smin, smax) = (
+        steady.iter().copied().min().unwrap_or(warm),
+        steady.iter().copied().max().unwrap_or(warm),
+    );
     let c = coord.lock().unwrap().clone();
     let cwarm = c.get(2).or(c.first()).copied().unwrap_or(0);
     let cend = c.last().copied().unwrap_or(0);
     println!(
-        "  agent RSS: after warm-up {:.1} MiB, end {:.1} MiB ({:+.2}%), max {:.1} MiB over {} snapshots; coordinator RSS {:.1} -> {:.1} MiB; {:.2} M jobs/s",
+        "  agent RSS: after warm-up {:.1} MiB; steady state {:.1}..{:.1} MiB ({:+.2}%..{:+.2}%); end (draining) {:.1} MiB ({:+.2}%); max {:.1} MiB over {} snapshots; coordinator RSS {:.1} -> {:.1} MiB; {:.2} M jobs/s",
         mib(warm),
+        mib(smin),
+        mib(smax),
+        (smin as f64 / warm.max(1) as f64 - 1.0) * 100.0,
+        (smax as f64 / warm.max(1) as f64 - 1.0) * 100.0,
         mib(end),
         (end as f64 / warm.max(1) as f64 - 1.0) * 100.0,
         mib(max),
