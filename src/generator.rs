@@ -232,6 +232,8 @@ pub struct BatchBuilder {
     multi_class: bool,
     open: bool,
     last_intended: u64,
+    /// Take batches with the columns in `JobBatch.packed`.
+    packed: bool,
 }
 
 impl BatchBuilder {
@@ -251,7 +253,15 @@ impl BatchBuilder {
             multi_class,
             open,
             last_intended: 0,
+            packed: false,
         }
+    }
+
+    /// Batches taken from now on carry their columns packed
+    /// (`JobBatch.packed`, docs/workload.md) when `on`.
+    pub fn packed(mut self, on: bool) -> Self {
+        self.packed = on;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -287,6 +297,33 @@ impl BatchBuilder {
 
     /// Takes the batch out, leaving the builder empty.
     pub fn take(&mut self) -> JobBatch {
+        if self.packed {
+            let n = self.len();
+            let b = &mut self.batch;
+            let cols = crate::packed::Columns {
+                work_units: std::mem::take(&mut b.work_units),
+                sleep_us: std::mem::take(&mut b.sleep_us),
+                class_ids: std::mem::take(&mut b.class_ids),
+                intended_us: std::mem::take(&mut b.intended_us),
+            };
+            let out = JobBatch {
+                first_id: b.first_id,
+                crash_at: std::mem::take(&mut b.crash_at),
+                packed: crate::packed::pack(n, &cols),
+                ..JobBatch::default()
+            };
+            // Keep the column buffers for the next batch.
+            let mut cols = cols;
+            cols.work_units.clear();
+            cols.sleep_us.clear();
+            cols.class_ids.clear();
+            cols.intended_us.clear();
+            b.work_units = cols.work_units;
+            b.sleep_us = cols.sleep_us;
+            b.class_ids = cols.class_ids;
+            b.intended_us = cols.intended_us;
+            return out;
+        }
         let cap = self.batch.work_units.capacity();
         let mut fresh = Self::new(self.multi_class, self.open, cap);
         std::mem::swap(&mut fresh.batch, &mut self.batch);
@@ -313,6 +350,20 @@ pub enum BatchError {
     Intended(&'static str),
     #[error("JobBatch.first_id {0}: the batch's ids overflow 64 bits")]
     IdOverflow(u64),
+    #[error(transparent)]
+    Packed(#[from] crate::packed::PackError),
+    #[error("JobBatch.packed is set, so JobBatch.{0} must be empty")]
+    PackedAndPlain(&'static str),
+}
+
+/// The number of jobs in a batch, plain or packed (reads only the packed
+/// header), before anything else is decoded.
+pub fn batch_len(b: &JobBatch) -> Result<usize, BatchError> {
+    if b.packed.is_empty() {
+        Ok(b.work_units.len())
+    } else {
+        Ok(crate::packed::jobs(&b.packed)?)
+    }
 }
 
 /// Checks a received batch and calls `f` with each job, in order.
@@ -322,6 +373,29 @@ pub fn for_each_job(
     open: bool,
     mut f: impl FnMut(Job),
 ) -> Result<(), BatchError> {
+    if !b.packed.is_empty() {
+        for (field, empty) in [
+            ("work_units", b.work_units.is_empty()),
+            ("sleep_us", b.sleep_us.is_empty()),
+            ("class_ids", b.class_ids.is_empty()),
+            ("intended_us", b.intended_us.is_empty()),
+        ] {
+            if !empty {
+                return Err(BatchError::PackedAndPlain(field));
+            }
+        }
+        let c = crate::packed::unpack(&b.packed)?;
+        let plain = JobBatch {
+            first_id: b.first_id,
+            work_units: c.work_units,
+            sleep_us: c.sleep_us,
+            class_ids: c.class_ids,
+            crash_at: b.crash_at.clone(),
+            intended_us: c.intended_us,
+            packed: Vec::new(),
+        };
+        return for_each_job(&plain, classes, open, f);
+    }
     let n = b.work_units.len();
     if b.first_id.checked_add(n as u64).is_none() {
         return Err(BatchError::IdOverflow(b.first_id));
@@ -479,6 +553,24 @@ mod tests {
         let batch = b.take();
         assert!(b.is_empty());
         assert!(!batch.crash_at.is_empty());
+        // The same jobs packed (JobBatch.packed) decode to the same stream.
+        let mut p = BatchBuilder::new(false, false, 64).packed(true);
+        for j in &jobs {
+            p.push(j);
+        }
+        let packed = p.take();
+        assert!(packed.work_units.is_empty() && !packed.packed.is_empty());
+        let mut back = Vec::new();
+        for_each_job(&packed, 1, false, |j| back.push(j)).unwrap();
+        assert_eq!(back, jobs);
+        let mixed = JobBatch {
+            sleep_us: vec![1],
+            ..packed.clone()
+        };
+        assert_eq!(
+            for_each_job(&mixed, 1, false, |_| {}),
+            Err(BatchError::PackedAndPlain("sleep_us"))
+        );
         let mut got = Digest::new();
         let mut back = Vec::new();
         for_each_job(&batch, 1, false, |j| {
@@ -529,14 +621,19 @@ mod tests {
         let plan = open("poisson");
         let mut g = Generator::new(&plan);
         let jobs: Vec<Job> = (0..250).map(|_| g.next_job()).collect();
-        for chunk in jobs.chunks(64) {
-            let mut b = BatchBuilder::new(false, true, 64);
-            for j in chunk {
-                b.push(j);
+        for packed in [false, true] {
+            let mut b = BatchBuilder::new(false, true, 64).packed(packed);
+            for chunk in jobs.chunks(64) {
+                for j in chunk {
+                    b.push(j);
+                }
+                let batch = b.take();
+                assert_eq!(batch.packed.is_empty(), !packed);
+                assert_eq!(batch_len(&batch), Ok(chunk.len()));
+                let mut back = Vec::new();
+                for_each_job(&batch, 1, true, |j| back.push(j)).unwrap();
+                assert_eq!(back, chunk);
             }
-            let mut back = Vec::new();
-            for_each_job(&b.take(), 1, true, |j| back.push(j)).unwrap();
-            assert_eq!(back, chunk);
         }
         let bad = JobBatch {
             work_units: vec![1, 2],

@@ -6,6 +6,7 @@ pub mod digest;
 pub mod distribution;
 pub mod generator;
 pub mod histogram;
+pub mod packed;
 pub mod proto;
 pub mod scenario;
 pub mod sysinfo;

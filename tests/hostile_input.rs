@@ -1,7 +1,8 @@
 //! Property tests: the scenario parser and the batch decoder get arbitrary
 //! and mutated input; they must answer Ok or a clear error, never panic.
 
-use cwbench::generator::for_each_job;
+use cwbench::generator::{batch_len, for_each_job};
+use cwbench::packed::{Columns, pack, unpack};
 use cwbench::proto::JobBatch;
 use cwbench::scenario::{Limits, PARITY_TOML, parse};
 use proptest::prelude::*;
@@ -88,6 +89,7 @@ proptest! {
             class_ids: classes,
             crash_at: crash,
             intended_us: intended,
+            packed: Vec::new(),
         };
         let mut n = 0u64;
         let r = for_each_job(&b, 3, open, |j| {
@@ -98,6 +100,56 @@ proptest! {
             prop_assert_eq!(n as usize, b.work_units.len());
         } else {
             prop_assert_eq!(n, 0, "a bad batch yields no job");
+        }
+    }
+
+    #[test]
+    fn arbitrary_packed_batches_never_panic(
+        bytes in prop::collection::vec(any::<u8>(), 0..96),
+        version_and_small_n in any::<bool>(),
+        crash in prop::collection::vec(any::<u32>(), 0..4),
+        open in any::<bool>(),
+    ) {
+        let mut packed = bytes;
+        if version_and_small_n && packed.len() >= 2 {
+            // Aim past the header: a valid version and a small job count.
+            packed[0] = cwbench::packed::VERSION;
+            packed[1] &= 0x3f;
+        }
+        let b = JobBatch { first_id: 7, crash_at: crash, packed, ..Default::default() };
+        let mut n = 0usize;
+        let r = for_each_job(&b, 3, open, |_| n += 1);
+        if r.is_ok() {
+            prop_assert_eq!(Some(n), batch_len(&b).ok());
+        } else {
+            prop_assert_eq!(n, 0, "a bad batch yields no job");
+        }
+        let _ = unpack(&b.packed);
+    }
+
+    #[test]
+    fn packed_columns_round_trip(
+        n in 0usize..300,
+        work_max in prop_oneof![Just(0u32), Just(7), Just(100_000), Just(u32::MAX)],
+        sleep_pick in prop::collection::vec(0u32..5, 1..6),
+        multi in any::<bool>(),
+        open in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut x = seed | 1;
+        let mut next = move || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let c = Columns {
+            work_units: (0..n).map(|_| (next() % (u64::from(work_max) + 1)) as u32).collect(),
+            sleep_us: (0..n).map(|_| sleep_pick[next() as usize % sleep_pick.len()] * 1000).collect(),
+            class_ids: if multi { (0..n).map(|_| (next() % 3) as u32).collect() } else { Vec::new() },
+            intended_us: if open { (0..n).map(|_| next() >> (next() % 64)).collect() } else { Vec::new() },
+        };
+        let bytes = pack(n, &c);
+        let back = unpack(&bytes).unwrap();
+        if n == 0 {
+            prop_assert_eq!(back, Columns::default());
+        } else {
+            prop_assert_eq!(back, c);
         }
     }
 }

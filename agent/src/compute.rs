@@ -36,7 +36,7 @@ pub fn compute(id: u64, units: u32, cancel: &CancellationToken, deadline: Option
             if cancel.is_cancelled() {
                 return Step::Cancelled;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.is_some_and(|d| crate::clock::now() >= d) {
                 return Step::TimedOut;
             }
         }
@@ -134,7 +134,7 @@ mod tests {
         let p = ComputePool::new(2, None).unwrap();
         let c = CancellationToken::new();
         assert_eq!(p.run(1, 1000, c.clone(), None).await, Step::Done);
-        let past = Some(Instant::now());
+        let past = Some(crate::clock::now());
         assert_eq!(p.run(1, 10 * SLICE, c.clone(), past).await, Step::TimedOut);
         c.cancel();
         assert_eq!(p.run(1, 10 * SLICE, c, None).await, Step::Cancelled);

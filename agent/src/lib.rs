@@ -5,6 +5,7 @@ pub mod affinity;
 pub mod auth;
 pub mod beam;
 pub mod cli;
+pub mod clock;
 mod compute;
 mod queue;
 mod recorder;

@@ -104,7 +104,138 @@ struct Shard {
 /// Saturating microseconds between two instants.
 #[inline]
 pub fn us(from: Instant, to: Instant) -> u64 {
-    to.saturating_duration_since(from).as_micros() as u64
+    let d = to.saturating_duration_since(from);
+    // Cheaper than as_micros (no 128-bit division).
+    d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+}
+
+/// A completed job as a pool worker keeps it until its next flush
+/// (`Recorder::flush`): the figures `Recorder::completed` would record.
+#[derive(Debug, Clone, Copy)]
+pub struct Completed {
+    class: u32,
+    measured: bool,
+    done_us: u64,
+    completion: u64,
+    queue_wait: u64,
+    service: u64,
+    /// u64::MAX: the job did not sleep.
+    overshoot: u64,
+}
+
+/// A pool worker's completions not yet in its shard: equal consecutive
+/// figures merged into one entry with a count, and the clock conversions of
+/// the last origin and completion kept (back to back, the next job shares
+/// them).
+#[derive(Debug)]
+pub struct Local {
+    buf: Vec<(Completed, u32)>,
+    last_origin: Option<(Instant, u64)>,
+    last_done: Option<(Instant, u64)>,
+}
+
+impl Local {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(n),
+            last_origin: None,
+            last_done: None,
+        }
+    }
+
+    /// Entries held (merged runs count once).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Adds a completed job; returns its service time in µs.
+    #[inline]
+    pub fn push(&mut self, rec: &Recorder, job: &Job, t: &Timing) -> u64 {
+        let cached = |c: &mut Option<(Instant, u64)>, at: Instant| match *c {
+            Some((i, v)) if i == at => v,
+            _ => {
+                let v = ns(rec.start, at);
+                *c = Some((at, v));
+                v
+            }
+        };
+        let origin = cached(&mut self.last_origin, t.origin);
+        let pickup = match self.last_done {
+            Some((i, v)) if i == t.pickup => v,
+            _ => ns(rec.start, t.pickup),
+        };
+        let done = ns(rec.start, t.done);
+        self.last_done = Some((t.done, done));
+        let (pickup, origin) = (pickup.min(done), origin.min(pickup.min(done)));
+        let c = Completed {
+            class: job.class,
+            measured: rec.is_measured(job, t.origin),
+            done_us: done / 1000,
+            completion: (done - origin) / 1000,
+            queue_wait: (pickup - origin) / 1000,
+            service: (done - pickup) / 1000,
+            overshoot: t
+                .sleep
+                .map_or(u64::MAX, |(req, actual)| us_of(actual.saturating_sub(req))),
+        };
+        match self.buf.last_mut() {
+            Some((last, n)) if last.same(&c) && *n < u32::MAX => {
+                *n += 1;
+                last.done_us = c.done_us;
+            }
+            _ => self.buf.push((c, 1)),
+        }
+        c.service
+    }
+}
+
+impl Completed {
+    /// Equal figures, completions in the same 10 ms bucket (done_us may
+    /// differ: the later one is kept).
+    #[inline]
+    fn same(&self, o: &Completed) -> bool {
+        self.class == o.class
+            && self.measured == o.measured
+            && self.completion == o.completion
+            && self.queue_wait == o.queue_wait
+            && self.service == o.service
+            && self.overshoot == o.overshoot
+            && self.done_us / BUCKET_US == o.done_us / BUCKET_US
+    }
+}
+
+/// Equal consecutive values of one histogram, recorded once (`record_n`).
+#[derive(Debug, Default)]
+struct Run {
+    class: usize,
+    value: u64,
+    n: u64,
+}
+
+impl Run {
+    #[inline]
+    fn add(&mut self, class: usize, value: u64, k: u32, flush: impl FnOnce(usize, u64, u64)) {
+        let k = u64::from(k);
+        if self.n > 0 && self.class == class && self.value == value {
+            self.n += k;
+            return;
+        }
+        if self.n > 0 {
+            flush(self.class, self.value, self.n);
+        }
+        *self = Run { class, value, n: k };
+    }
+}
+
+#[inline]
+fn record_n(h: &mut Hist, v: u64, n: u64) {
+    if h.record_n(v, n).is_err() {
+        h.saturating_record_n(v, n);
+    }
 }
 
 /// Everything workers, producers and the session record during one run.
@@ -236,6 +367,70 @@ impl Recorder {
         }
     }
 
+    /// Records a worker's buffered completions under one lock of its shard,
+    /// equal consecutive values as one record each; empties `buf`.
+    pub fn flush(&self, worker: usize, local: &mut Local) {
+        let buf = &mut local.buf;
+        if buf.is_empty() {
+            return;
+        }
+        let mut guard = self.shard(worker).lock();
+        let s = &mut *guard;
+        let mut bucket: Option<(usize, u32)> = None;
+        let mut runs: [Run; 4] = Default::default();
+        for (d, k) in buf.drain(..) {
+            s.counts.completed += u64::from(k);
+            let i = (d.done_us / BUCKET_US).saturating_sub(s.base_bucket) as usize;
+            match &mut bucket {
+                Some((b, n)) if *b == i => *n += k,
+                _ => {
+                    if let Some((b, n)) = bucket {
+                        add_bucket(&mut s.buckets, b, n);
+                    }
+                    bucket = Some((i, k));
+                }
+            }
+            if !d.measured {
+                continue;
+            }
+            s.counts.measured_completed += u64::from(k);
+            if d.done_us > s.counts.last_measured_done_us {
+                s.counts.last_measured_done_us = d.done_us;
+            }
+            let c = d.class as usize;
+            let classes = &mut s.classes;
+            runs[0].add(c, d.completion, k, |c, v, n| {
+                record_n(&mut classes[c].completion, v, n)
+            });
+            runs[1].add(c, d.queue_wait, k, |c, v, n| {
+                record_n(&mut classes[c].queue_wait, v, n)
+            });
+            runs[2].add(c, d.service, k, |c, v, n| {
+                record_n(&mut classes[c].service, v, n)
+            });
+            if d.overshoot != u64::MAX {
+                runs[3].add(c, d.overshoot, k, |c, v, n| {
+                    record_n(&mut classes[c].overshoot, v, n)
+                });
+            }
+        }
+        if let Some((b, n)) = bucket {
+            add_bucket(&mut s.buckets, b, n);
+        }
+        for (k, r) in runs.iter().enumerate() {
+            if r.n > 0 {
+                let h = &mut s.classes[r.class];
+                let h = match k {
+                    0 => &mut h.completion,
+                    1 => &mut h.queue_wait,
+                    2 => &mut h.service,
+                    _ => &mut h.overshoot,
+                };
+                record_n(h, r.value, r.n);
+            }
+        }
+    }
+
     /// A job crashed its worker at `at`.
     pub fn crashed(&self, worker: usize, at: Instant) {
         let at = us(self.start, at);
@@ -246,6 +441,7 @@ impl Recorder {
 
     /// Logs one job's timestamps (Plan.job_log only). Outcome: 0 completed,
     /// 1 crashed, 2 timed out.
+    #[inline(always)]
     pub fn log_job(&self, job: &Job, origin: Instant, start: Instant, end: Instant, outcome: u32) {
         if let Some(log) = &self.job_log {
             let mut l = log.lock();
@@ -293,6 +489,24 @@ impl Recorder {
     }
 }
 
+/// Saturating nanoseconds between two instants.
+#[inline]
+fn ns(from: Instant, to: Instant) -> u64 {
+    let d = to.saturating_duration_since(from);
+    d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos())
+}
+
+fn us_of(d: Duration) -> u64 {
+    d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+}
+
+fn add_bucket(buckets: &mut Vec<u32>, i: usize, n: u32) {
+    if i >= buckets.len() {
+        buckets.resize(i + 1, 0);
+    }
+    buckets[i] += n;
+}
+
 /// Turns the recorder's shards into numbered snapshots and the final Done.
 #[derive(Debug)]
 pub struct Aggregator {
@@ -324,7 +538,7 @@ impl Aggregator {
 
     fn collect(&mut self, rec: &Recorder, last: bool) {
         let mut c = ShardCounts::default();
-        let now_bucket = us(rec.start, Instant::now()) / BUCKET_US;
+        let now_bucket = us(rec.start, crate::clock::now()) / BUCKET_US;
         let mut faults = Vec::new();
         for shard in &rec.shards {
             let mut s = shard.lock();
@@ -364,7 +578,7 @@ impl Aggregator {
     /// metrics); process figures are filled in here.
     pub fn snapshot(&mut self, rec: &Recorder, gauges: proto::Gauges) -> proto::Snapshot {
         self.collect(rec, false);
-        let now_us = us(rec.start, Instant::now());
+        let now_us = us(rec.start, crate::clock::now());
         let classes = self
             .interval
             .iter_mut()
@@ -428,7 +642,7 @@ impl Aggregator {
             measured_window_us: window,
             snapshots: self.seq,
             restart_latency: encode(&self.restart),
-            elapsed_us: us(rec.start, Instant::now()),
+            elapsed_us: us(rec.start, crate::clock::now()),
             lateness: encode(&self.lateness_whole),
             recovery: encode(&r.intervals),
             faults: r
@@ -444,5 +658,73 @@ impl Aggregator {
                 .map(|&(at_us, recovery_us)| proto::FaultMark { at_us, recovery_us })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warmup(jobs: u64) -> Arc<Span> {
+        Arc::new(Span::new(
+            crate::span::Warmup::Jobs(jobs),
+            crate::span::End::Fed,
+        ))
+    }
+
+    /// A worker's merged local buffer records exactly what per-job
+    /// `completed` calls record: every job, every value.
+    #[test]
+    fn local_runs_record_the_same_as_one_by_one() {
+        let start = Instant::now();
+        let at = |us: u64| start + Duration::from_micros(us);
+        let (a, b) = (
+            Recorder::new(1, 2, warmup(3), start, false),
+            Recorder::new(1, 2, warmup(3), start, false),
+        );
+        let mut local = Local::with_capacity(8);
+        let mut done = 10;
+        for k in 0..200u64 {
+            let job = Job {
+                id: k,
+                class: (k / 50 % 2) as u32,
+                ..Job::default()
+            };
+            let origin = at(k / 7 * 7);
+            let pickup = at(done);
+            done += k % 3 / 2 * 15_000;
+            let t = Timing {
+                origin,
+                pickup,
+                done: at(done),
+                sleep: (k % 5 == 0).then(|| (Duration::from_micros(10), Duration::from_micros(13))),
+            };
+            a.completed(0, &job, &t);
+            local.push(&b, &job, &t);
+            if local.len() >= 8 {
+                b.flush(0, &mut local);
+            }
+        }
+        b.flush(0, &mut local);
+        assert!(local.is_empty());
+        let (sa, sb) = (a.shards[0].lock(), b.shards[0].lock());
+        assert_eq!(sa.counts.completed, 200);
+        assert_eq!(sa.counts.completed, sb.counts.completed);
+        assert_eq!(sa.counts.measured_completed, sb.counts.measured_completed);
+        assert_eq!(
+            sa.counts.last_measured_done_us,
+            sb.counts.last_measured_done_us
+        );
+        assert_eq!(sa.buckets, sb.buckets);
+        for (x, y) in sa.classes.iter().zip(&sb.classes) {
+            assert_eq!(x.completion, y.completion);
+            assert_eq!(x.queue_wait, y.queue_wait);
+            assert_eq!(x.service, y.service);
+            assert_eq!(x.overshoot, y.overshoot);
+        }
+        assert_eq!(
+            sa.classes[0].completion.len() + sa.classes[1].completion.len(),
+            197
+        );
     }
 }

@@ -441,6 +441,7 @@ pub async fn run(
         agent: Some(info),
         threads,
         initial_credit: window,
+        batch_encoding: cwbench::packed::VERSION.into(),
     };
     if tx.send(ev(Out::Ready(ready))).await.is_err() {
         return;
@@ -638,7 +639,8 @@ impl Session {
                 if self.ended {
                     return Err((Code::Protocol, "JobBatch after EndOfJobs".into()));
                 }
-                let n = b.work_units.len();
+                let n = cwbench::generator::batch_len(&b)
+                    .map_err(|e| (Code::Protocol, e.to_string()))?;
                 if n > self.max_batch {
                     return Err((
                         Code::Protocol,

@@ -99,6 +99,13 @@ pub struct Item {
     pub origin: Instant,
 }
 
+impl crate::queue::Stamp for Item {
+    #[inline]
+    fn stamp(&mut self, at: Instant) {
+        self.origin = at;
+    }
+}
+
 /// The handle the session keeps on a running workload.
 #[derive(Debug)]
 pub struct Workload {
@@ -125,6 +132,8 @@ impl Workload {
             return crate::beam::start(cfg);
         }
         install_panic_hook();
+        // Calibrates the TSC clock now rather than on the first job.
+        let _ = crate::clock::now();
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();
         let (credit_tx, credit_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
@@ -134,7 +143,7 @@ impl Workload {
             shards,
             cfg.classes,
             Arc::new(Span::new(cfg.warmup, cfg.end)),
-            Instant::now(),
+            crate::clock::now(),
             cfg.job_log,
         ));
         let queues: Vec<Arc<Queue<Item>>> = match cfg.dispatch {
@@ -162,6 +171,7 @@ impl Workload {
             completions: done_jobs_tx,
             t0: OnceLock::new(),
             kill: kill_tx,
+            stopped: Arc::default(),
         });
         let thread = std::thread::Builder::new()
             .name("cwbench-run".into())
@@ -314,6 +324,9 @@ struct Ctx {
     t0: OnceLock<Instant>,
     /// kill-worker faults: (worker, when) to the supervisor, which aborts it.
     kill: mpsc::UnboundedSender<(usize, Instant)>,
+    /// Mirrors `cancel` for the per-job check (the token's own check takes
+    /// a lock); set by a task as soon as the token is cancelled.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn run(
@@ -323,6 +336,13 @@ async fn run(
     mut completions: mpsc::UnboundedReceiver<Completion>,
     kills: mpsc::UnboundedReceiver<(usize, Instant)>,
 ) -> Outcome {
+    {
+        let (token, flag) = (ctx.cancel.clone(), ctx.stopped.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            flag.store(true, Ordering::Release);
+        });
+    }
     let probe_stop = CancellationToken::new();
     let probe = tokio::spawn(probe(ctx.clone(), probe_stop.clone()));
     // task-per-job: the aggregator records what the job tasks report.
@@ -411,15 +431,17 @@ async fn produce(
                         let _ = credit.send(unreturned);
                         unreturned = 0;
                     }
-                    let t0 = Instant::now();
+                    let t0 = crate::clock::now();
                     let c = tokio::select! {
                         c = rx.recv() => c,
                         _ = ctx.cancel.cancelled() => None,
                     };
                     // Waiting after a timed run stopped is not a feed stall.
                     if fed_once && c.is_some() && !rec.span.stopped.is_cancelled() {
-                        rec.feed_stall_us
-                            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        rec.feed_stall_us.fetch_add(
+                            crate::recorder::us(t0, crate::clock::now()),
+                            Ordering::Relaxed,
+                        );
                     }
                     c
                 }
@@ -434,10 +456,45 @@ async fn produce(
             continue;
         }
         let t0 = *ctx.t0.get_or_init(|| {
-            let t = Instant::now();
+            let t = crate::clock::now();
             rec.span.begin(t);
             t
         });
+        // A timed run decides job by job at release, so it takes the
+        // per-job path below.
+        if chunked(&ctx.cfg) && !rec.span.timed() {
+            // Closed loop, one producer, one pool queue: the whole chunk is
+            // handed over at once (see Queue::send_all).
+            let n = chunk.len() as u64;
+            if ctx.cancel.is_cancelled() {
+                rec.cancelled.fetch_add(n, Ordering::Relaxed);
+                break;
+            }
+            let now = crate::clock::now();
+            if let Some(j) = chunk.iter().find(|j| rec.is_measured(j, now)) {
+                rec.released(j, now, now);
+            }
+            let items = chunk.into_iter().map(|job| Item { job, origin: now });
+            let r = tokio::select! {
+                r = ctx.queues[0].send_all(items, now) => r,
+                // What is still in the producer's hand is drained and counted
+                // as cancelled with the queue.
+                _ = ctx.cancel.cancelled() => Ok(()),
+            };
+            if let Err(left) = r {
+                rec.cancelled.fetch_add(left as u64, Ordering::Relaxed);
+            }
+            rec.released.fetch_add(n, Ordering::Relaxed);
+            unreturned += n;
+            if unreturned >= ctx.cfg.credit_chunk {
+                let _ = credit.send(unreturned);
+                unreturned = 0;
+            }
+            if ctx.cancel.is_cancelled() {
+                break;
+            }
+            continue;
+        }
         let mut jobs = chunk.into_iter();
         while let Some(job) = jobs.next() {
             let origin = if ctx.cfg.open {
@@ -449,7 +506,7 @@ async fn produce(
                 }
                 at
             } else {
-                Instant::now()
+                crate::clock::now()
             };
             if ctx.cancel.is_cancelled() {
                 rec.cancelled
@@ -461,7 +518,7 @@ async fn produce(
                     .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                 break;
             }
-            rec.released(&job, origin, Instant::now());
+            rec.released(&job, origin, crate::clock::now());
             match release(&ctx, idx, Item { job, origin }).await {
                 Released::Queued => {}
                 Released::Shed => {
@@ -486,13 +543,22 @@ async fn produce(
     }
 }
 
+/// Whether producers hand over whole chunks: closed loop, blocking
+/// backpressure, one producer, one pool queue.
+fn chunked(cfg: &Config) -> bool {
+    !cfg.open
+        && !cfg.shed
+        && cfg.producers == 1
+        && matches!(cfg.dispatch, Dispatch::Pool | Dispatch::Unspecified)
+}
+
 /// Waits until `at`: tokio's timer (1 ms ticks) for the long part, then
 /// yielding until the instant, so releases are not late by a timer tick.
 /// Returns false if cancelled.
 async fn pace_until(at: Instant, cancel: &CancellationToken) -> bool {
     const SPIN: Duration = Duration::from_micros(1500);
     loop {
-        let now = Instant::now();
+        let now = crate::clock::now();
         if now >= at {
             return true;
         }
@@ -553,7 +619,7 @@ async fn release(ctx: &Arc<Ctx>, producer: usize, item: Item) -> Released {
         Dispatch::Serial => {
             // The handler runs the job itself; an injected crash unwinds to
             // here and the handler goes on (it is its own supervisor).
-            let pickup = Instant::now();
+            let pickup = crate::clock::now();
             let r = AssertUnwindSafe(run_job(ctx, producer, &item.job, item.origin, pickup))
                 .catch_unwind()
                 .await;
@@ -568,7 +634,7 @@ async fn release(ctx: &Arc<Ctx>, producer: usize, item: Item) -> Released {
         Dispatch::SpawnAwait => {
             let c = ctx.clone();
             let h = tokio::spawn(async move {
-                let pickup = Instant::now();
+                let pickup = crate::clock::now();
                 run_job(&c, producer, &item.job, item.origin, pickup).await
             });
             let r = h.await.map_err(|e| {
@@ -601,7 +667,7 @@ fn after_awaited(
             // Not an injected crash: a bug. Count the job so nothing is
             // lost, and stop the run.
             tracing::error!("job {} panicked: {}", job.id, panic_message(&p));
-            ctx.rec.crashed(shard, Instant::now());
+            ctx.rec.crashed(shard, crate::clock::now());
             ctx.cancel.cancel();
         }
     }
@@ -609,7 +675,7 @@ fn after_awaited(
 
 /// task-per-job: one job in its own task; the permit bounds the in-flight.
 async fn job_task(ctx: Arc<Ctx>, item: Item, permit: OwnedSemaphorePermit) {
-    let pickup = Instant::now();
+    let pickup = crate::clock::now();
     if let Some(timing) = run_job(&ctx, 0, &item.job, item.origin, pickup).await {
         let _ = ctx.completions.send(Completion {
             job: item.job,
@@ -629,16 +695,20 @@ async fn run_job(
     pickup: Instant,
 ) -> Option<Timing> {
     let rec = &ctx.rec;
-    if ctx.cancel.is_cancelled() {
+    if ctx.stopped.load(Ordering::Acquire) {
         rec.cancelled.fetch_add(1, Ordering::Relaxed);
         return None;
     }
     rec.in_flight.fetch_add(1, Ordering::Relaxed);
     let deadline = ctx.cfg.job_timeout.map(|t| pickup + t);
-    let mut step = compute_step(ctx, job, deadline).await;
+    let mut step = if job.work_units == 0 {
+        Step::Done
+    } else {
+        compute_step(ctx, job, deadline).await
+    };
     if step == Step::Done && job.crash {
         rec.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let at = Instant::now();
+        let at = crate::clock::now();
         rec.crashed(shard, at);
         rec.log_job(job, origin, pickup, at, 1);
         std::panic::panic_any(InjectedCrash { job: job.id, at });
@@ -646,18 +716,18 @@ async fn run_job(
     let mut sleep = None;
     if step == Step::Done && job.sleep_us > 0 {
         let req = Duration::from_micros(u64::from(job.sleep_us));
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         step = tokio::select! {
             _ = tokio::time::sleep(req) => Step::Done,
             _ = sleep_until(deadline) => Step::TimedOut,
             _ = ctx.cancel.cancelled() => Step::Cancelled,
         };
-        sleep = Some((req, t0.elapsed()));
+        sleep = Some((req, crate::clock::now().saturating_duration_since(t0)));
     }
     rec.in_flight.fetch_sub(1, Ordering::Relaxed);
     match step {
         Step::Done => {
-            let done = Instant::now();
+            let done = crate::clock::now();
             rec.log_job(job, origin, pickup, done, 0);
             Some(Timing {
                 origin,
@@ -671,7 +741,7 @@ async fn run_job(
             None
         }
         Step::TimedOut => {
-            rec.log_job(job, origin, pickup, Instant::now(), 2);
+            rec.log_job(job, origin, pickup, crate::clock::now(), 2);
             rec.timed_out.fetch_add(1, Ordering::Relaxed);
             None
         }
@@ -680,7 +750,8 @@ async fn run_job(
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
+        // Relative: the deadline is on the agent's TSC timeline.
+        Some(t) => tokio::time::sleep(t.saturating_duration_since(crate::clock::now())).await,
         None => std::future::pending().await,
     }
 }
@@ -788,7 +859,7 @@ async fn supervise(ctx: Arc<Ctx>, mut kills: mpsc::UnboundedReceiver<(usize, Ins
             continue;
         };
         if ctx.cfg.max_restarts > 0 {
-            let now = Instant::now();
+            let now = crate::clock::now();
             recent.push_back(now);
             while recent
                 .front()
@@ -859,24 +930,75 @@ async fn worker(
     queue: Arc<Queue<Item>>,
     mut restarted_at: Option<Instant>,
 ) {
-    while let Some(item) = queue.recv().await {
-        let pickup = Instant::now();
+    // Completions not yet in the shard: flushed every LOCAL jobs, after a
+    // long job, before waiting for work, before a crash and at the end.
+    const LOCAL: usize = 64;
+    const LONG_US: u64 = 100;
+    const BUDGET: u32 = 128;
+    const MIN_RUN: Duration = Duration::from_micros(50);
+    let mut since_wait = 0u32;
+    let mut last_yield = crate::clock::now();
+    let mut local = crate::recorder::Local::with_capacity(LOCAL);
+    // Back to back, the completion of one job is the pick-up of the next:
+    // one clock reading serves both.
+    let mut hint = None;
+    loop {
+        // Taking from the queue never waits while it has jobs, so the
+        // worker yields after BUDGET jobs, as an awaited tokio queue made it
+        // (tokio's cooperative budget is 128) — or, if those took less than
+        // MIN_RUN, once MIN_RUN has passed: never longer than ~50 µs without
+        // yielding (far below the 1 ms timer tick the lateness probe and
+        // every sleeping task run on), at a fraction of the cost of a
+        // yield every 128 very short jobs.
+        if since_wait >= BUDGET {
+            since_wait = 0;
+            let now = hint.unwrap_or_else(crate::clock::now);
+            if now.saturating_duration_since(last_yield) >= MIN_RUN {
+                ctx.rec.flush(idx, &mut local);
+                hint = None;
+                tokio::task::yield_now().await;
+                last_yield = crate::clock::now();
+            }
+        }
+        since_wait += 1;
+        let next = hint.take().and_then(|t| queue.try_recv(t).map(|x| (x, t)));
+        let (item, pickup) = match next {
+            Some(x) => x,
+            None => {
+                ctx.rec.flush(idx, &mut local);
+                match queue.recv(None).await {
+                    Some(x) => x,
+                    None => break,
+                }
+            }
+        };
         if let Some(t) = restarted_at.take() {
             ctx.rec
                 .restart_latency(idx, pickup.saturating_duration_since(t));
         }
-        if ctx.cfg.kill_jobs.contains(&item.job.id) && !ctx.cancel.is_cancelled() {
+        if item.job.crash {
+            ctx.rec.flush(idx, &mut local);
+        }
+        if !ctx.cfg.kill_jobs.is_empty()
+            && ctx.cfg.kill_jobs.contains(&item.job.id)
+            && !ctx.cancel.is_cancelled()
+        {
             // Killed from outside while holding the job: it counts as
             // crashed; the supervisor aborts this task and restarts it.
+            ctx.rec.flush(idx, &mut local);
             ctx.rec.crashed(idx, pickup);
             ctx.rec.log_job(&item.job, item.origin, pickup, pickup, 1);
             let _ = ctx.kill.send((idx, pickup));
             std::future::pending::<()>().await;
         }
         if let Some(t) = run_job(&ctx, idx, &item.job, item.origin, pickup).await {
-            ctx.rec.completed(idx, &item.job, &t);
+            let service_us = local.push(&ctx.rec, &item.job, &t);
+            if local.len() < LOCAL && service_us < LONG_US {
+                hint = Some(t.done);
+            }
         }
     }
+    ctx.rec.flush(idx, &mut local);
 }
 
 /// The scheduler-lateness probe: a task on the workload runtime that sleeps

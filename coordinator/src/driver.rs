@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cwbench::digest::{Digest, hex};
 use cwbench::generator::{BatchBuilder, Generator};
-use cwbench::histogram::{Hist, Summary, merge_encoded, new_hist};
+use cwbench::histogram::{Counts, Dense, Hist, Summary, merge_encoded, new_hist};
 use cwbench::proto::agent_client::AgentClient;
 use cwbench::proto::run_event::Msg as In;
 use cwbench::proto::run_request::Msg as Out;
@@ -40,6 +40,8 @@ pub struct DriveOptions {
     pub silence_grace: Duration,
     /// Jobs per JobBatch message.
     pub batch_jobs: usize,
+    /// Send job columns packed (JobBatch.packed) to agents that read them.
+    pub packed_batches: bool,
     pub max_message_bytes: usize,
     /// Shared token sent as `authorization: Bearer <token>` on every call.
     pub token: Option<BearerToken>,
@@ -129,6 +131,7 @@ impl Default for DriveOptions {
             ready_timeout: Duration::from_secs(30),
             silence_grace: Duration::from_secs(5),
             batch_jobs: 8192,
+            packed_batches: true,
             max_message_bytes: 16 << 20,
             token: None,
             tls: None,
@@ -396,11 +399,12 @@ async fn drive_inner(
     let credit = Arc::new(Semaphore::new(0));
     credit.add_permits(ready.initial_credit.min(Semaphore::MAX_PERMITS as u64) as usize);
     let stop = CancellationToken::new();
+    let packed = opts.packed_batches && ready.batch_encoding >= u32::from(cwbench::packed::VERSION);
     let feeder = tokio::spawn(feed(
         run.plan.clone(),
         run.share,
         jobs,
-        opts.batch_jobs,
+        (opts.batch_jobs, packed),
         credit.clone(),
         stop.clone(),
         req_tx,
@@ -534,7 +538,7 @@ async fn feed(
     plan: Arc<Plan>,
     share: Share,
     jobs: u64,
-    batch_jobs: usize,
+    (batch_jobs, packed): (usize, bool),
     credit: Arc<Semaphore>,
     stop: CancellationToken,
     tx: mpsc::Sender<RunRequest>,
@@ -543,7 +547,8 @@ async fn feed(
     let mode = plan.scenario.run.distribution;
     let sharded = mode == Distribution::Shard && share.of > 1;
     let mut digest = Digest::new();
-    let mut b = BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch_jobs);
+    let mut b =
+        BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch_jobs).packed(packed);
     let mut sent = 0u64;
     while sent < jobs {
         // Wait for at least one job of credit, then take what is there.
@@ -619,6 +624,42 @@ fn next_in_share(g: &mut Generator, share: Share) {
     }
 }
 
+/// Feeds a host's events to the coordinator's own merge code without a
+/// network: what `cwbench-bench coord-scale` times (256 hosts, 10 minutes of
+/// snapshots each) to show the coordinator stays thin.
+pub struct HostReplay {
+    st: HostState,
+}
+
+impl HostReplay {
+    pub fn new(run: &HostRun) -> Self {
+        Self {
+            st: HostState::new(run),
+        }
+    }
+
+    /// One Snapshot, as `drive` handles it.
+    pub fn snapshot(&mut self, s: &proto::Snapshot) {
+        self.st.snapshot(s);
+    }
+
+    /// The Done, as `drive` handles it.
+    pub fn done(&mut self, d: &proto::Done) -> Result<(), String> {
+        self.st.done(d)
+    }
+
+    /// The host's result, as `drive` returns it.
+    pub fn finish(self, run: &HostRun) -> HostResult {
+        self.st.finish(run)
+    }
+}
+
+impl std::fmt::Debug for HostReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostReplay").finish_non_exhaustive()
+    }
+}
+
 /// What the coordinator keeps of a host while it runs: fixed-size
 /// histograms and one small point per snapshot.
 struct HostState {
@@ -632,8 +673,9 @@ struct HostState {
     window_s: f64,
     classes: Vec<(Latencies, bool)>,
     overall: [Hist; 4],
-    /// The same, merged from interval snapshots (used when Done never came).
-    from_intervals: [Hist; 4],
+    /// The same, summed from interval snapshots (used when Done never came),
+    /// as plain count arrays: cheap to add to, read at most once.
+    from_intervals: [Dense; 4],
     restart: Summary,
     feed_stall_us: u64,
     snapshots: u64,
@@ -660,7 +702,7 @@ impl HostState {
             window_s: 0.0,
             classes: Vec::new(),
             overall: [new_hist(), new_hist(), new_hist(), new_hist()],
-            from_intervals: [new_hist(), new_hist(), new_hist(), new_hist()],
+            from_intervals: Default::default(),
             restart: Summary::default(),
             feed_stall_us: 0,
             snapshots: 0,
@@ -702,18 +744,28 @@ impl HostState {
         if let Some(c) = &s.counters {
             self.counters(c);
         }
-        let mut h = new_hist();
+        // The interval's completion counts: read straight from the bytes
+        // when there is one class (no histogram built), merged otherwise.
+        let h = match &s.classes[..] {
+            [one] => Counts::decode(&one.completion).unwrap_or(Counts::Pairs(Vec::new(), 0)),
+            many => {
+                let mut h = new_hist();
+                for c in many {
+                    let _ = merge_encoded(&mut h, &c.completion);
+                }
+                Counts::Hist(h)
+            }
+        };
         for c in &s.classes {
-            let Ok(ch) = cwbench::histogram::decode(&c.completion) else {
-                continue;
-            };
-            let _ = h.add(&ch);
-            // Kept merged so a host lost before Done still has latencies.
+            // Kept summed so a host lost before Done still has latencies.
             let parts = [&c.completion, &c.queue_wait, &c.service, &c.sleep_overshoot];
             for (k, bytes) in parts.iter().enumerate() {
-                let _ = merge_encoded(&mut self.from_intervals[k], bytes);
+                let _ = self.from_intervals[k].merge_encoded(bytes);
             }
             if let Some(sink) = &self.hlog {
+                let Ok(ch) = cwbench::histogram::decode(&c.completion) else {
+                    continue;
+                };
                 let class = self
                     .class_names
                     .get(c.class_id as usize)
@@ -737,16 +789,8 @@ impl HostState {
             } else {
                 0.0
             },
-            p50_us: if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(0.5)
-            },
-            p99_us: if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(0.99)
-            },
+            p50_us: if h.is_empty() { 0 } else { h.quantile(0.5) },
+            p99_us: if h.is_empty() { 0 } else { h.quantile(0.99) },
             max_us: if h.is_empty() { 0 } else { h.max() },
             queue_depth: g.queue_depth,
             in_flight: g.in_flight,
@@ -758,12 +802,15 @@ impl HostState {
             },
             ..IntervalPoint::default()
         };
-        let mut late = new_hist();
-        let _ = merge_encoded(&mut late, &s.lateness);
-        let late = Summary::of(&late);
+        let late = Counts::decode(&s.lateness).unwrap_or(Counts::Pairs(Vec::new(), 0));
+        let (late_p50, late_p99) = if late.is_empty() {
+            (0, 0)
+        } else {
+            (late.quantile(0.5), late.quantile(0.99))
+        };
         let p = IntervalPoint {
-            lateness_p50_us: late.p50,
-            lateness_p99_us: late.p99,
+            lateness_p50_us: late_p50,
+            lateness_p99_us: late_p99,
             alive_tasks: g.alive_tasks,
             global_queue_depth: g.global_queue_depth,
             runtime_busy_cores: if secs > 0.0 {
@@ -830,10 +877,13 @@ impl HostState {
         if self.digest_received.is_none() && self.overall[0].is_empty() {
             // No Done: what the snapshots told us is all there is. The window
             // is then the time covered by the snapshots.
-            self.overall = std::mem::replace(
-                &mut self.from_intervals,
-                [new_hist(), new_hist(), new_hist(), new_hist()],
-            );
+            let f = &self.from_intervals;
+            self.overall = [
+                f[0].to_hist(),
+                f[1].to_hist(),
+                f[2].to_hist(),
+                f[3].to_hist(),
+            ];
             if let Some(last) = self.intervals.last() {
                 self.window_s = last.t_s;
             }

@@ -1,0 +1,830 @@
+//! `cwbench-bench`: reproduces every figure of docs/performance.md — the
+//! harness's own cost, side by side with the seed's dull in-process harness.
+//!
+//! `cargo run --release --bin cwbench-bench -- all` (or one figure by name).
+
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use cwbench::generator::{BatchBuilder, Generator, Job};
+use cwbench::histogram::{Hist, encode, new_hist, record};
+use cwbench::proto::{self, Compute, Dispatch};
+use cwbench::scenario::{Limits, PARITY_NAME, PARITY_TOML, Plan, parse};
+use cwbench_agent::span::{End, Warmup};
+use cwbench_agent::workload::{Config, Outcome, Runtime, Workload};
+use cwbench_coordinator::driver::{DriveOptions, HostReplay, HostRun, Share};
+use cwbench_coordinator::result::{ProfileResult, RunResult, SCHEMA_VERSION};
+use cwbench_coordinator::run::{Agents, RunOptions};
+use prost::Message;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cwbench-bench",
+    about = "cwbench's performance figures (docs/performance.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    figure: Figure,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct PipelineArgs {
+    /// Measured jobs per run.
+    #[arg(long, default_value_t = 5_000_000)]
+    jobs: u64,
+    /// Interleaved repeats of every variant.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Worker threads of the agent's workload runtime (and of the dull harness).
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Jobs the agent keeps buffered (scenario run.prefetch_jobs).
+    #[arg(long, default_value_t = 262_144)]
+    prefetch: u32,
+    /// Jobs per JobBatch message.
+    #[arg(long, default_value_t = 8192)]
+    batch: usize,
+    /// Only these variants (comma-separated: dull,w1,w8,task).
+    #[arg(long, default_value = "dull,w1,w8,task")]
+    only: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Figure {
+    /// The seed's in-process harness alone: producer -> tokio mpsc(256) -> one worker.
+    Dull {
+        #[arg(long, default_value_t = 5_000_000)]
+        jobs: u64,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+    },
+    /// Zero-work jobs, closed loop, coordinator -> one local agent over loopback
+    /// gRPC (1 worker, 8 workers, task-per-job), interleaved with the dull harness.
+    Pipeline(PipelineArgs),
+    /// Bytes of JobBatch messages per job for parity.toml's real values.
+    Wire {
+        #[arg(long, default_value_t = 8192)]
+        batch: usize,
+    },
+    /// Agent CPU per job (dispatch, timestamps, histogram records): the
+    /// workload alone, fed in-process, zero-work jobs.
+    Overhead {
+        #[arg(long, default_value_t = 10_000_000)]
+        jobs: u64,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// Only these variants (comma-separated: w1,w8,task).
+        #[arg(long, default_value = "w1,w8,task")]
+        only: String,
+    },
+    /// A long zero-work run against an agent in a child process: agent RSS
+    /// after warm-up and at the end; coordinator RSS.
+    Memory {
+        #[arg(long, default_value_t = 50_000_000)]
+        jobs: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// Jobs the agent keeps buffered (scenario run.prefetch_jobs).
+        #[arg(long, default_value_t = 65_536)]
+        prefetch: u32,
+    },
+    /// The coordinator's merge and report for many hosts' snapshot streams.
+    CoordScale {
+        #[arg(long, default_value_t = 256)]
+        agents: usize,
+        /// One-second snapshots per agent.
+        #[arg(long, default_value_t = 600)]
+        snapshots: u64,
+    },
+    /// Open loop, zero work: p99 completion latency from the intended start.
+    Latency {
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+    },
+    /// Every figure with default sizes (memory with --memory-jobs).
+    All {
+        #[arg(long, default_value_t = 10_000_000)]
+        memory_jobs: u64,
+    },
+    /// (internal) Serve an agent on 127.0.0.1:0 and print its address.
+    #[command(hide = true)]
+    ServeAgent {
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.figure {
+        Figure::Dull {
+            jobs,
+            repeats,
+            threads,
+        } => {
+            for _ in 0..repeats {
+                let r = dull(jobs, threads);
+                println!("dull: {:.2} M jobs/s", r / 1e6);
+            }
+        }
+        Figure::Pipeline(a) => pipeline(&a)?,
+        Figure::Wire { batch } => wire(batch)?,
+        Figure::Overhead {
+            jobs,
+            repeats,
+            threads,
+            only,
+        } => overhead(jobs, repeats, threads, &only)?,
+        Figure::Memory {
+            jobs,
+            threads,
+            prefetch,
+        } => memory(jobs, threads, prefetch)?,
+        Figure::CoordScale { agents, snapshots } => coord_scale(agents, snapshots)?,
+        Figure::Latency {
+            rate,
+            secs,
+            threads,
+        } => latency(rate, secs, threads)?,
+        Figure::All { memory_jobs } => {
+            machine();
+            pipeline(&PipelineArgs {
+                jobs: 5_000_000,
+                repeats: 3,
+                threads: 2,
+                prefetch: 262_144,
+                batch: 8192,
+                only: "dull,w1,w8,task".into(),
+            })?;
+            wire(8192)?;
+            overhead(10_000_000, 3, 2, "w1,w8,task")?;
+            latency(10_000.0, 10, 2)?;
+            coord_scale(256, 600)?;
+            memory(memory_jobs, 2, 65_536)?;
+        }
+        Figure::ServeAgent { threads } => serve_agent(threads)?,
+    }
+    Ok(())
+}
+
+fn machine() {
+    let cores = cwbench::sysinfo::logical_cores();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {} ({} logical cores), {}; load average {}",
+        cwbench::sysinfo::cpu_model(),
+        cores,
+        cwbench::sysinfo::os(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The seed's dull harness: one producer task stamps each zero-work job and
+/// sends it through a tokio bounded mpsc(256) to one worker task, which runs
+/// the black-box loop and records the completion latency. Jobs per second.
+fn dull(jobs: u64, threads: u32) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads as usize)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, u32, Instant)>(256);
+        let t0 = Instant::now();
+        let worker = tokio::spawn(async move {
+            let mut h = new_hist();
+            while let Some((id, units, at)) = rx.recv().await {
+                for _ in 0..units {
+                    black_box(id ^ u64::from(units));
+                }
+                record(&mut h, at.elapsed().as_micros() as u64);
+            }
+            h
+        });
+        let producer = tokio::spawn(async move {
+            for id in 0..jobs {
+                if tx.send((id, 0, Instant::now())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let _ = producer.await;
+        let h: Hist = worker.await.expect("worker");
+        assert_eq!(h.len(), jobs);
+        jobs as f64 / t0.elapsed().as_secs_f64()
+    })
+}
+
+/// A zero-work scenario: closed loop unless `rate` is given.
+fn zero_work_plan(
+    jobs: u64,
+    warmup: u64,
+    workers: u32,
+    dispatch: &str,
+    threads: u32,
+    prefetch: u32,
+    rate: Option<f64>,
+) -> Result<Plan> {
+    let arrival = match rate {
+        Some(r) => format!("[arrival]\nmode = \"open\"\nprocess = \"constant\"\nrate = {r:.1}\n\n"),
+        None => String::new(),
+    };
+    let text = format!(
+        r#"name = "zero-work"
+seed = 42
+
+[run]
+warmup_jobs = {warmup}
+jobs = {jobs}
+snapshot_interval_ms = 1000
+prefetch_jobs = {prefetch}
+
+{arrival}[profile]
+threads = {threads}
+workers = {workers}
+queue_bound = 256
+producers = 1
+dispatch = "{dispatch}"
+
+[[class]]
+name = "zero"
+work_units = {{ dist = "constant", value = 0 }}
+"#
+    );
+    let limits = Limits {
+        max_jobs: u64::MAX / 4,
+        ..Limits::default()
+    };
+    parse(&text, "zero-work.toml", &limits).context("zero-work scenario")
+}
+
+/// One coordinator run against one in-process agent. (throughput over the
+/// measured window, jobs ÷ wall time of the whole run, the host result).
+fn run_plan(
+    plan: Plan,
+    agents: Agents,
+    batch: usize,
+    progress: Option<cwbench_coordinator::driver::Progress>,
+) -> Result<(f64, f64, RunResult)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let total = plan.total_jobs();
+    let opts = RunOptions {
+        agents,
+        drive: DriveOptions {
+            batch_jobs: batch,
+            ..DriveOptions::default()
+        },
+        ..RunOptions::default()
+    };
+    let t0 = Instant::now();
+    let r = rt.block_on(cwbench_coordinator::run::run(plan, opts, progress))?;
+    let wall = total as f64 / t0.elapsed().as_secs_f64();
+    let h = &r.profiles[0].hosts[0];
+    if h.status != cwbench_coordinator::result::HostStatus::Ok {
+        bail!("run failed: {:?} {:?}", h.status, h.error);
+    }
+    if h.digest_received.as_deref() != Some(h.digest_sent.as_str()) {
+        bail!("digest mismatch");
+    }
+    Ok((h.throughput, wall, r))
+}
+
+fn pipeline(a: &PipelineArgs) -> Result<()> {
+    println!(
+        "\n## pipeline: zero-work jobs, closed loop, bound 256, {} measured jobs per run, agent threads {}, load {}",
+        a.jobs,
+        a.threads,
+        load_avg()
+    );
+    let variants: Vec<&str> = a.only.split(',').collect();
+    let mut rows: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut push = |name: &str, tput: f64, wall: f64| {
+        if let Some(r) = rows.iter_mut().find(|r| r.0 == name) {
+            r.1.push(tput);
+            r.2.push(wall);
+        } else {
+            rows.push((name.to_string(), vec![tput], vec![wall]));
+        }
+    };
+    let warmup = a.jobs / 10;
+    for rep in 0..a.repeats {
+        for v in &variants {
+            let (name, workers, dispatch) = match *v {
+                "dull" => {
+                    let r = dull(a.jobs, a.threads);
+                    println!(
+                        "  rep {rep} dull (in-process mpsc(256), 1 worker): {:.2} M/s",
+                        r / 1e6
+                    );
+                    push("dull", r, r);
+                    continue;
+                }
+                "w1" => ("pool, 1 worker", 1, "pool"),
+                "w8" => ("pool, 8 workers", 8, "pool"),
+                "task" => ("task-per-job", 1, "task-per-job"),
+                other => bail!("unknown variant {other}"),
+            };
+            let plan = zero_work_plan(
+                a.jobs, warmup, workers, dispatch, a.threads, a.prefetch, None,
+            )?;
+            let (tput, wall, _) = run_plan(
+                plan,
+                Agents::Local {
+                    count: 1,
+                    threads: a.threads,
+                },
+                a.batch,
+                None,
+            )?;
+            println!(
+                "  rep {rep} {name}: {:.2} M/s (measured window), {:.2} M/s (whole run, wall)",
+                tput / 1e6,
+                wall / 1e6
+            );
+            push(name, tput, wall);
+        }
+    }
+    let dull_med = rows.iter().find(|r| r.0 == "dull").map(|r| median(&r.1));
+    println!(
+        "\n| variant | jobs/s (median of {}) | min..max | ratio to dull | whole-run jobs/s |",
+        a.repeats
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, t, w) in &rows {
+        let m = median(t);
+        let ratio = dull_med.map_or("-".to_string(), |d| format!("{:.2}×", m / d));
+        println!(
+            "| {name} | {:.2} M | {:.2}..{:.2} M | {ratio} | {:.2} M |",
+            m / 1e6,
+            t.iter().cloned().fold(f64::MAX, f64::min) / 1e6,
+            t.iter().cloned().fold(0.0, f64::max) / 1e6,
+            median(w) / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() { 0.0 } else { s[s.len() / 2] }
+}
+
+fn parity() -> Result<Plan> {
+    parse(PARITY_TOML, PARITY_NAME, &Limits::default()).context("parity")
+}
+
+fn wire(batch: usize) -> Result<()> {
+    println!("\n## wire: JobBatch bytes per job, {batch} jobs per batch");
+    for (name, plan) in [
+        ("parity.toml", parity()?),
+        (
+            "open-loop.toml",
+            parse(
+                include_str!("../../scenarios/open-loop.toml"),
+                "open-loop.toml",
+                &Limits::default(),
+            )?,
+        ),
+    ] {
+        for packed in [false, true] {
+            let total = plan.total_jobs();
+            let mut g = Generator::new(&plan);
+            let mut b =
+                BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch).packed(packed);
+            let mut bytes = 0usize;
+            let mut msgs = 0usize;
+            let mut jobs = 0u64;
+            let t0 = Instant::now();
+            let mut enc_ns = 0u128;
+            while jobs < total {
+                let n = (batch as u64).min(total - jobs);
+                for _ in 0..n {
+                    b.push(&g.next_job());
+                }
+                jobs += n;
+                let e0 = Instant::now();
+                let msg = proto::RunRequest {
+                    msg: Some(proto::run_request::Msg::Jobs(b.take())),
+                };
+                let buf = msg.encode_to_vec();
+                enc_ns += e0.elapsed().as_nanos();
+                // gRPC frames each message with 5 bytes (flag + length).
+                bytes += buf.len() + 5;
+                msgs += 1;
+            }
+            let _ = t0;
+            println!(
+                "  {name} ({}): {jobs} jobs in {msgs} messages, {bytes} bytes: {:.3} bytes/job (incl. 5-byte gRPC frame); pack + encode {:.1} ns/job",
+                if packed {
+                    "packed, encoding 1"
+                } else {
+                    "plain columns"
+                },
+                bytes as f64 / jobs as f64,
+                enc_ns as f64 / jobs as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cpu_us() -> u64 {
+    let (u, s) = cwbench::sysinfo::cpu_times_us();
+    u + s
+}
+
+fn overhead(jobs: u64, repeats: usize, threads: u32, only: &str) -> Result<()> {
+    println!(
+        "\n## overhead: agent workload alone (in-process feed, zero work, pool, bound 256), {jobs} jobs, threads {threads}, load {}",
+        load_avg()
+    );
+    for (key, name, workers, dispatch) in [
+        ("w1", "pool, 1 worker", 1usize, Dispatch::Pool),
+        ("w8", "pool, 8 workers", 8, Dispatch::Pool),
+        ("task", "task-per-job", 1, Dispatch::TaskPerJob),
+    ] {
+        if !only.split(',').any(|o| o == key) {
+            continue;
+        }
+        let mut ns = Vec::new();
+        let mut rates = Vec::new();
+        for _ in 0..repeats {
+            let (cpu_ns, rate) = overhead_once(jobs, workers, dispatch, threads)?;
+            ns.push(cpu_ns);
+            rates.push(rate);
+        }
+        println!(
+            "  {name}: {:.1} ns CPU/job (median of {repeats}; min {:.1}), {:.2} M jobs/s",
+            median(&ns),
+            ns.iter().cloned().fold(f64::MAX, f64::min),
+            median(&rates) / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// Runs `jobs` zero-work jobs through a workload fed in-process (no gRPC, no
+/// decode). (process CPU ns per job, jobs/s).
+fn overhead_once(
+    jobs: u64,
+    workers: usize,
+    dispatch: Dispatch,
+    threads: u32,
+) -> Result<(f64, f64)> {
+    let cfg = Config {
+        runtime: Runtime::Tokio,
+        threads: threads as usize,
+        current_thread: false,
+        workers,
+        queue_bound: 256,
+        producers: 1,
+        shed: false,
+        open: false,
+        dispatch,
+        compute: Compute::Inline,
+        yield_every: 1,
+        compute_threads: 0,
+        warmup: Warmup::Jobs(0),
+        end: End::Fed,
+        classes: 1,
+        credit_chunk: 16_384,
+        max_restarts: 0,
+        restart_window: Duration::from_secs(1),
+        backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+        probe_interval: Duration::from_millis(1),
+        job_timeout: None,
+        cpus: None,
+        job_log: false,
+        kill_jobs: HashSet::new(),
+    };
+    let mut wl = Workload::start(cfg).map_err(anyhow::Error::msg)?;
+    const CHUNK: u64 = 8192;
+    const WINDOW: u64 = 262_144;
+    let c0 = cpu_us();
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut credit = WINDOW;
+    while sent < jobs {
+        while credit < CHUNK {
+            match wl.credit.blocking_recv() {
+                Some(n) => credit += n,
+                None => bail!("workload stopped early"),
+            }
+        }
+        let n = CHUNK.min(jobs - sent);
+        let chunk: Vec<Job> = (sent..sent + n)
+            .map(|id| Job {
+                id,
+                ..Job::default()
+            })
+            .collect();
+        wl.feed(chunk);
+        credit -= n;
+        sent += n;
+    }
+    wl.end_of_jobs();
+    let finished = std::mem::replace(&mut wl.finished, tokio::sync::oneshot::channel().1);
+    let outcome = finished.blocking_recv()?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_us() - c0;
+    if outcome != Outcome::Finished {
+        bail!("workload ended with {outcome:?}");
+    }
+    Ok((cpu as f64 * 1000.0 / jobs as f64, jobs as f64 / secs))
+}
+
+fn latency(rate: f64, secs: u64, threads: u32) -> Result<()> {
+    println!(
+        "\n## latency: open loop {rate} jobs/s, zero work, pool 1 worker, {secs} s, load {}",
+        load_avg()
+    );
+    let jobs = (rate * secs as f64) as u64;
+    let plan = zero_work_plan(
+        jobs,
+        (rate as u64).max(1),
+        1,
+        "pool",
+        threads,
+        65_536,
+        Some(rate),
+    )?;
+    let (tput, _, r) = run_plan(plan, Agents::Local { count: 1, threads }, 8192, None)?;
+    let h = &r.profiles[0].hosts[0];
+    let c = h.latency.completion;
+    println!(
+        "  completion from intended start: p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs ({} jobs, {:.0} jobs/s); scheduler lateness p99 {} µs",
+        c.p50, c.p99, c.p999, c.max, c.count, tput, h.lateness.p99
+    );
+    Ok(())
+}
+
+/// Peak resident set of this process (VmHWM), bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Synthetic interval histograms shaped like one second of the parity
+/// scenario on this machine (README: ~22k jobs/s, completion p50 ~14 ms,
+/// max ~30 ms): 22,000 jobs, completion 1–30 ms, queue wait ~60% of it,
+/// service ~40%, and a timer overshoot of 1.0–1.3 ms for the 60% that slept.
+/// Different per variant.
+fn synthetic_class(variant: u64) -> proto::ClassHistograms {
+    let mut hs = [new_hist(), new_hist(), new_hist(), new_hist()];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (variant + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for _ in 0..22_000 {
+        let u = (next() + next() + next()) / 3.0;
+        let completion = 1000 + (u * 29_000.0) as u64;
+        let wait = (completion as f64 * (0.5 + 0.2 * next())) as u64;
+        record(&mut hs[0], completion);
+        record(&mut hs[1], wait);
+        record(&mut hs[2], completion - wait);
+        if next() < 0.6 {
+            record(&mut hs[3], 1000 + (300.0 * next()) as u64);
+        }
+    }
+    proto::ClassHistograms {
+        class_id: 0,
+        completion: encode(&hs[0]),
+        queue_wait: encode(&hs[1]),
+        service: encode(&hs[2]),
+        sleep_overshoot: encode(&hs[3]),
+    }
+}
+
+fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
+    println!(
+        "\n## coord-scale: {agents} in-process hosts x {snapshots} one-second snapshots, load {}",
+        load_avg()
+    );
+    let plan = Arc::new(parity()?);
+    let variants: Vec<proto::ClassHistograms> = (0..8).map(synthetic_class).collect();
+    let lateness = {
+        let mut h = new_hist();
+        for v in 0..2000u64 {
+            record(&mut h, 1000 + v % 300);
+        }
+        encode(&h)
+    };
+    let rss0 = cwbench::sysinfo::rss_bytes();
+    let t0 = Instant::now();
+    let mut hosts = Vec::with_capacity(agents);
+    for a in 0..agents {
+        let run = HostRun {
+            addr: format!("10.0.{}.{}:7070", a / 250, a % 250),
+            label: format!("agent-{a}"),
+            run_id: "bench".into(),
+            plan: plan.clone(),
+            profile: plan.profiles[0].clone(),
+            share: Share { index: 0, of: 1 },
+            hlog: None,
+            job_log: None,
+        };
+        let mut rep = HostReplay::new(&run);
+        for seq in 0..snapshots {
+            let done = (seq + 1) * 20_000;
+            let s = proto::Snapshot {
+                seq,
+                elapsed_us: (seq + 1) * 1_000_000,
+                interval_us: 1_000_000,
+                counters: Some(proto::Counters {
+                    received: done + 1000,
+                    completed: done,
+                    measured_completed: done,
+                    ..Default::default()
+                }),
+                gauges: Some(proto::Gauges {
+                    rss_bytes: 20 << 20,
+                    cpu_user_us: seq * 900_000,
+                    ..Default::default()
+                }),
+                classes: vec![variants[((seq + a as u64) % 8) as usize].clone()],
+                lateness: lateness.clone(),
+            };
+            rep.snapshot(&s);
+        }
+        let total = snapshots * 20_000;
+        let d = proto::Done {
+            totals: Some(proto::Counters {
+                received: total,
+                completed: total,
+                measured_completed: total,
+                ..Default::default()
+            }),
+            classes: vec![variants[a % 8].clone()],
+            digest: 0,
+            measured_window_us: snapshots * 1_000_000,
+            snapshots,
+            elapsed_us: snapshots * 1_000_000,
+            lateness: lateness.clone(),
+            ..Default::default()
+        };
+        rep.done(&d).map_err(anyhow::Error::msg)?;
+        hosts.push(rep.finish(&run));
+    }
+    let merged = t0.elapsed();
+    let result = RunResult {
+        schema_version: SCHEMA_VERSION,
+        run_id: "bench".into(),
+        cwbench_version: cwbench::VERSION.into(),
+        started_at: cwbench_coordinator::run::rfc3339_now(),
+        scenario: plan.scenario.clone(),
+        scenario_source: plan.source.clone(),
+        sizing: Some(plan.sizing),
+        profiles: vec![ProfileResult {
+            label: plan.profiles[0].label(),
+            profile: plan.profiles[0].clone(),
+            hosts,
+        }],
+        warnings: Vec::new(),
+    };
+    let dir = std::env::temp_dir().join(format!("cwbench-coord-scale-{}", std::process::id()));
+    cwbench_coordinator::output::write_all(&result, &dir)?;
+    let total = t0.elapsed();
+    let size: u64 = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "  merge {:.2} s, merge + reports {:.2} s; peak RSS {:.0} MiB (before {:.0} MiB); reports {:.1} MiB",
+        merged.as_secs_f64(),
+        total.as_secs_f64(),
+        peak_rss() as f64 / (1 << 20) as f64,
+        rss0 as f64 / (1 << 20) as f64,
+        size as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+fn serve_agent(threads: u32) -> Result<()> {
+    let rt = cwbench_agent::server::io_runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        let cfg = cwbench_agent::AgentConfig {
+            threads,
+            ..Default::default()
+        };
+        cwbench_agent::serve(listener, cfg, std::future::pending::<()>()).await?;
+        Ok(())
+    })
+}
+
+fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
+    println!(
+        "\n## memory: {jobs} zero-work jobs, pool 1 worker, prefetch {prefetch}, agent in a child process, load {}",
+        load_avg()
+    );
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve-agent", "--threads", &threads.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("child stdout")?).read_line(&mut line)?;
+    let addr = line.trim().to_string();
+    let samples: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let s2 = samples.clone();
+    let progress: cwbench_coordinator::driver::Progress = Arc::new(move |_h, snap| {
+        let rss = snap.gauges.map_or(0, |g| g.rss_bytes);
+        s2.lock().unwrap().push((snap.seq, rss));
+    });
+    let coord = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (coord, stop) = (coord.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                coord.lock().unwrap().push(cwbench::sysinfo::rss_bytes());
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    let plan = zero_work_plan(jobs, jobs / 50, 1, "pool", threads, prefetch, None)?;
+    let r = run_plan(plan, Agents::Remote(vec![addr]), 8192, Some(progress));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.join();
+    let _ = child.kill();
+    let _ = child.wait();
+    let (tput, _, _) = r?;
+    let s = samples.lock().unwrap().clone();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    // Warm-up: the snapshot after 2 seconds (or the first).
+    let warm = s.get(2).or(s.first()).map_or(0, |x| x.1);
+    let end = s.last().map_or(0, |x| x.1);
+    let max = s.iter().map(|x| x.1).max().unwrap_or(0);
+    // Steady state: from the warm-up sample to the one before last (the
+    // last is taken while the stream drains and buffers are freed).
+    let steady: Vec<u64> = s
+        .iter()
+        .skip(2)
+        .take(s.len().saturating_sub(3))
+        .map(|x| x.1)
+        .collect();
+    let (smin, smax) = (
+        steady.iter().copied().min().unwrap_or(warm),
+        steady.iter().copied().max().unwrap_or(warm),
+    );
+    let c = coord.lock().unwrap().clone();
+    let cwarm = c.get(2).or(c.first()).copied().unwrap_or(0);
+    let cend = c.last().copied().unwrap_or(0);
+    println!(
+        "  agent RSS: after warm-up {:.1} MiB; steady state {:.1}..{:.1} MiB ({:+.2}%..{:+.2}%); end (draining) {:.1} MiB ({:+.2}%); max {:.1} MiB over {} snapshots; coordinator RSS {:.1} -> {:.1} MiB; {:.2} M jobs/s",
+        mib(warm),
+        mib(smin),
+        mib(smax),
+        (smin as f64 / warm.max(1) as f64 - 1.0) * 100.0,
+        (smax as f64 / warm.max(1) as f64 - 1.0) * 100.0,
+        mib(end),
+        (end as f64 / warm.max(1) as f64 - 1.0) * 100.0,
+        mib(max),
+        s.len(),
+        mib(cwarm),
+        mib(cend),
+        tput / 1e6
+    );
+    Ok(())
+}
