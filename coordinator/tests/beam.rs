@@ -4,12 +4,12 @@
 //! installed (`.ci/run` installs it).
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{AgentProc, agent_bin, coordinator_bin};
+use common::{AgentProc, agent_bin, coordinator, coordinator_bin, text};
 
 fn erl_missing(test: &str) -> bool {
     let found = std::env::var_os("PATH").is_some_and(|p| {
@@ -19,30 +19,6 @@ fn erl_missing(test: &str) -> bool {
         eprintln!("SKIP: {test}: Erlang/OTP is not installed (apt-get install erlang-nox)");
     }
     !found
-}
-
-/// Runs the coordinator (deadline 120 s) and returns its output.
-fn coordinator(args: &[&str]) -> Output {
-    let mut child = Command::new(coordinator_bin())
-        .args(args)
-        .env_remove("CWBENCH_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("coordinator starts");
-    let t = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if t.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("coordinator ran past 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
 }
 
 /// Runs `scenario` (under tests/data) on `agent`; returns result.json.

@@ -3,12 +3,11 @@
 //! single-host loopback test CI gates on.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 mod common;
 
-use common::{AgentProc, agent_bin, coordinator_bin};
+use common::{AgentProc, agent_bin, coordinator, coordinator_bin, coordinator_env, text};
 
 fn smoke() -> PathBuf {
     common::data("smoke.toml")
@@ -19,39 +18,6 @@ fn agent_with(args: &[&str]) -> AgentProc {
     let mut all = args.to_vec();
     all.extend(["--threads", "1"]);
     AgentProc::spawn(&all)
-}
-
-/// Runs the coordinator with a deadline; returns its output.
-fn coordinator(args: &[&str]) -> Output {
-    coordinator_env(args, None)
-}
-
-/// Runs the coordinator with `CWBENCH_TOKEN` set to `token` (or unset).
-fn coordinator_env(args: &[&str], token: Option<&str>) -> Output {
-    let mut cmd = Command::new(coordinator_bin());
-    match token {
-        Some(t) => cmd.env("CWBENCH_TOKEN", t),
-        None => cmd.env_remove("CWBENCH_TOKEN"),
-    };
-    let mut child = cmd
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("coordinator starts");
-    let t = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if t.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("coordinator ran past 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
 }
 
 #[test]

@@ -4,7 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn coordinator_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
@@ -25,6 +26,41 @@ pub fn agent_bin() -> PathBuf {
         assert!(st.success(), "building the agent failed");
     }
     p
+}
+
+/// Runs the coordinator with `CWBENCH_TOKEN` set to `token` (or unset),
+/// killing it past 120 s; returns its output.
+pub fn coordinator_env(args: &[&str], token: Option<&str>) -> Output {
+    let mut cmd = Command::new(coordinator_bin());
+    match token {
+        Some(t) => cmd.env("CWBENCH_TOKEN", t),
+        None => cmd.env_remove("CWBENCH_TOKEN"),
+    };
+    let mut child = cmd
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coordinator starts");
+    let t = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if t.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("coordinator ran past 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Runs the coordinator with no token, with the 120 s deadline.
+pub fn coordinator(args: &[&str]) -> Output {
+    coordinator_env(args, None)
+}
+
+/// Process output as text.
+pub fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
 }
 
 /// A file under coordinator/tests/data.
