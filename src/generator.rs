@@ -46,10 +46,10 @@ struct Arrival {
 }
 
 impl Arrival {
-    fn new(plan: &Plan) -> Self {
+    fn new(rates: &[(f64, u64)], process: Process) -> Self {
         Self {
-            rates: plan.rates.clone(),
-            poisson: plan.scenario.arrival.process == Process::Poisson,
+            rates: rates.to_vec(),
+            poisson: process == Process::Poisson,
             t_us: 0.0,
             step: 0,
         }
@@ -75,40 +75,51 @@ impl Arrival {
     }
 }
 
-/// Open loop: for each bound (µs from the run start, ascending), how many
-/// jobs of the stream are intended to start before it — the job counts of a
-/// warm-up and a measured part given as durations. None when that takes
-/// more than `cap` jobs.
-pub fn jobs_before(plan: &Plan, bounds_us: &[u64], cap: u64) -> Option<Vec<u64>> {
-    let mut arrival = Arrival::new(plan);
-    let mut rng = Generator::new(plan).rng;
-    let mut out = Vec::with_capacity(bounds_us.len());
+/// Open loop: how many jobs of the stream of `seed` with arrival `rates`
+/// and `process` are intended to start before `bound_us` (from the run
+/// start) — the job count of a warm-up or a measured part given as a
+/// duration. None when that is more than `cap` jobs.
+pub fn jobs_before(
+    seed: u64,
+    rates: &[(f64, u64)],
+    process: Process,
+    bound_us: u64,
+    cap: u64,
+) -> Option<u64> {
+    let mut arrival = Arrival::new(rates, process);
+    let mut rng = stream_rng(seed);
     let mut id = 0u64;
-    for &bound in bounds_us {
-        // Job `id` starts at the current time; its own word only sets the
-        // gap to the next one.
-        while (arrival.t_us as u64) < bound {
-            if id >= cap {
-                return None;
-            }
-            let word = arrival_word(&arrival, &mut rng);
-            arrival.next(id, word);
-            id += 1;
+    // Job `id` starts at the current time; its own word only sets the gap
+    // to the next one.
+    while (arrival.t_us as u64) < bound_us {
+        if id >= cap {
+            return None;
         }
-        out.push(id);
+        let word = arrival_word(&arrival, &mut rng);
+        arrival.next(id, word);
+        id += 1;
     }
-    Some(out)
+    Some(id)
 }
 
-/// Open loop: the intended start of job `id`, µs from the run start.
-pub fn intended_us(plan: &Plan, id: u64) -> u64 {
-    let mut arrival = Arrival::new(plan);
-    let mut rng = Generator::new(plan).rng;
+/// Open loop: the intended start of job `id` of the same stream, µs from
+/// the run start.
+pub fn intended_us(seed: u64, rates: &[(f64, u64)], process: Process, id: u64) -> u64 {
+    let mut arrival = Arrival::new(rates, process);
+    let mut rng = stream_rng(seed);
     for k in 0..id {
         let word = arrival_word(&arrival, &mut rng);
         arrival.next(k, word);
     }
     arrival.t_us as u64
+}
+
+/// The generator's random stream for a seed: the seed's little-endian bytes
+/// as the first 8 of the ChaCha20 key, the rest zero.
+fn stream_rng(seed: u64) -> ChaCha20Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    ChaCha20Rng::from_seed(key)
 }
 
 /// The arrival word of the next job's block (read as next_job reads it);
@@ -126,14 +137,12 @@ fn arrival_word(arrival: &Arrival, rng: &mut ChaCha20Rng) -> u64 {
 
 impl Generator {
     pub fn new(plan: &Plan) -> Self {
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&plan.scenario.seed.to_le_bytes());
         Self {
-            rng: ChaCha20Rng::from_seed(key),
+            rng: stream_rng(plan.scenario.seed),
             classes: plan.classes.clone(),
             weight_total: plan.classes.iter().map(|c| u64::from(c.weight)).sum(),
             next_id: 0,
-            arrival: Arrival::new(plan),
+            arrival: Arrival::new(&plan.rates, plan.scenario.arrival.process),
             faults: plan.scenario.faults.clone(),
         }
     }

@@ -667,6 +667,15 @@ pub struct Sizing {
 }
 
 impl Sizing {
+    /// Jobs the coordinator generates (warm-up + measured); for a timed run
+    /// the most it may feed one agent.
+    pub fn total_jobs(&self) -> u64 {
+        match (self.timed(), self.measured_jobs) {
+            (false, Some(n)) => self.warmup_jobs + n,
+            _ => self.job_cap,
+        }
+    }
+
     /// Does each agent decide when the run ends (a closed loop with a
     /// warm-up or measured part given as a duration)?
     pub fn timed(&self) -> bool {
@@ -700,11 +709,7 @@ impl Plan {
     /// replicate mode, in all in shard mode. Timed runs: the most it may
     /// feed (the agents end the run before that).
     pub fn total_jobs(&self) -> u64 {
-        let z = &self.sizing;
-        match (z.timed(), z.measured_jobs) {
-            (false, Some(n)) => z.warmup_jobs + n,
-            _ => z.job_cap,
-        }
+        self.sizing.total_jobs()
     }
 
     /// The run parameters in wire form (the profile travels separately).
@@ -1138,10 +1143,7 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
             "runtime = \"beam\" takes a closed loop sized in jobs only: use run.jobs and run.warmup_jobs",
         ));
     }
-    let total = match (sizing.timed(), sizing.measured_jobs) {
-        (false, Some(n)) => sizing.warmup_jobs + n,
-        _ => sizing.job_cap,
-    };
+    let total = sizing.total_jobs();
     if s.faults.len() > 1024 {
         return Err(c.err("fault", s.faults.len(), "at most 1024 [[fault]] tables"));
     }
@@ -1323,14 +1325,7 @@ fn validate_sizing(
         return Ok(closed);
     }
     // Open loop: the arrival schedule says which jobs fall in each span.
-    let probe = Plan {
-        scenario: s.clone(),
-        rates: rates.to_vec(),
-        source: String::new(),
-        classes: Vec::new(),
-        profiles: Vec::new(),
-        sizing: closed,
-    };
+    let (seed, process) = (s.seed, s.arrival.process);
     let key = if r.duration_ms.is_some() {
         "run.duration_ms"
     } else {
@@ -1359,21 +1354,27 @@ fn validate_sizing(
     }
     let (warmup_jobs, measure_from_us) = match r.warmup_ms {
         Some(ms) => {
-            let n =
-                crate::generator::jobs_before(&probe, &[ms * 1000], cap).ok_or_else(too_many)?;
-            (n[0], ms * 1000)
+            let n = crate::generator::jobs_before(seed, rates, process, ms * 1000, cap)
+                .ok_or_else(too_many)?;
+            (n, ms * 1000)
         }
         None => (
             r.warmup_jobs,
-            crate::generator::intended_us(&probe, r.warmup_jobs),
+            crate::generator::intended_us(seed, rates, process, r.warmup_jobs),
         ),
     };
     let measured = match (jobs, r.duration_ms) {
         (Some(n), _) => n,
         (None, Some(ms)) => {
-            let end = crate::generator::jobs_before(&probe, &[measure_from_us + ms * 1000], cap)
-                .ok_or_else(too_many)?;
-            end[0].saturating_sub(warmup_jobs)
+            let end = crate::generator::jobs_before(
+                seed,
+                rates,
+                process,
+                measure_from_us + ms * 1000,
+                cap,
+            )
+            .ok_or_else(too_many)?;
+            end.saturating_sub(warmup_jobs)
         }
         (None, None) => unreachable!("validated above: jobs or duration_ms"),
     };

@@ -349,8 +349,11 @@ async fn drive_inner(
     let jobs = run.share.jobs(plan.total_jobs(), mode);
     let mut wire_plan = plan.to_proto();
     let timed = plan.sizing.timed();
-    // A timed run: the agent says when it is over; `jobs` only bounds it.
-    wire_plan.total_jobs = if timed { 0 } else { jobs };
+    // A timed run keeps total_jobs = 0 (the agent says when it is over;
+    // `jobs` only bounds the feed); otherwise it is this agent's share.
+    if !timed {
+        wire_plan.total_jobs = jobs;
+    }
     wire_plan.job_log = run.job_log.is_some();
     let start = proto::Start {
         run_id: run.run_id.clone(),
