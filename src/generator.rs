@@ -8,7 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::digest::{CanonicalJob, Digest};
-use crate::distribution::{below, unit_f64};
+use crate::distribution::{Dist, below, unit_f64};
 use crate::proto::JobBatch;
 use crate::scenario::{Class, FaultSpec, Plan, Process};
 
@@ -31,6 +31,11 @@ pub struct Generator {
     next_id: u64,
     arrival: Arrival,
     faults: Vec<FaultSpec>,
+    /// Whether any job reads a word of its block. When none does (one
+    /// class, constant values, no crash probability, no Poisson arrivals),
+    /// the blocks are not computed at all: the jobs are the same, and the
+    /// keystream is most of the generator's cost.
+    draws: bool,
 }
 
 /// Open-loop intended times, job after job: the one piece of arithmetic
@@ -137,7 +142,16 @@ fn arrival_word(arrival: &Arrival, rng: &mut ChaCha20Rng) -> u64 {
 
 impl Generator {
     pub fn new(plan: &Plan) -> Self {
+        let random = |d: &crate::distribution::Dist| !matches!(d, Dist::Constant { .. });
+        let draws = plan.classes.len() > 1
+            || plan.scenario.arrival.process == Process::Poisson && !plan.rates.is_empty()
+            || plan.classes.iter().any(|c| {
+                random(&c.work_units)
+                    || c.sleep.as_ref().is_some_and(random)
+                    || c.crash_threshold > 0
+            });
         Self {
+            draws,
             rng: stream_rng(plan.scenario.seed),
             classes: plan.classes.clone(),
             weight_total: plan.classes.iter().map(|c| u64::from(c.weight)).sum(),
@@ -177,8 +191,10 @@ impl Generator {
     #[inline]
     pub fn next_job(&mut self) -> Job {
         let mut w = [0u64; 8];
-        for x in &mut w {
-            *x = self.rng.next_u64();
+        if self.draws {
+            for x in &mut w {
+                *x = self.rng.next_u64();
+            }
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -652,6 +668,71 @@ mod tests {
         };
         assert!(for_each_job(&bad, 1, true, |_| {}).is_err());
         assert!(for_each_job(&bad, 1, false, |_| {}).is_err());
+    }
+
+    /// A plan whose jobs read no word skips the keystream; the jobs must be
+    /// exactly those of a generator that computes every block.
+    #[test]
+    fn skipping_unread_blocks_changes_no_job() {
+        let mixed = r#"work_units = { dist = "uniform", min = 1000, max = 100000 }
+sleep_ms = { dist = "discrete", values = [0, 1, 2, 5, 10], weights = [40, 25, 15, 15, 5] }
+crash_probability = 0.0005"#;
+        let constant = "work_units = { dist = \"constant\", value = 0 }";
+        assert!(PARITY_TOML.contains(mixed));
+        let two_classes = format!(
+            "{constant}\n\n[[class]]\nname = \"b\"\nwork_units = {{ dist = \"constant\", value = 5 }}"
+        );
+        let cases = [
+            (PARITY_TOML.to_string(), true),
+            (PARITY_TOML.replace(mixed, constant), false),
+            (
+                PARITY_TOML.replace(
+                    mixed,
+                    &format!("{constant}\nsleep_us = {{ dist = \"constant\", value = 7 }}"),
+                ),
+                false,
+            ),
+            (
+                PARITY_TOML.replace(mixed, &format!("{constant}\ncrash_probability = 0.01")),
+                true,
+            ),
+            (PARITY_TOML.replace(mixed, &two_classes), true),
+            (
+                PARITY_TOML.replace(
+                    mixed,
+                    "work_units = { dist = \"uniform\", min = 0, max = 9 }",
+                ),
+                true,
+            ),
+        ];
+        for (text, draws) in cases {
+            let plan = parse(&text, "t", &Limits::default()).unwrap();
+            let mut g = Generator::new(&plan);
+            assert_eq!(g.draws, draws, "{text}");
+            let mut every_block = Generator::new(&plan);
+            every_block.draws = true;
+            for _ in 0..2_000 {
+                assert_eq!(g.next_job(), every_block.next_job());
+            }
+            g.seek(70_000);
+            every_block.seek(70_000);
+            assert_eq!(g.next_job(), every_block.next_job());
+        }
+        // Open loop: constant spacing reads no word, Poisson does.
+        for (process, draws) in [("constant", false), ("poisson", true)] {
+            let text = PARITY_TOML.replace(mixed, constant).replace(
+                "[profile]",
+                &format!("[arrival]\nmode = \"open\"\nprocess = \"{process}\"\nrate = 1000.0\n\n[profile]"),
+            );
+            let plan = parse(&text, "t", &Limits::default()).unwrap();
+            let mut g = Generator::new(&plan);
+            assert_eq!(g.draws, draws, "{process}");
+            let mut every_block = Generator::new(&plan);
+            every_block.draws = true;
+            for _ in 0..2_000 {
+                assert_eq!(g.next_job(), every_block.next_job());
+            }
+        }
     }
 
     #[test]

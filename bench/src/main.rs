@@ -50,8 +50,10 @@ struct PipelineArgs {
     /// Jobs per JobBatch message.
     #[arg(long, default_value_t = 8192)]
     batch: usize,
-    /// Only these variants (comma-separated: dull,w1,w8,task).
-    #[arg(long, default_value = "dull,w1,w8,task")]
+    /// Only these variants (comma-separated: dull,w1,w1k,w8,task; w1k =
+    /// 1 worker with work drawn from uniform 0..=0, so every job's ChaCha
+    /// block is computed).
+    #[arg(long, default_value = "dull,w1,w1k,w8,task")]
     only: String,
 }
 
@@ -168,7 +170,7 @@ fn main() -> Result<()> {
                 threads: 2,
                 prefetch: 262_144,
                 batch: 8192,
-                only: "dull,w1,w8,task".into(),
+                only: "dull,w1,w1k,w8,task".into(),
             })?;
             wire(8192)?;
             overhead(10_000_000, 3, 2, "w1,w8,task")?;
@@ -251,6 +253,34 @@ fn zero_work_plan(
     prefetch: u32,
     rate: Option<f64>,
 ) -> Result<Plan> {
+    zero_work_plan_of(
+        jobs,
+        warmup,
+        workers,
+        dispatch,
+        threads,
+        prefetch,
+        rate,
+        "constant",
+        "value = 0",
+    )
+}
+
+/// A zero-work scenario whose work is drawn from `dist` (`params`): a
+/// uniform 0..=0 draw gives the same jobs as a constant 0, but the
+/// generator must compute every job's ChaCha block to draw it.
+#[allow(clippy::too_many_arguments)]
+fn zero_work_plan_of(
+    jobs: u64,
+    warmup: u64,
+    workers: u32,
+    dispatch: &str,
+    threads: u32,
+    prefetch: u32,
+    rate: Option<f64>,
+    dist: &str,
+    params: &str,
+) -> Result<Plan> {
     let arrival = match rate {
         Some(r) => format!("[arrival]\nmode = \"open\"\nprocess = \"constant\"\nrate = {r:.1}\n\n"),
         None => String::new(),
@@ -274,7 +304,7 @@ dispatch = "{dispatch}"
 
 [[class]]
 name = "zero"
-work_units = {{ dist = "constant", value = 0 }}
+work_units = {{ dist = "{dist}", {params} }}
 "#
     );
     let limits = Limits {
@@ -349,12 +379,21 @@ fn pipeline(a: &PipelineArgs) -> Result<()> {
                     continue;
                 }
                 "w1" => ("pool, 1 worker", 1, "pool"),
+                "w1k" => ("pool, 1 worker, every block computed", 1, "pool"),
                 "w8" => ("pool, 8 workers", 8, "pool"),
                 "task" => ("task-per-job", 1, "task-per-job"),
                 other => bail!("unknown variant {other}"),
             };
-            let plan = zero_work_plan(
-                a.jobs, warmup, workers, dispatch, a.threads, a.prefetch, None,
+            // w1k: work drawn from uniform 0..=0 (always 0), so the
+            // coordinator computes each job's ChaCha block as any scenario
+            // with a random value does; the others need no draw at all.
+            let (dist, params) = if *v == "w1k" {
+                ("uniform", "min = 0, max = 0")
+            } else {
+                ("constant", "value = 0")
+            };
+            let plan = zero_work_plan_of(
+                a.jobs, warmup, workers, dispatch, a.threads, a.prefetch, None, dist, params,
             )?;
             let (tput, wall, _) = run_plan(
                 plan,
