@@ -128,7 +128,18 @@ impl Dist {
     }
 
     /// Draws one value from two random words. Deterministic for given words.
+    #[inline]
     pub fn sample(&self, w1: u64, w2: u64) -> u64 {
+        // The constant case inline, the rest out of line: a constant class
+        // (zero-work runs) then costs a compare, not a call.
+        match self {
+            Dist::Constant { value } => *value,
+            other => other.draw(w1, w2),
+        }
+    }
+
+    #[inline(never)]
+    fn draw(&self, w1: u64, w2: u64) -> u64 {
         match self {
             Dist::Constant { value } => *value,
             Dist::Uniform { min, max } => min + below(w1, max - min + 1),

@@ -443,9 +443,16 @@ fn parity() -> Result<Plan> {
 }
 
 fn wire(batch: usize) -> Result<()> {
-    println!("\n## wire: JobBatch bytes per job, {batch} jobs per batch");
+    println!(
+        "\n## wire: JobBatch bytes per job, {batch} jobs per batch; coordinator CPU per job to generate, digest, pack and encode the stream (one thread, load {})",
+        load_avg()
+    );
     for (name, plan) in [
         ("parity.toml", parity()?),
+        (
+            "zero work (pipeline's stream)",
+            zero_work_plan(5_000_000, 0, 1, "pool", 2, 262_144, None)?,
+        ),
         (
             "open-loop.toml",
             parse(
@@ -465,10 +472,13 @@ fn wire(batch: usize) -> Result<()> {
             let mut jobs = 0u64;
             let t0 = Instant::now();
             let mut enc_ns = 0u128;
+            let mut digest = cwbench::digest::Digest::new();
             while jobs < total {
                 let n = (batch as u64).min(total - jobs);
                 for _ in 0..n {
-                    b.push(&g.next_job());
+                    let j = g.next_job();
+                    digest.push(&j);
+                    b.push(&j);
                 }
                 jobs += n;
                 let e0 = Instant::now();
@@ -481,16 +491,18 @@ fn wire(batch: usize) -> Result<()> {
                 bytes += buf.len() + 5;
                 msgs += 1;
             }
-            let _ = t0;
+            let all_ns = t0.elapsed().as_nanos();
+            black_box(digest.value());
             println!(
-                "  {name} ({}): {jobs} jobs in {msgs} messages, {bytes} bytes: {:.3} bytes/job (incl. 5-byte gRPC frame); pack + encode {:.1} ns/job",
+                "  {name} ({}): {jobs} jobs in {msgs} messages, {bytes} bytes: {:.3} bytes/job (incl. 5-byte gRPC frame); pack + encode {:.1} ns/job; generate + digest + batch + pack + encode {:.1} ns/job",
                 if packed {
                     "packed, encoding 1"
                 } else {
                     "plain columns"
                 },
                 bytes as f64 / jobs as f64,
-                enc_ns as f64 / jobs as f64
+                enc_ns as f64 / jobs as f64,
+                all_ns as f64 / jobs as f64
             );
         }
     }
