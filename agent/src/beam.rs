@@ -62,8 +62,11 @@ pub fn unavailable_reason() -> Option<String> {
 }
 
 fn find_in_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    find_in(&std::env::var_os("PATH")?, tool)
+}
+
+fn find_in(path: &std::ffi::OsStr, tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
 }
@@ -80,12 +83,17 @@ fn compiled_dir() -> Result<PathBuf, String> {
         }) else {
             return compile();
         };
-        // FNV-1a over the sources: new sources, new directory.
+        // FNV-1a over the sources and the Erlang installation: new sources
+        // or another (upgraded, downgraded) OTP, new directory — a .beam
+        // file from a newer compiler may not load in an older VM.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for (name, text) in SOURCES {
             for b in name.bytes().chain(text.bytes()) {
                 h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
             }
+        }
+        for b in installation_id().bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
         let cache = std::env::temp_dir().join(format!("cwbench-beam-{uid}-{h:016x}"));
         if trusted(&cache, uid) {
@@ -104,6 +112,29 @@ fn compiled_dir() -> Result<PathBuf, String> {
         Ok(fresh)
     })
     .clone()
+}
+
+/// Where `erl` and `erlc` resolve to, with their size and modification
+/// time: changes when Erlang is installed, upgraded or switched (e.g. by a
+/// version manager), without starting a VM to ask.
+fn installation_id() -> String {
+    std::env::var_os("PATH").map_or_else(String::new, |p| installation_id_in(&p))
+}
+
+fn installation_id_in(path: &std::ffi::OsStr) -> String {
+    let mut id = String::new();
+    for tool in ["erl", "erlc"] {
+        let Some(p) = find_in(path, tool) else {
+            continue;
+        };
+        let real = std::fs::canonicalize(&p).unwrap_or(p);
+        id.push_str(&real.to_string_lossy());
+        if let Ok(m) = std::fs::metadata(&real) {
+            use std::os::unix::fs::MetadataExt;
+            id.push_str(&format!(":{}:{}.{};", m.len(), m.mtime(), m.mtime_nsec()));
+        }
+    }
+    id
 }
 
 /// A directory of compiled modules we may load: ours, private, complete.
@@ -749,6 +780,27 @@ impl State {
 mod tests {
     use super::*;
     use tokio::io::AsyncBufReadExt;
+
+    /// The module cache is keyed on the installation: another `erlc` (a
+    /// different place or a replaced file) gives another id.
+    #[test]
+    fn installation_id_follows_the_erlang_binaries() {
+        let base = std::env::temp_dir().join(format!("cwbench-otp-id-{}", std::process::id()));
+        let (a, b) = (base.join("a"), base.join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("erl"), "vm").unwrap();
+            std::fs::write(d.join("erlc"), "compiler 25").unwrap();
+        }
+        let id_a = installation_id_in(a.as_os_str());
+        assert!(id_a.contains("erlc"), "{id_a}");
+        assert_eq!(id_a, installation_id_in(a.as_os_str()));
+        assert_ne!(id_a, installation_id_in(b.as_os_str()));
+        std::fs::write(a.join("erlc"), "compiler 26.2").unwrap();
+        assert_ne!(id_a, installation_id_in(a.as_os_str()));
+        assert_eq!(installation_id_in(base.join("none").as_os_str()), "");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     fn config() -> Config {
         Config {
