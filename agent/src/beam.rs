@@ -7,8 +7,8 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cwbench::digest::Digest;
@@ -71,47 +71,62 @@ fn find_in(path: &std::ffi::OsStr, tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The compiled modules: built once per version of the sources and user in
-/// `$TMPDIR/cwbench-beam-<uid>-<hash>` (private to the user), or, if that
-/// cannot be trusted, once per agent process in a directory of its own.
+/// The compiled modules: built once per version of the sources, Erlang
+/// installation and user in `$TMPDIR/cwbench-beam-<uid>-<hash>` (private to
+/// the user), or, if that cannot be trusted, once per agent process and
+/// version in a directory of its own. Only success is remembered: a failed
+/// `erlc` (a full disk, say) is retried by the next run, and an Erlang
+/// upgraded under a running agent is noticed.
 fn compiled_dir() -> Result<PathBuf, String> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let Some(uid) = std::fs::metadata("/proc/self").ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid()
-        }) else {
-            return compile();
-        };
-        // FNV-1a over the sources and the Erlang installation: new sources
-        // or another (upgraded, downgraded) OTP, new directory — a .beam
-        // file from a newer compiler may not load in an older VM.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (name, text) in SOURCES {
-            for b in name.bytes().chain(text.bytes()) {
-                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-            }
-        }
-        for b in installation_id().bytes() {
+    static OWN: Mutex<Option<(u64, PathBuf)>> = Mutex::new(None);
+    // FNV-1a over the sources and the Erlang installation: new sources or
+    // another (upgraded, downgraded) OTP, new directory — a .beam file
+    // from a newer compiler may not load in an older VM.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, text) in SOURCES {
+        for b in name.bytes().chain(text.bytes()) {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
-        let cache = std::env::temp_dir().join(format!("cwbench-beam-{uid}-{h:016x}"));
-        if trusted(&cache, uid) {
-            return Ok(cache);
-        }
-        let fresh = compile()?;
-        if std::fs::rename(&fresh, &cache).is_ok() && trusted(&cache, uid) {
-            return Ok(cache);
+    }
+    for b in installation_id().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    let uid = std::fs::metadata("/proc/self").ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let shared = uid.map(|u| {
+        (
+            u,
+            std::env::temp_dir().join(format!("cwbench-beam-{u}-{h:016x}")),
+        )
+    });
+    if let Some((u, cache)) = &shared
+        && trusted(cache, *u)
+    {
+        return Ok(cache.clone());
+    }
+    let mut own = OWN.lock();
+    if let Some((oh, dir)) = own.as_ref()
+        && *oh == h
+        && uid.is_none_or(|u| trusted(dir, u))
+    {
+        return Ok(dir.clone());
+    }
+    let fresh = compile()?;
+    if let Some((u, cache)) = &shared {
+        if std::fs::rename(&fresh, cache).is_ok() && trusted(cache, *u) {
+            return Ok(cache.clone());
         }
         // Another agent won the race (use its copy if sound) or the name
         // is taken by someone else: keep ours.
-        if trusted(&cache, uid) {
+        if trusted(cache, *u) {
             let _ = std::fs::remove_dir_all(&fresh);
-            return Ok(cache);
+            return Ok(cache.clone());
         }
-        Ok(fresh)
-    })
-    .clone()
+    }
+    *own = Some((h, fresh.clone()));
+    Ok(fresh)
 }
 
 /// Where `erl` and `erlc` resolve to, with their size and modification
@@ -193,8 +208,13 @@ pub struct BeamGauges {
     run_queue: AtomicU64,
     busy_us: AtomicU64,
     schedulers: AtomicU64,
-    /// OS process id of the VM (0 before it started).
+    /// OS process id of the VM (0 before it started and once reaped).
     pid: AtomicU32,
+    /// The VM's CPU times and RSS as last read: what the final snapshot,
+    /// taken after the VM is gone, reports.
+    cpu_user_us: AtomicU64,
+    cpu_system_us: AtomicU64,
+    rss_bytes: AtomicU64,
 }
 
 impl BeamGauges {
@@ -206,26 +226,35 @@ impl BeamGauges {
     /// runtime workers, processes as tasks alive, the run queues as the
     /// global queue, and the VM's RSS and CPU time (the aggregator adds the
     /// agent's own).
-    pub fn to_proto(&self) -> proto::Gauges {
+    /// Reads the VM's CPU times and RSS while it runs; keeps the last
+    /// readings once it is gone (a read of an exited process gives zeros).
+    fn refresh(&self) {
         let pid = self.pid.load(Ordering::Relaxed);
-        let (cpu_user_us, cpu_system_us) = if pid == 0 {
-            (0, 0)
-        } else {
-            cwbench::sysinfo::cpu_times_us_of(&pid.to_string())
-        };
+        if pid == 0 {
+            return;
+        }
+        let (user, system) = cwbench::sysinfo::cpu_times_us_of(&pid.to_string());
+        if user + system > 0 {
+            self.cpu_user_us.store(user, Ordering::Relaxed);
+            self.cpu_system_us.store(system, Ordering::Relaxed);
+        }
+        let rss = cwbench::sysinfo::rss_bytes_of(&pid.to_string());
+        if rss > 0 {
+            self.rss_bytes.store(rss, Ordering::Relaxed);
+        }
+    }
+
+    pub fn to_proto(&self) -> proto::Gauges {
+        self.refresh();
         proto::Gauges {
             queue_depth: self.queue_depth(),
             runtime_workers: self.schedulers.load(Ordering::Relaxed),
             alive_tasks: self.processes.load(Ordering::Relaxed),
             global_queue_depth: self.run_queue.load(Ordering::Relaxed),
             workers_busy_us: self.busy_us.load(Ordering::Relaxed),
-            rss_bytes: if pid == 0 {
-                0
-            } else {
-                cwbench::sysinfo::rss_bytes_of(&pid.to_string())
-            },
-            cpu_user_us,
-            cpu_system_us,
+            rss_bytes: self.rss_bytes.load(Ordering::Relaxed),
+            cpu_user_us: self.cpu_user_us.load(Ordering::Relaxed),
+            cpu_system_us: self.cpu_system_us.load(Ordering::Relaxed),
             ..Default::default()
         }
     }
@@ -344,7 +373,12 @@ async fn run_vm(cfg: Config, dir: PathBuf, io: Io) -> Outcome {
         let _ = child.kill().await;
         return Outcome::Internal("erl started without pipes".into());
     };
+    let gauges = io.gauges.clone();
     let mut outcome = drive(&cfg, tokio::io::BufReader::new(stdout), stdin, io).await;
+    // The last reading of the VM's CPU and memory, before it is reaped (its
+    // pid may then be another process's).
+    gauges.refresh();
+    gauges.pid.store(0, Ordering::Relaxed);
     // After END the VM halts by itself; otherwise (or if it lingers) kill it.
     let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
         Ok(Ok(st)) => Some(st),
@@ -541,6 +575,8 @@ where
         anchor: None,
         failed: None,
         nclasses: cfg.classes as u32,
+        records: 0,
+        credited: 0,
     };
     let mut buf: VecDeque<Job> = VecDeque::new();
     let mut beam_credit = window(cfg);
@@ -588,12 +624,7 @@ where
             _ = io.cancel.cancelled(), if !cancel_sent => {
                 cancel_sent = true;
                 let _ = wtx.send(b"C\n".to_vec()).await;
-                io.feed.close();
-                while let Ok(jobs) = io.feed.try_recv() {
-                    agent_cancelled += jobs.len() as u64;
-                }
-                agent_cancelled += buf.len() as u64;
-                buf.clear();
+                agent_cancelled += drop_unwritten(&mut io.feed, &mut buf);
                 cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
             }
             // Cancel-safe: a partly read line stays in `line` for the next turn.
@@ -614,10 +645,27 @@ where
                 let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
                 line.clear();
                 match parse_line(&text).and_then(|l| st.apply(l, &rec, &io.gauges)) {
-                    Ok(Some(Line::Credit(n))) => beam_credit += n,
+                    Ok(Some(Line::Credit(n))) => {
+                        if st.credited > sent.count() {
+                            break Outcome::Internal(format!(
+                                "the BEAM returned credit for {} jobs, but was sent {}",
+                                st.credited,
+                                sent.count()
+                            ));
+                        }
+                        beam_credit += n;
+                    }
+                    // The pool failed: the VM reads on until told to end,
+                    // so every job written is accounted for in its END.
+                    Ok(Some(Line::Failed(_))) if !cancel_sent => {
+                        cancel_sent = true;
+                        let _ = wtx.send(b"C\n".to_vec()).await;
+                        agent_cancelled += drop_unwritten(&mut io.feed, &mut buf);
+                        cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+                    }
                     Ok(Some(Line::End { digest, jobs, cancelled })) => {
                         rec.cancelled.fetch_add(agent_cancelled + cancelled, Ordering::Relaxed);
-                        break st.end(digest, jobs, &sent);
+                        break st.end(digest, jobs, cancelled, &sent);
                     }
                     Ok(_) => {}
                     Err(e) => break Outcome::Internal(e),
@@ -644,9 +692,26 @@ where
             }
         }
     };
+    if !matches!(outcome, Outcome::Finished | Outcome::PoolFailed(_)) {
+        // The run ends in error: what never reached the VM is not lost
+        // silently from the accounting either.
+        let unwritten = drop_unwritten(&mut io.feed, &mut buf);
+        rec.cancelled.fetch_add(unwritten, Ordering::Relaxed);
+    }
     drop(wtx);
     writer.abort();
     outcome
+}
+
+/// Stops the feed and drops the jobs not yet written to the VM; how many.
+fn drop_unwritten(feed: &mut mpsc::UnboundedReceiver<Vec<Job>>, buf: &mut VecDeque<Job>) -> u64 {
+    feed.close();
+    let mut n = buf.len() as u64;
+    buf.clear();
+    while let Ok(jobs) = feed.try_recv() {
+        n += jobs.len() as u64;
+    }
+    n
 }
 
 async fn write_all<W: AsyncWrite + Unpin>(mut to: W, mut rx: mpsc::Receiver<Vec<u8>>) {
@@ -670,7 +735,15 @@ struct State {
     anchor: Option<Instant>,
     failed: Option<String>,
     nclasses: u32,
+    /// `D` lines received.
+    records: u64,
+    /// Jobs returned by `K` lines.
+    credited: u64,
 }
+
+/// How far past the agent's own clock a VM timestamp may be (the two
+/// clocks are read a few µs apart at READY).
+const CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 impl State {
     /// Records one line; returns the lines the loop acts on (credit, end).
@@ -691,6 +764,7 @@ impl State {
                 gauges.schedulers.store(schedulers, Ordering::Relaxed);
             }
             Line::Credit(n) => {
+                self.credited = self.credited.saturating_add(n);
                 rec.released.fetch_add(n, Ordering::Relaxed);
                 return Ok(Some(line));
             }
@@ -701,6 +775,23 @@ impl State {
                         r.id, r.class, self.nclasses
                     ));
                 }
+                // Times must be in order and not in the future: a wrong
+                // one would land in a far-off recovery bucket or a bogus
+                // latency, and a huge one would overflow.
+                let now_us = self
+                    .anchor
+                    .map_or(0, |a| (a.elapsed() + CLOCK_SLACK).as_micros() as u64);
+                if !(r.origin <= r.release
+                    && r.release <= r.pickup
+                    && r.pickup <= r.end
+                    && r.end <= now_us)
+                {
+                    return Err(format!(
+                        "the BEAM reported job {} with times out of order or in the future (origin {} release {} pickup {} end {} µs; now {} µs)",
+                        r.id, r.origin, r.release, r.pickup, r.end, now_us
+                    ));
+                }
+                self.records += 1;
                 let job = Job {
                     id: r.id,
                     class: r.class,
@@ -753,7 +844,10 @@ impl State {
                 gauges.run_queue.store(run_queue, Ordering::Relaxed);
                 gauges.busy_us.store(busy_us, Ordering::Relaxed);
             }
-            Line::Failed(m) => self.failed = Some(m),
+            Line::Failed(m) => {
+                self.failed = Some(m.clone());
+                return Ok(Some(Line::Failed(m)));
+            }
             Line::End { .. } => return Ok(Some(line)),
             Line::Error(m) => return Err(format!("the BEAM failed: {m}")),
         }
@@ -761,12 +855,19 @@ impl State {
     }
 
     /// The parity check, then how the run ended.
-    fn end(&mut self, digest: u64, jobs: u64, sent: &Digest) -> Outcome {
+    fn end(&mut self, digest: u64, jobs: u64, cancelled: u64, sent: &Digest) -> Outcome {
         if digest != sent.value() || jobs != sent.count() {
             return Outcome::Internal(format!(
                 "parity check failed: the BEAM ran {jobs} jobs with digest {digest:016x}, the agent sent it {} with digest {:016x}",
                 sent.count(),
                 sent.value()
+            ));
+        }
+        // Every job written comes back exactly once.
+        if cancelled.checked_add(self.records) != Some(jobs) {
+            return Outcome::Internal(format!(
+                "accounting check failed: the BEAM received {jobs} jobs but reported {} finished and {cancelled} cancelled",
+                self.records
             ));
         }
         match self.failed.take() {
@@ -905,7 +1006,24 @@ mod tests {
 
     /// A stand-in VM on in-memory pipes: completes every job it is sent and
     /// ends with `digest` (None: the right one).
+    /// How a fake VM departs from the protocol.
+    #[derive(Clone, Copy)]
+    enum Lie {
+        None,
+        Digest(u64),
+        /// The times of every `D` line: origin release pickup end.
+        Times(&'static str),
+        /// Five more jobs of credit than it was sent, once.
+        Credit,
+        /// No `D` line for job 0 (END still says it received every job).
+        Drop,
+    }
+
     async fn fake_vm(n: u64, digest: Option<u64>) -> (Outcome, Arc<Recorder>) {
+        fake_vm_lying(n, digest.map_or(Lie::None, Lie::Digest)).await
+    }
+
+    async fn fake_vm_lying(n: u64, lie: Lie) -> (Outcome, Arc<Recorder>) {
         let (agent_side, vm_side) = tokio::io::duplex(1 << 16);
         let (vm_in, mut vm_out) = tokio::io::split(vm_side);
         let (agent_in, agent_out) = tokio::io::split(agent_side);
@@ -932,7 +1050,10 @@ mod tests {
             .collect();
         let mut d = Digest::new();
         jobs.iter().for_each(|j| d.push(j));
-        let end_digest = digest.unwrap_or(d.value());
+        let end_digest = match lie {
+            Lie::Digest(x) => x,
+            _ => d.value(),
+        };
         feed_tx.send(jobs).unwrap();
         drop(feed_tx);
         let vm = tokio::spawn(async move {
@@ -943,16 +1064,28 @@ mod tests {
                 .write_all(b"READY otp=25 schedulers=1\n")
                 .await
                 .unwrap();
-            while let Some(l) = lines.next_line().await.unwrap() {
+            while let Ok(Some(l)) = lines.next_line().await {
                 if l == "E" {
                     break;
                 }
                 let f: Vec<u64> = l[2..].split(' ').map(|x| x.parse().unwrap()).collect();
-                let out = format!("K 1\nD {} {} 0 10 10 20 30 0 0\n", f[0], f[1]);
-                vm_out.write_all(out.as_bytes()).await.unwrap();
+                let times = match lie {
+                    Lie::Times(t) => t,
+                    _ => "10 10 20 30",
+                };
+                let mut out = match lie {
+                    Lie::Credit if f[0] == 0 => "K 6\n".to_string(),
+                    _ => "K 1\n".to_string(),
+                };
+                if !matches!(lie, Lie::Drop if f[0] == 0) {
+                    out += &format!("D {} {} 0 {times} 0 0\n", f[0], f[1]);
+                }
+                if vm_out.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
             }
             let end = format!("G 0 0 40 0 1000\nEND {end_digest:016x} {n} 0\n");
-            vm_out.write_all(end.as_bytes()).await.unwrap();
+            let _ = vm_out.write_all(end.as_bytes()).await;
         });
         let outcome = drive(
             &config(),
@@ -989,9 +1122,51 @@ mod tests {
         );
     }
 
+    /// What a runtime says is checked: times in order and not in the
+    /// future, credit for no more jobs than it was sent, and every job
+    /// accounted for at END.
+    #[tokio::test]
+    async fn a_vm_that_lies_is_an_error() {
+        for (lie, want) in [
+            (
+                Lie::Times("10 10 5 30"),
+                "with times out of order or in the future (origin 10 release 10 pickup 5 end 30",
+            ),
+            (
+                Lie::Times("10 10 20 100000000000000"),
+                "with times out of order or in the future",
+            ),
+            (
+                Lie::Times("10 10 20 18446744073709551615"),
+                "with times out of order or in the future",
+            ),
+            (Lie::Times("30 10 20 40"), "with times out of order"),
+            (
+                Lie::Credit,
+                "the BEAM returned credit for 11 jobs, but was sent 10",
+            ),
+            (
+                Lie::Drop,
+                "accounting check failed: the BEAM received 10 jobs but reported 9 finished and 0 cancelled",
+            ),
+        ] {
+            let (outcome, _) = fake_vm_lying(10, lie).await;
+            let Outcome::Internal(m) = outcome else {
+                panic!("{want}: {outcome:?}");
+            };
+            assert!(m.contains(want), "{want}: {m}");
+        }
+        assert_eq!(fake_vm_lying(10, Lie::None).await.0, Outcome::Finished);
+    }
+
     /// Runs 500 jobs (jobs 100 and 200 crash, the workers holding jobs 3
     /// and 7 are killed) on the real VM; None when Erlang is missing.
     fn real_vm(max_restarts: u32) -> Option<(Outcome, proto::Done)> {
+        real_vm_with(max_restarts, 500, &[100, 200])
+    }
+
+    /// Runs `n` jobs, those in `crash` crashing, on the real VM.
+    fn real_vm_with(max_restarts: u32, n: u64, crash: &[u64]) -> Option<(Outcome, proto::Done)> {
         if let Some(why) = unavailable_reason() {
             eprintln!("SKIP: the BEAM tests: {why}");
             return None;
@@ -1001,18 +1176,21 @@ mod tests {
             ..config()
         };
         let mut wl = crate::workload::Workload::start(cfg).expect("starts");
-        let jobs: Vec<Job> = (0..500)
+        let jobs: Vec<Job> = (0..n)
             .map(|id| Job {
                 id,
                 class: (id % 2) as u32,
                 work_units: 1000,
                 sleep_us: if id % 3 == 0 { 500 } else { 0 },
-                crash: id == 100 || id == 200,
+                crash: crash.contains(&id),
                 intended_us: 0,
             })
             .collect();
-        wl.recorder.received.fetch_add(500, Ordering::Relaxed);
-        wl.feed(jobs);
+        wl.recorder.received.fetch_add(n, Ordering::Relaxed);
+        // In batches, as the session feeds it.
+        for chunk in jobs.chunks(4096) {
+            wl.feed(chunk.to_vec());
+        }
         wl.end_of_jobs();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1102,5 +1280,22 @@ mod tests {
         let t = done.totals.unwrap();
         assert_eq!(t.restarts, 3);
         assert_eq!(t.completed + t.crashed + t.cancelled, 500, "{t:?}");
+    }
+
+    /// The pool fails with jobs still on their way to the VM (written past
+    /// its window) and many more in the agent's buffer: every job is still
+    /// counted once, and the parity check holds.
+    #[test]
+    fn a_pool_failing_mid_stream_counts_every_job_once() {
+        let Some((outcome, done)) = real_vm_with(3, 20_000, &[3000, 3001, 3002, 3003, 3004]) else {
+            return;
+        };
+        let Outcome::PoolFailed(m) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(m.starts_with("supervisor gave up: 4 crashes"), "{m}");
+        let t = done.totals.unwrap();
+        assert!(t.cancelled > 10_000, "{t:?}");
+        assert_eq!(t.completed + t.crashed + t.cancelled, 20_000, "{t:?}");
     }
 }

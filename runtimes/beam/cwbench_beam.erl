@@ -42,7 +42,9 @@
     delay = #{},              % Idx => DelayMs for its replacement
     crashed_at = #{},         % Idx => crash time (µs), until the next pick-up
     probe_last,               % µs of the last probe wake
-    busy0 = 0                 % scheduler busy time at READY (µs)
+    wall0 = [],               % scheduler_wall_time at READY
+    failed = false            % the pool failed: count further jobs as
+                              % cancelled until the agent's C or E
 }).
 
 main() ->
@@ -63,14 +65,26 @@ main() ->
 
 %% --- start-up -------------------------------------------------------------
 
-header(S = #s{port = Port}) ->
+%% The header may be longer than the port's 4,096-byte lines (a long
+%% kill list): its parts arrive as noeol chunks, up to 1 MiB in all.
+header(S) ->
+    header(S, <<>>).
+
+header(S = #s{port = Port}, Acc) ->
     receive
-        {Port, {data, {eol, <<"cwbench-beam 1", Rest/binary>>}}} ->
-            Cfg = maps:from_list(
-                    [kv(P) || P <- binary:split(Rest, <<" ">>, [global, trim_all])]),
-            start(S#s{cfg = Cfg});
-        {Port, {data, {eol, Other}}} ->
-            error({bad_header, Other});
+        {Port, {data, {noeol, Part}}} when byte_size(Acc) + byte_size(Part) =< 1048576 ->
+            header(S, <<Acc/binary, Part/binary>>);
+        {Port, {data, {noeol, _}}} ->
+            error(header_too_long);
+        {Port, {data, {eol, Part}}} ->
+            case <<Acc/binary, Part/binary>> of
+                <<"cwbench-beam 1", Rest/binary>> ->
+                    Cfg = maps:from_list(
+                            [kv(P) || P <- binary:split(Rest, <<" ">>, [global, trim_all])]),
+                    start(S#s{cfg = Cfg});
+                Other ->
+                    error({bad_header, binary:part(Other, 0, min(byte_size(Other), 200))})
+            end;
         {Port, eof} ->
             erlang:halt(0)
     end.
@@ -95,7 +109,7 @@ start(S0) ->
     T0 = erlang:monotonic_time(microsecond),
     persistent_term:put(cwbench_t0, T0),
     persistent_term:put(cwbench_timeout_us, cfg(timeout_ms, S0) * 1000),
-    S1 = S0#s{t0 = T0, probe_last = 0, busy0 = busy_us()},
+    S1 = S0#s{t0 = T0, probe_last = 0, wall0 = wall_time()},
     {ok, Sup} = cwbench_beam_sup:start_link(cfg(workers, S1), self()),
     Self = self(),
     Period = max(cfg(probe_us, S1), 100),
@@ -152,6 +166,16 @@ handle({Port, eof}, S = #s{port = Port, ended = true}) ->
 handle({Port, eof}, #s{port = Port}) ->
     %% The agent is gone before the end of the jobs: stop at once.
     erlang:halt(0);
+handle({Port, {data, {eol, Line}}}, S = #s{port = Port, failed = true}) ->
+    line(Line, S);
+%% A killed worker's last words: its job was counted cancelled when the
+%% pool failed.
+handle({hello, _, _}, S = #s{failed = true}) ->
+    S;
+handle({ready, _, _}, S = #s{failed = true}) ->
+    S;
+handle({{_, _}, _, _}, S = #s{failed = true}) ->
+    S;
 handle({hello, Idx, Pid}, S = #s{delay = D}) ->
     Pid ! {go, maps:get(Idx, D, 0)},
     S#s{delay = maps:remove(Idx, D)};
@@ -185,17 +209,25 @@ line(<<"J ", Rest/binary>>, S) ->
     Job = {Id, Class, Work, Sleep, Crash =:= 1, Intended},
     D = lists:foldl(fun(W, St) -> word(St, W) end, S#s.digest,
                     [Id, Work bor (Sleep bsl 32), Class bor (Crash bsl 32), Intended]),
-    Now = now_us(S),
-    S#s{pending = queue:in(Job, S#s.pending),
-        digest = D, count = S#s.count + 1,
-        open_t0 = case S#s.open_t0 of undefined -> Now; T -> T end,
-        attempt = case S#s.attempt of undefined -> Now; A -> A end};
+    line_job(Job, S#s{digest = D, count = S#s.count + 1});
+line(<<"E">>, S = #s{failed = true}) ->
+    finish(S, 0);
 line(<<"E">>, S) ->
     S#s{ended = true};
 line(<<"C">>, S) ->
     cancel(S);
 line(Other, _S) ->
     error({bad_line, Other}).
+
+%% A job written after the pool failed still counts in the digest, and as
+%% cancelled: every job the agent wrote comes back exactly once.
+line_job(_Job, S = #s{failed = true}) ->
+    S#s{cancelled = S#s.cancelled + 1};
+line_job(Job, S) ->
+    Now = now_us(S),
+    S#s{pending = queue:in(Job, S#s.pending),
+        open_t0 = case S#s.open_t0 of undefined -> Now; T -> T end,
+        attempt = case S#s.attempt of undefined -> Now; A -> A end}.
 
 %% Moves jobs pending -> queue -> idle workers until nothing moves.
 pump(S0) ->
@@ -269,8 +301,11 @@ crashed(Idx, At, S) ->
         true ->
             Msg = io_lib:format("supervisor gave up: ~b crashes within ~b ms (max_restarts = ~b)",
                                 [length(Recent), Window div 1000, Max]),
+            %% The workers stop and what is held is cancelled; jobs already
+            %% on their way are read and counted until the agent, told by
+            %% F, answers C (or E), so END covers every job written.
             S1 = out(["F ", Msg, $\n], S),
-            finish(cancel_all(S1), 0);
+            flush((cancel_all(S1))#s{failed = true});
         false ->
             {Delay, Backoff} =
                 case cfg(backoff_ms, S) of
@@ -351,13 +386,23 @@ gauge_line(S) ->
                            || X <- [S#s.qlen, map_size(S#s.busy),
                                     erlang:system_info(process_count),
                                     erlang:statistics(total_run_queue_lengths),
-                                    busy_us() - S#s.busy0]]), $\n].
+                                    busy_us(S)]]), $\n].
 
-%% Busy time of the normal schedulers since the VM started, µs.
-busy_us() ->
+%% The normal schedulers' {Id, Active, Total} wall times.
+wall_time() ->
     N = erlang:system_info(schedulers),
-    Active = lists:sum([A || {Id, A, _} <- erlang:statistics(scheduler_wall_time), Id =< N]),
-    erlang:convert_time_unit(Active, perf_counter, microsecond).
+    lists:sort([W || W = {Id, _, _} <- erlang:statistics(scheduler_wall_time), Id =< N]).
+
+%% Busy time of the normal schedulers since READY, µs: each scheduler's
+%% active share of its wall time times the elapsed time. (The unit of
+%% scheduler_wall_time is unspecified, so only its ratios are used.)
+busy_us(S = #s{wall0 = W0}) ->
+    Elapsed = now_us(S),
+    Busy = lists:sum([case T1 - T0 of
+                          0 -> 0;
+                          DT -> (A1 - A0) / DT
+                      end || {{Id, A0, T0}, {Id, A1, T1}} <- lists:zip(W0, wall_time())]),
+    round(Busy * Elapsed).
 
 now_us(#s{t0 = T0}) -> erlang:monotonic_time(microsecond) - T0.
 
