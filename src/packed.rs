@@ -2,7 +2,10 @@
 //! bit-packed, about 2–3 bytes per job for the parity scenario instead of
 //! 4–5 as protobuf varints. The format is specified in docs/workload.md
 //! ("Packed job batches"); the decoder checks every length and range, so
-//! hostile bytes give an error, never a panic or a large allocation.
+//! hostile bytes give an error, never a panic; it allocates at most the
+//! n ≤ MAX_JOBS values per column the header announces (a constant column
+//! is a few bytes for n values), and the agent checks n against its batch
+//! limit and credit before decoding.
 
 /// The encoding version this build writes and reads (Ready.batch_encoding).
 pub const VERSION: u8 = 1;

@@ -117,9 +117,10 @@ enum Figure {
         #[arg(long, default_value_t = 2)]
         threads: u32,
     },
-    /// Every figure with default sizes (memory with --memory-jobs).
+    /// Every figure with default sizes (memory with --memory-jobs; the
+    /// documented figure is 50 M jobs).
     All {
-        #[arg(long, default_value_t = 10_000_000)]
+        #[arg(long, default_value_t = 50_000_000)]
         memory_jobs: u64,
     },
     /// (internal) Serve an agent on 127.0.0.1:0 and print its address.
@@ -432,10 +433,25 @@ fn pipeline(a: &PipelineArgs) -> Result<()> {
     Ok(())
 }
 
+/// The median; of an even count, the mean of the two middle values.
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() { 0.0 } else { s[s.len() / 2] }
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// A child process killed and reaped when dropped, on every way out.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn parity() -> Result<Plan> {
@@ -810,12 +826,17 @@ fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
         "\n## memory: {jobs} zero-work jobs, pool 1 worker, prefetch {prefetch}, agent in a child process, load {}",
         load_avg()
     );
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve-agent", "--threads", &threads.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()?;
+    // The plan first: nothing below may return early with the child alive
+    // (it would serve forever).
+    let plan = zero_work_plan(jobs, jobs / 50, 1, "pool", threads, prefetch, None)?;
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe()?)
+            .args(["serve-agent", "--threads", &threads.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().context("child stdout")?).read_line(&mut line)?;
+    BufReader::new(child.0.stdout.take().context("child stdout")?).read_line(&mut line)?;
     let addr = line.trim().to_string();
     let samples: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let s2 = samples.clone();
@@ -834,12 +855,10 @@ fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
             }
         })
     };
-    let plan = zero_work_plan(jobs, jobs / 50, 1, "pool", threads, prefetch, None)?;
     let r = run_plan(plan, Agents::Remote(vec![addr]), 8192, Some(progress));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.join();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let (tput, _, _) = r?;
     let s = samples.lock().unwrap().clone();
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -878,4 +897,17 @@ fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
         tput / 1e6
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[545.0, 465.0]), 505.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
 }
