@@ -26,19 +26,35 @@ struct Inner<T> {
     /// got into the queue). Meaningful only while the hand is not empty.
     hand_since: u64,
     closed: bool,
+    /// Jobs of the hand the gate refused, not yet reported to the producer.
+    refused: usize,
     /// Consumers parked on `items` and not yet notified.
     consumers_waiting: usize,
     /// Producers parked on `space` and not yet notified.
     producers_waiting: usize,
 }
 
+/// Decides, as a job enters the queue with its latency origin (ns), whether
+/// it is released at all (a timed run's end: `Span::admit`). False: neither
+/// it nor the rest of the producer's hand is ever queued.
+pub type Gate<T> = Box<dyn Fn(&T, u64) -> bool + Send + Sync>;
+
 /// A bounded MPMC queue.
-#[derive(Debug)]
 pub struct Queue<T> {
     inner: Mutex<Inner<T>>,
     cap: usize,
     items: Notify,
     space: Notify,
+    gate: Option<Gate<T>>,
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("cap", &self.cap)
+            .field("gated", &self.gate.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Queue<T> {
@@ -47,6 +63,7 @@ impl<T> Queue<T> {
             inner: Mutex::new(Inner {
                 buf: VecDeque::with_capacity(cap.min(1 << 16)),
                 hand_since: 0,
+                refused: 0,
                 closed: false,
                 consumers_waiting: 0,
                 producers_waiting: 0,
@@ -54,6 +71,15 @@ impl<T> Queue<T> {
             cap: cap.max(1),
             items: Notify::new(),
             space: Notify::new(),
+            gate: None,
+        }
+    }
+
+    /// A queue whose `send_all` jobs pass `gate` as they enter.
+    pub fn with_gate(cap: usize, gate: Gate<T>) -> Self {
+        Self {
+            gate: Some(gate),
+            ..Self::new(cap)
         }
     }
 
@@ -102,9 +128,10 @@ impl<T> Queue<T> {
     /// Closed loop, one producer: enqueues every item of `items`, in order,
     /// each as soon as a slot frees. Those that fit now get origin `now`
     /// (ns); the others get the moment their turn to try began (as the job
-    /// before them got in). Returns once all are queued, or with the number
-    /// never queued if the queue was closed.
-    pub async fn send_all(&self, items: Vec<T>, now: u64) -> Result<(), usize> {
+    /// before them got in). Returns once all are queued (with the number the
+    /// gate refused), or with the number never queued if the queue was
+    /// closed.
+    pub async fn send_all(&self, items: Vec<T>, now: u64) -> Result<usize, usize> {
         {
             let mut g = self.inner.lock();
             if g.closed {
@@ -113,6 +140,14 @@ impl<T> Queue<T> {
             let before = g.buf.len();
             // Hand jobs get their origin as they enter the queue.
             g.buf.extend(items.into_iter().map(|t| (t, now)));
+            if let Some(gate) = &self.gate {
+                // Those that fit now enter now.
+                let fit = g.buf.len().min(self.cap);
+                if let Some(k) = (before..fit).find(|&i| !gate(&g.buf[i].0, now)) {
+                    g.refused += g.buf.len() - k;
+                    g.buf.truncate(k);
+                }
+            }
             let after = g.buf.len();
             if after > self.cap && before <= self.cap {
                 // The job before the hand's first got in just now.
@@ -121,7 +156,7 @@ impl<T> Queue<T> {
             let pushed = after.min(self.cap).saturating_sub(before);
             self.wake_consumers(&mut g, pushed);
             if after <= self.cap {
-                return Ok(());
+                return Ok(std::mem::take(&mut g.refused));
             }
         }
         loop {
@@ -130,7 +165,7 @@ impl<T> Queue<T> {
                 let mut g = self.inner.lock();
                 let len = g.buf.len();
                 if len <= self.cap {
-                    return Ok(());
+                    return Ok(std::mem::take(&mut g.refused));
                 }
                 if g.closed {
                     g.buf.truncate(self.cap);
@@ -144,7 +179,7 @@ impl<T> Queue<T> {
 
     /// Takes the next item and its latency origin if there is one; `now` is
     /// the moment of taking (the origin of the hand's next job, if any).
-    #[inline]
+    #[inline(always)]
     pub fn try_recv(&self, now: u64) -> Option<(T, u64)> {
         let mut g = self.inner.lock();
         let front = g.buf.pop_front()?;
@@ -153,8 +188,17 @@ impl<T> Queue<T> {
             // The hand's first job takes the freed slot: its attempt began
             // when the job before it got in; the next one's begins now.
             let since = std::mem::replace(&mut g.hand_since, now);
-            g.buf[self.cap - 1].1 = since;
-            if len == self.cap && g.producers_waiting > 0 {
+            let mut hand_over = len == self.cap;
+            match &self.gate {
+                Some(gate) if !gate(&g.buf[self.cap - 1].0, since) => {
+                    // Not released: neither it nor the rest of the hand.
+                    g.refused += len - (self.cap - 1);
+                    g.buf.truncate(self.cap - 1);
+                    hand_over = true;
+                }
+                _ => g.buf[self.cap - 1].1 = since,
+            }
+            if hand_over && g.producers_waiting > 0 {
                 // The producer's hand is empty: it may bring the next chunk.
                 g.producers_waiting -= 1;
                 self.space.notify_one();
@@ -275,8 +319,28 @@ mod tests {
         // Job 3 began trying at t1, when job 2 got in; now the hand is empty.
         assert_eq!(q.try_recv(t2), Some((2, t0)));
         assert_eq!(q.try_recv(t2), Some((3, t1)));
-        assert_eq!(p.await.unwrap(), Ok(()));
+        assert_eq!(p.await.unwrap(), Ok(0));
         assert_eq!(q.try_recv(t2), None);
+    }
+
+    #[tokio::test]
+    async fn the_gate_decides_at_entry_and_cuts_the_rest_of_the_hand() {
+        // Released while the origin is below 3_000 (as a timed run's end).
+        let q = Arc::new(Queue::with_gate(2, Box::new(|_: &u32, o: u64| o < 3_000)));
+        let q2 = q.clone();
+        let p = tokio::spawn(async move { q2.send_all((0..6u32).collect(), 1_000).await });
+        tokio::task::yield_now().await;
+        assert_eq!(q.try_recv(2_000), Some((0, 1_000)));
+        // Job 2 entered with origin 1_000, job 3 with 2_000; job 4's attempt
+        // began at 3_000: refused, and job 5 with it.
+        assert_eq!(q.try_recv(3_000), Some((1, 1_000)));
+        assert_eq!(q.try_recv(4_000), Some((2, 1_000)));
+        assert_eq!(q.try_recv(4_000), Some((3, 2_000)));
+        assert_eq!(q.try_recv(4_000), None);
+        assert_eq!(p.await.unwrap(), Ok(2));
+        // A chunk refused at once.
+        assert_eq!(q.send_all(vec![7, 8], 5_000).await, Ok(2));
+        assert_eq!(q.len(), 0);
     }
 
     #[tokio::test]

@@ -122,6 +122,8 @@ pub struct Completed {
     class: u32,
     measured: bool,
     done_us: u64,
+    /// done_us / BUCKET_US, computed once.
+    bucket: u64,
     completion: u64,
     queue_wait: u64,
     service: u64,
@@ -164,6 +166,7 @@ impl Local {
             class: job.class,
             measured: rec.is_measured(job, t.origin),
             done_us: (done - s) / 1000,
+            bucket: (done - s) / 1000 / BUCKET_US,
             completion: (done - origin) / 1000,
             queue_wait: (pickup - origin) / 1000,
             service: (done - pickup) / 1000,
@@ -191,7 +194,7 @@ impl Completed {
             && self.queue_wait == o.queue_wait
             && self.service == o.service
             && self.overshoot == o.overshoot
-            && self.done_us / BUCKET_US == o.done_us / BUCKET_US
+            && self.bucket == o.bucket
     }
 }
 
@@ -363,8 +366,12 @@ impl Recorder {
     #[inline]
     pub fn released(&self, job: &Job, origin: u64, at: u64) {
         if self.is_measured(job, origin) {
-            self.first_measured_release_us
-                .fetch_min(us_ns(self.start_ns, at), Ordering::Relaxed);
+            let at = us_ns(self.start_ns, at);
+            // A load first: after the first, releases are rarely earlier.
+            if at < self.first_measured_release_us.load(Ordering::Relaxed) {
+                self.first_measured_release_us
+                    .fetch_min(at, Ordering::Relaxed);
+            }
         }
     }
 

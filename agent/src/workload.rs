@@ -139,6 +139,19 @@ impl Workload {
             Dispatch::Mailbox => (0..cfg.workers)
                 .map(|_| Arc::new(Queue::new(cfg.queue_bound)))
                 .collect(),
+            // A timed run's producer hands over chunks too: each job is
+            // admitted (or the run's end decided) as it enters the queue.
+            Dispatch::Pool | Dispatch::Unspecified if chunked(&cfg) && recorder.span.timed() => {
+                let rec = recorder.clone();
+                let gate = move |job: &Job, origin: u64| {
+                    let admitted = rec.span.admit(job, origin);
+                    if admitted {
+                        rec.released(job, origin, origin);
+                    }
+                    admitted
+                };
+                vec![Arc::new(Queue::with_gate(cfg.queue_bound, Box::new(gate)))]
+            }
             Dispatch::Pool | Dispatch::Unspecified => vec![Arc::new(Queue::new(cfg.queue_bound))],
             _ => Vec::new(),
         };
@@ -451,31 +464,40 @@ async fn produce(
             rec.span.begin(t);
             t
         });
-        // A timed run decides job by job at release, so it takes the
-        // per-job path below.
-        if chunked(&ctx.cfg) && !rec.span.timed() {
+        if chunked(&ctx.cfg) {
             // Closed loop, one producer, one pool queue: the whole chunk is
-            // handed over at once (see Queue::send_all).
+            // handed over at once (see Queue::send_all). A timed run's jobs
+            // are admitted one by one as they enter the queue (its gate).
             let n = chunk.len() as u64;
             if ctx.cancel.is_cancelled() {
                 rec.cancelled.fetch_add(n, Ordering::Relaxed);
                 break;
             }
             let now = crate::clock::now_ns();
-            if let Some(j) = chunk.iter().find(|j| rec.is_measured(j, now)) {
+            if !rec.span.timed()
+                && let Some(j) = chunk.iter().find(|j| rec.is_measured(j, now))
+            {
                 rec.released(j, now, now);
             }
             let r = tokio::select! {
                 r = ctx.queues[0].send_all(chunk, now) => r,
                 // What is still in the producer's hand is drained and counted
                 // as cancelled with the queue.
-                _ = ctx.cancel.cancelled() => Ok(()),
+                _ = ctx.cancel.cancelled() => Ok(0),
             };
-            if let Err(left) = r {
-                rec.cancelled.fetch_add(left as u64, Ordering::Relaxed);
+            // Refused by the gate: the measured part was over.
+            let refused = match r {
+                Ok(k) => k as u64,
+                Err(left) => {
+                    rec.cancelled.fetch_add(left as u64, Ordering::Relaxed);
+                    0
+                }
+            };
+            if refused > 0 {
+                rec.unreleased.fetch_add(refused, Ordering::Relaxed);
             }
-            rec.released.fetch_add(n, Ordering::Relaxed);
-            unreturned += n;
+            rec.released.fetch_add(n - refused, Ordering::Relaxed);
+            unreturned += n - refused;
             if unreturned >= ctx.cfg.credit_chunk {
                 let _ = credit.send(unreturned);
                 unreturned = 0;
@@ -751,7 +773,7 @@ fn crash(rec: &Recorder, shard: usize, job: &Job, origin: u64, pickup: u64) -> !
 
 /// The end of a job that did not crash: its completion time, or the count
 /// of how it ended otherwise.
-#[inline]
+#[inline(always)]
 fn finish(
     rec: &Recorder,
     step: Step,
@@ -1085,4 +1107,98 @@ fn install_panic_hook() {
             }
         }));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::Aggregator;
+    use cwbench::proto;
+
+    fn closed_loop(workers: usize, warmup: Warmup, end: End) -> Config {
+        Config {
+            runtime: Runtime::Tokio,
+            threads: 2,
+            current_thread: false,
+            workers,
+            queue_bound: 16,
+            producers: 1,
+            shed: false,
+            open: false,
+            dispatch: Dispatch::Pool,
+            compute: Compute::Inline,
+            yield_every: 1,
+            compute_threads: 0,
+            warmup,
+            end,
+            classes: 1,
+            credit_chunk: 1024,
+            max_restarts: 0,
+            restart_window: Duration::from_secs(1),
+            backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            probe_interval: Duration::from_millis(1),
+            job_timeout: None,
+            cpus: None,
+            job_log: false,
+            kill_jobs: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Feeds `chunks` chunks of `size` zero-work jobs, then the end; the
+    /// run's final counters.
+    fn run(cfg: Config, chunks: u64, size: u64) -> proto::Counters {
+        let mut wl = Workload::start(cfg).unwrap();
+        for c in 0..chunks {
+            let jobs: Vec<Job> = (c * size..(c + 1) * size)
+                .map(|id| Job {
+                    id,
+                    work_units: (id % 3) as u32,
+                    ..Job::default()
+                })
+                .collect();
+            wl.recorder.received.fetch_add(size, Ordering::Relaxed);
+            wl.feed(jobs);
+        }
+        wl.end_of_jobs();
+        let finished = std::mem::replace(&mut wl.finished, oneshot::channel().1);
+        assert_eq!(finished.blocking_recv().unwrap(), Outcome::Finished);
+        let mut agg = Aggregator::new(1, crate::recovery::Params::default());
+        agg.done(&wl.recorder, 0).totals.unwrap()
+    }
+
+    /// A timed closed loop with one producer hands over whole chunks; each
+    /// job is still admitted one by one as it enters the queue, so a count
+    /// is exact and every job is accounted for.
+    #[test]
+    fn a_timed_closed_loop_hands_over_chunks_and_stops_job_by_job() {
+        for workers in [1, 4] {
+            let c = run(
+                closed_loop(workers, Warmup::Jobs(100), End::Jobs(1_000)),
+                10,
+                500,
+            );
+            assert_eq!(c.measured_completed, 1_000, "{c:?}");
+            assert_eq!(c.completed, 1_100, "{c:?}");
+            assert_eq!(c.received, 5_000);
+            assert_eq!(c.completed + c.unreleased + c.cancelled, 5_000, "{c:?}");
+            assert!(c.unreleased >= 3_900, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_timed_closed_loop_by_duration_accounts_for_every_job() {
+        let c = run(
+            closed_loop(2, Warmup::Jobs(0), End::After(Duration::from_millis(20))),
+            200,
+            8_192,
+        );
+        assert!(c.unreleased > 0, "{c:?}");
+        assert!(c.measured_completed > 0, "{c:?}");
+        assert_eq!(
+            c.completed + c.unreleased + c.cancelled,
+            200 * 8_192,
+            "{c:?}"
+        );
+    }
 }
