@@ -753,9 +753,10 @@ impl State {
         rec: &Recorder,
         gauges: &BeamGauges,
     ) -> Result<Option<Line>, String> {
-        let at = |anchor: Option<Instant>, us: u64| -> Result<Instant, String> {
+        // The VM's µs since READY, as ns on the agent's clock.
+        let at = |anchor: Option<Instant>, us: u64| -> Result<u64, String> {
             anchor
-                .map(|a| a + Duration::from_micros(us))
+                .map(|a| crate::clock::ns_of(a) + us * 1000)
                 .ok_or_else(|| "the BEAM sent a timestamp before READY".to_string())
         };
         match line {
@@ -812,12 +813,8 @@ impl State {
                             origin,
                             pickup,
                             done: end,
-                            sleep: (r.sleep_req > 0).then(|| {
-                                (
-                                    Duration::from_micros(r.sleep_req),
-                                    Duration::from_micros(r.sleep_act),
-                                )
-                            }),
+                            overshoot_us: (r.sleep_req > 0)
+                                .then(|| r.sleep_act.saturating_sub(r.sleep_req)),
                         },
                     ),
                     1 => rec.crashed(0, end),

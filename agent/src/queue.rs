@@ -3,55 +3,67 @@
 //!
 //! Built for chunks: a closed-loop producer hands over a whole chunk at once
 //! (`send_all`). What fits is queued; the rest waits in the producer's hand
-//! (the *stash*, outside the bound, like the one job a blocked producer
+//! (the *hand*, outside the bound, like the one job a blocked producer
 //! holds) and enters the queue one job per freed slot, at the moment the slot
 //! frees, stamped with the moment its enqueue attempt began. So the bound
 //! still holds in jobs, each job still goes to whichever consumer is free,
 //! and the producer wakes once per chunk instead of once per job.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// A queued item that carries the time its enqueue attempt began.
-pub trait Stamp {
-    fn stamp(&mut self, at: Instant);
-}
-
 #[derive(Debug)]
 struct Inner<T> {
-    buf: VecDeque<T>,
-    /// The producer's hand: jobs waiting for a slot, in order. Non-empty
-    /// only while `buf` is full.
-    stash: VecDeque<T>,
-    /// When the stash's first job began its attempt (when the job before it
-    /// got into the queue).
-    stash_since: Option<Instant>,
+    /// The queue — the first `cap` entries at most — then the producer's
+    /// hand, in order, in one deque: a job leaves the hand for the queue by
+    /// the queue's front moving on, so it is never moved between containers.
+    /// Each entry carries its latency origin (ns, agent clock); a hand job's
+    /// is set as it enters the queue.
+    buf: VecDeque<(T, u64)>,
+    /// When the hand's first job began its attempt (when the job before it
+    /// got into the queue). Meaningful only while the hand is not empty.
+    hand_since: u64,
     closed: bool,
+    /// Jobs of the hand the gate refused, not yet reported to the producer.
+    refused: usize,
     /// Consumers parked on `items` and not yet notified.
     consumers_waiting: usize,
     /// Producers parked on `space` and not yet notified.
     producers_waiting: usize,
 }
 
+/// Decides, as a job enters the queue with its latency origin (ns), whether
+/// it is released at all (a timed run's end: `Span::admit`). False: neither
+/// it nor the rest of the producer's hand is ever queued.
+pub type Gate<T> = Box<dyn Fn(&T, u64) -> bool + Send + Sync>;
+
 /// A bounded MPMC queue.
-#[derive(Debug)]
 pub struct Queue<T> {
     inner: Mutex<Inner<T>>,
     cap: usize,
     items: Notify,
     space: Notify,
+    gate: Option<Gate<T>>,
 }
 
-impl<T: Stamp> Queue<T> {
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("cap", &self.cap)
+            .field("gated", &self.gate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Queue<T> {
     pub fn new(cap: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 buf: VecDeque::with_capacity(cap.min(1 << 16)),
-                stash: VecDeque::new(),
-                stash_since: None,
+                hand_since: 0,
+                refused: 0,
                 closed: false,
                 consumers_waiting: 0,
                 producers_waiting: 0,
@@ -59,6 +71,15 @@ impl<T: Stamp> Queue<T> {
             cap: cap.max(1),
             items: Notify::new(),
             space: Notify::new(),
+            gate: None,
+        }
+    }
+
+    /// A queue whose `send_all` jobs pass `gate` as they enter.
+    pub fn with_gate(cap: usize, gate: Gate<T>) -> Self {
+        Self {
+            gate: Some(gate),
+            ..Self::new(cap)
         }
     }
 
@@ -70,9 +91,9 @@ impl<T: Stamp> Queue<T> {
         }
     }
 
-    /// Waits for a free slot, then enqueues (the item keeps its stamp).
+    /// Waits for a free slot, then enqueues `item` with its latency origin.
     /// Returns the item back if the queue was closed.
-    pub async fn send(&self, item: T) -> Result<(), T> {
+    pub async fn send(&self, item: T, origin: u64) -> Result<(), T> {
         let mut item = Some(item);
         loop {
             let notified = self.space.notified();
@@ -81,8 +102,9 @@ impl<T: Stamp> Queue<T> {
                 if g.closed {
                     return Err(item.take().expect("item"));
                 }
-                if g.buf.len() < self.cap && g.stash.is_empty() {
-                    g.buf.push_back(item.take().expect("item"));
+                // Below the bound, the hand is empty too.
+                if g.buf.len() < self.cap {
+                    g.buf.push_back((item.take().expect("item"), origin));
                     self.wake_consumers(&mut g, 1);
                     return Ok(());
                 }
@@ -93,61 +115,61 @@ impl<T: Stamp> Queue<T> {
     }
 
     /// Enqueues if there is a free slot now; otherwise gives the item back.
-    pub fn try_send(&self, item: T) -> Result<(), T> {
+    pub fn try_send(&self, item: T, origin: u64) -> Result<(), T> {
         let mut g = self.inner.lock();
-        if g.closed || g.buf.len() >= self.cap || !g.stash.is_empty() {
+        if g.closed || g.buf.len() >= self.cap {
             return Err(item);
         }
-        g.buf.push_back(item);
+        g.buf.push_back((item, origin));
         self.wake_consumers(&mut g, 1);
         Ok(())
     }
 
     /// Closed loop, one producer: enqueues every item of `items`, in order,
-    /// each as soon as a slot frees. Those that fit now are stamped `now`;
-    /// the others are stamped when their turn to try begins (as the job
-    /// before them gets in). Returns once all are queued, or with the number
-    /// never queued if the queue was closed.
-    pub async fn send_all(
-        &self,
-        items: impl IntoIterator<Item = T>,
-        now: Instant,
-    ) -> Result<(), usize> {
+    /// each as soon as a slot frees. Those that fit now get origin `now`
+    /// (ns); the others get the moment their turn to try began (as the job
+    /// before them got in). Returns once all are queued (with the number the
+    /// gate refused), or with the number never queued if the queue was
+    /// closed.
+    pub async fn send_all(&self, items: Vec<T>, now: u64) -> Result<usize, usize> {
         {
             let mut g = self.inner.lock();
             if g.closed {
-                return Err(items.into_iter().count());
+                return Err(items.len());
             }
-            let mut pushed = 0;
-            for mut it in items {
-                if g.buf.len() < self.cap && g.stash.is_empty() {
-                    it.stamp(now);
-                    g.buf.push_back(it);
-                    pushed += 1;
-                } else {
-                    g.stash.push_back(it);
+            let before = g.buf.len();
+            // Hand jobs get their origin as they enter the queue.
+            g.buf.extend(items.into_iter().map(|t| (t, now)));
+            if let Some(gate) = &self.gate {
+                // Those that fit now enter now.
+                let fit = g.buf.len().min(self.cap);
+                if let Some(k) = (before..fit).find(|&i| !gate(&g.buf[i].0, now)) {
+                    g.refused += g.buf.len() - k;
+                    g.buf.truncate(k);
                 }
             }
-            if !g.stash.is_empty() && g.stash_since.is_none() {
-                g.stash_since = Some(now);
+            let after = g.buf.len();
+            if after > self.cap && before <= self.cap {
+                // The job before the hand's first got in just now.
+                g.hand_since = now;
             }
+            let pushed = after.min(self.cap).saturating_sub(before);
             self.wake_consumers(&mut g, pushed);
-            if g.stash.is_empty() {
-                return Ok(());
+            if after <= self.cap {
+                return Ok(std::mem::take(&mut g.refused));
             }
         }
         loop {
             let notified = self.space.notified();
             {
                 let mut g = self.inner.lock();
-                if g.stash.is_empty() {
-                    return Ok(());
+                let len = g.buf.len();
+                if len <= self.cap {
+                    return Ok(std::mem::take(&mut g.refused));
                 }
                 if g.closed {
-                    let left = g.stash.len();
-                    g.stash.clear();
-                    g.stash_since = None;
-                    return Err(left);
+                    g.buf.truncate(self.cap);
+                    return Err(len - self.cap);
                 }
                 g.producers_waiting += 1;
             }
@@ -155,17 +177,29 @@ impl<T: Stamp> Queue<T> {
         }
     }
 
-    /// Takes the next item if there is one; `now` is the moment of taking
-    /// (it stamps the stashed job that moves into the freed slot).
-    pub fn try_recv(&self, now: Instant) -> Option<T> {
+    /// Takes the next item and its latency origin if there is one; `now` is
+    /// the moment of taking (the origin of the hand's next job, if any).
+    #[inline(always)]
+    pub fn try_recv(&self, now: u64) -> Option<(T, u64)> {
         let mut g = self.inner.lock();
-        let item = g.buf.pop_front()?;
-        if let Some(mut next) = g.stash.pop_front() {
-            next.stamp(g.stash_since.unwrap_or(now));
-            g.buf.push_back(next);
-            g.stash_since = if g.stash.is_empty() { None } else { Some(now) };
-            if g.stash.is_empty() && g.producers_waiting > 0 {
-                // The producer's chunk is all in: it may bring the next.
+        let front = g.buf.pop_front()?;
+        let len = g.buf.len();
+        if len >= self.cap {
+            // The hand's first job takes the freed slot: its attempt began
+            // when the job before it got in; the next one's begins now.
+            let since = std::mem::replace(&mut g.hand_since, now);
+            let mut hand_over = len == self.cap;
+            match &self.gate {
+                Some(gate) if !gate(&g.buf[self.cap - 1].0, since) => {
+                    // Not released: neither it nor the rest of the hand.
+                    g.refused += len - (self.cap - 1);
+                    g.buf.truncate(self.cap - 1);
+                    hand_over = true;
+                }
+                _ => g.buf[self.cap - 1].1 = since,
+            }
+            if hand_over && g.producers_waiting > 0 {
+                // The producer's hand is empty: it may bring the next chunk.
                 g.producers_waiting -= 1;
                 self.space.notify_one();
             }
@@ -173,16 +207,15 @@ impl<T: Stamp> Queue<T> {
             g.producers_waiting -= 1;
             self.space.notify_one();
         }
-        Some(item)
+        Some(front)
     }
 
-    /// The next item and the moment it was taken; `None` once the queue is
-    /// closed and empty. `hint`: a clock reading taken just before (the
-    /// completion of the caller's previous job), used if an item is there.
-    pub async fn recv(&self, hint: Option<Instant>) -> Option<(T, Instant)> {
-        let t = hint.unwrap_or_else(crate::clock::now);
-        if let Some(x) = self.try_recv(t) {
-            return Some((x, t));
+    /// The next item, its latency origin and the moment it was taken;
+    /// `None` once the queue is closed and empty.
+    pub async fn recv(&self) -> Option<(T, u64, u64)> {
+        let t = crate::clock::now_ns();
+        if let Some((x, origin)) = self.try_recv(t) {
+            return Some((x, origin, t));
         }
         loop {
             let notified = self.items.notified();
@@ -195,9 +228,9 @@ impl<T: Stamp> Queue<T> {
                     g.consumers_waiting += 1;
                 } else {
                     drop(g);
-                    let t = crate::clock::now();
-                    if let Some(x) = self.try_recv(t) {
-                        return Some((x, t));
+                    let t = crate::clock::now_ns();
+                    if let Some((x, origin)) = self.try_recv(t) {
+                        return Some((x, origin, t));
                     }
                     continue;
                 }
@@ -218,18 +251,16 @@ impl<T: Stamp> Queue<T> {
         self.space.notify_waiters();
     }
 
-    /// Jobs queued now (not counting a producer's stash).
+    /// Jobs queued now (not counting a producer's hand).
     pub fn len(&self) -> usize {
-        self.inner.lock().buf.len()
+        self.inner.lock().buf.len().min(self.cap)
     }
 
-    /// Removes and returns everything queued or stashed (for cancellation).
+    /// Removes and returns everything queued or in the hand (for
+    /// cancellation).
     pub fn drain(&self) -> Vec<T> {
         let mut g = self.inner.lock();
-        let mut v: Vec<T> = g.buf.drain(..).collect();
-        v.extend(g.stash.drain(..));
-        g.stash_since = None;
-        v
+        g.buf.drain(..).map(|(t, _)| t).collect()
     }
 }
 
@@ -237,18 +268,6 @@ impl<T: Stamp> Queue<T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-
-    impl Stamp for u32 {
-        fn stamp(&mut self, _at: Instant) {}
-    }
-
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    struct S(u32, Option<Instant>);
-    impl Stamp for S {
-        fn stamp(&mut self, at: Instant) {
-            self.1 = Some(at);
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_item_is_received_exactly_once_and_the_bound_holds() {
@@ -258,7 +277,7 @@ mod tests {
             let q = q.clone();
             consumers.push(tokio::spawn(async move {
                 let mut got = Vec::new();
-                while let Some((x, _)) = q.recv(None).await {
+                while let Some((x, _, _)) = q.recv().await {
                     assert!(q.len() <= 8);
                     got.push(x);
                 }
@@ -266,12 +285,12 @@ mod tests {
             }));
         }
         for i in 0..5_000u32 {
-            q.send(i).await.unwrap();
+            q.send(i, 0).await.unwrap();
             assert!(q.len() <= 8);
         }
         for c in 0..50u32 {
             let chunk: Vec<u32> = (0..100).map(|k| 5_000 + c * 100 + k).collect();
-            q.send_all(chunk, crate::clock::now()).await.unwrap();
+            q.send_all(chunk, crate::clock::now_ns()).await.unwrap();
             assert!(q.len() <= 8);
         }
         q.close();
@@ -286,36 +305,67 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_waits_in_the_hand_and_is_stamped_as_slots_free() {
         let q = Arc::new(Queue::new(2));
-        let t0 = crate::clock::now();
-        let chunk: Vec<S> = (0..4).map(|i| S(i, None)).collect();
+        let t0 = 1_000_000u64;
+        let chunk: Vec<u32> = (0..4).collect();
         let q2 = q.clone();
         let p = tokio::spawn(async move { q2.send_all(chunk, t0).await });
         tokio::task::yield_now().await;
         assert_eq!(q.len(), 2);
-        let t1 = t0 + std::time::Duration::from_millis(1);
-        let t2 = t0 + std::time::Duration::from_millis(2);
+        let (t1, t2) = (t0 + 1_000_000, t0 + 2_000_000);
         // Both first jobs got in at t0.
-        assert_eq!(q.try_recv(t1), Some(S(0, Some(t0))));
+        assert_eq!(q.try_recv(t1), Some((0, t0)));
         // Job 2 tried from t0 (when job 1 got in); it gets in at t1.
-        assert_eq!(q.try_recv(t2), Some(S(1, Some(t0))));
+        assert_eq!(q.try_recv(t2), Some((1, t0)));
         // Job 3 began trying at t1, when job 2 got in; now the hand is empty.
-        assert_eq!(q.try_recv(t2), Some(S(2, Some(t0))));
-        assert_eq!(q.try_recv(t2), Some(S(3, Some(t1))));
-        assert_eq!(p.await.unwrap(), Ok(()));
+        assert_eq!(q.try_recv(t2), Some((2, t0)));
+        assert_eq!(q.try_recv(t2), Some((3, t1)));
+        assert_eq!(p.await.unwrap(), Ok(0));
         assert_eq!(q.try_recv(t2), None);
+    }
+
+    #[tokio::test]
+    async fn the_gate_decides_at_entry_and_cuts_the_rest_of_the_hand() {
+        // Released while the origin is below 3_000 (as a timed run's end).
+        let q = Arc::new(Queue::with_gate(2, Box::new(|_: &u32, o: u64| o < 3_000)));
+        let q2 = q.clone();
+        let p = tokio::spawn(async move { q2.send_all((0..6u32).collect(), 1_000).await });
+        tokio::task::yield_now().await;
+        assert_eq!(q.try_recv(2_000), Some((0, 1_000)));
+        // Job 2 entered with origin 1_000, job 3 with 2_000; job 4's attempt
+        // began at 3_000: refused, and job 5 with it.
+        assert_eq!(q.try_recv(3_000), Some((1, 1_000)));
+        assert_eq!(q.try_recv(4_000), Some((2, 1_000)));
+        assert_eq!(q.try_recv(4_000), Some((3, 2_000)));
+        assert_eq!(q.try_recv(4_000), None);
+        assert_eq!(p.await.unwrap(), Ok(2));
+        // A chunk refused at once.
+        assert_eq!(q.send_all(vec![7, 8], 5_000).await, Ok(2));
+        assert_eq!(q.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_hand_cut_short_by_close_is_returned_as_never_queued() {
+        let q = Arc::new(Queue::new(2));
+        let q2 = q.clone();
+        let p = tokio::spawn(async move { q2.send_all((0..5u32).collect(), 7).await });
+        tokio::task::yield_now().await;
+        assert_eq!(q.try_recv(8), Some((0, 7)));
+        q.close();
+        assert_eq!(p.await.unwrap(), Err(2));
+        assert_eq!(q.drain(), vec![1, 2]);
     }
 
     #[tokio::test]
     async fn try_send_sheds_when_full_and_close_releases_senders() {
         let q = Queue::new(2);
-        assert!(q.try_send(1).is_ok());
-        assert!(q.try_send(2).is_ok());
-        assert_eq!(q.try_send(3), Err(3));
+        assert!(q.try_send(1, 0).is_ok());
+        assert!(q.try_send(2, 0).is_ok());
+        assert_eq!(q.try_send(3, 0), Err(3));
         q.close();
-        assert_eq!(q.send(4).await, Err(4));
-        assert_eq!(q.recv(None).await.map(|x| x.0), Some(1));
+        assert_eq!(q.send(4, 0).await, Err(4));
+        assert_eq!(q.recv().await.map(|x| x.0), Some(1));
         assert_eq!(q.drain(), vec![2]);
-        assert_eq!(q.recv(None).await, None);
-        assert_eq!(q.send_all(vec![5, 6], crate::clock::now()).await, Err(2));
+        assert_eq!(q.recv().await, None);
+        assert_eq!(q.send_all(vec![5, 6], crate::clock::now_ns()).await, Err(2));
     }
 }

@@ -109,6 +109,12 @@ pub fn us(from: Instant, to: Instant) -> u64 {
     d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
 }
 
+/// Saturating microseconds between two nanosecond readings.
+#[inline]
+pub fn us_ns(from: u64, to: u64) -> u64 {
+    to.saturating_sub(from) / 1000
+}
+
 /// A completed job as a pool worker keeps it until its next flush
 /// (`Recorder::flush`): the figures `Recorder::completed` would record.
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +122,8 @@ pub struct Completed {
     class: u32,
     measured: bool,
     done_us: u64,
+    /// done_us / BUCKET_US, computed once.
+    bucket: u64,
     completion: u64,
     queue_wait: u64,
     service: u64,
@@ -124,22 +132,16 @@ pub struct Completed {
 }
 
 /// A pool worker's completions not yet in its shard: equal consecutive
-/// figures merged into one entry with a count, and the clock conversions of
-/// the last origin and completion kept (back to back, the next job shares
-/// them).
+/// figures merged into one entry with a count.
 #[derive(Debug)]
 pub struct Local {
     buf: Vec<(Completed, u32)>,
-    last_origin: Option<(Instant, u64)>,
-    last_done: Option<(Instant, u64)>,
 }
 
 impl Local {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             buf: Vec::with_capacity(n),
-            last_origin: None,
-            last_done: None,
         }
     }
 
@@ -155,32 +157,20 @@ impl Local {
     /// Adds a completed job; returns its service time in µs.
     #[inline]
     pub fn push(&mut self, rec: &Recorder, job: &Job, t: &Timing) -> u64 {
-        let cached = |c: &mut Option<(Instant, u64)>, at: Instant| match *c {
-            Some((i, v)) if i == at => v,
-            _ => {
-                let v = ns(rec.start, at);
-                *c = Some((at, v));
-                v
-            }
-        };
-        let origin = cached(&mut self.last_origin, t.origin);
-        let pickup = match self.last_done {
-            Some((i, v)) if i == t.pickup => v,
-            _ => ns(rec.start, t.pickup),
-        };
-        let done = ns(rec.start, t.done);
-        self.last_done = Some((t.done, done));
-        let (pickup, origin) = (pickup.min(done), origin.min(pickup.min(done)));
+        // Nothing before the run's start; origin <= pickup <= done.
+        let s = rec.start_ns;
+        let done = t.done.max(s);
+        let pickup = t.pickup.max(s).min(done);
+        let origin = t.origin.max(s).min(pickup);
         let c = Completed {
             class: job.class,
             measured: rec.is_measured(job, t.origin),
-            done_us: done / 1000,
+            done_us: (done - s) / 1000,
+            bucket: (done - s) / 1000 / BUCKET_US,
             completion: (done - origin) / 1000,
             queue_wait: (pickup - origin) / 1000,
             service: (done - pickup) / 1000,
-            overshoot: t
-                .sleep
-                .map_or(u64::MAX, |(req, actual)| us_of(actual.saturating_sub(req))),
+            overshoot: t.overshoot_us.unwrap_or(u64::MAX),
         };
         match self.buf.last_mut() {
             Some((last, n)) if last.same(&c) && *n < u32::MAX => {
@@ -204,7 +194,7 @@ impl Completed {
             && self.queue_wait == o.queue_wait
             && self.service == o.service
             && self.overshoot == o.overshoot
-            && self.done_us / BUCKET_US == o.done_us / BUCKET_US
+            && self.bucket == o.bucket
     }
 }
 
@@ -243,6 +233,8 @@ fn record_n(h: &mut Hist, v: u64, n: u64) {
 pub struct Recorder {
     shards: Vec<Mutex<Shard>>,
     start: Instant,
+    /// `start` in nanoseconds on the agent's clock.
+    start_ns: u64,
     /// Which jobs are measured.
     pub span: Arc<Span>,
     pub received: AtomicU64,
@@ -252,7 +244,12 @@ pub struct Recorder {
     /// Timed runs: received, never released (the measured part was over).
     pub unreleased: AtomicU64,
     pub timed_out: AtomicU64,
+    /// Jobs in flight outside pool workers (task-per-job, serial, the BEAM).
     pub in_flight: AtomicU64,
+    /// Pool workers: 1 while the worker runs a job. A plain store on a line
+    /// of the worker's own, where one shared counter took two atomic
+    /// read-modify-writes per job on a line all workers write.
+    busy: Box<[Busy]>,
     pub restarts: AtomicU64,
     pub feed_stall_us: AtomicU64,
     /// Scheduler lateness of the probe, since the last snapshot.
@@ -263,15 +260,29 @@ pub struct Recorder {
     first_measured_release_us: AtomicU64,
 }
 
-/// A finished job's timestamps.
+/// A pool worker's in-flight flag, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Busy(AtomicU64);
+
+impl Busy {
+    #[inline]
+    pub fn set(&self, busy: bool) {
+        self.0.store(u64::from(busy), Ordering::Relaxed);
+    }
+}
+
+/// A finished job's timestamps, nanoseconds on the agent's clock
+/// (crate::clock::now_ns).
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
-    /// Latency origin: the enqueue attempt (closed loop).
-    pub origin: Instant,
-    pub pickup: Instant,
-    pub done: Instant,
-    /// (requested, actual) sleep, for jobs that slept.
-    pub sleep: Option<(Duration, Duration)>,
+    /// Latency origin: the enqueue attempt (closed loop) or the intended
+    /// start (open loop).
+    pub origin: u64,
+    pub pickup: u64,
+    pub done: u64,
+    /// Actual minus requested sleep, µs (saturating), for jobs that slept.
+    pub overshoot_us: Option<u64>,
 }
 
 impl Recorder {
@@ -296,6 +307,7 @@ impl Recorder {
                 })
                 .collect(),
             start,
+            start_ns: crate::clock::ns_of(start),
             span,
             received: AtomicU64::new(0),
             released: AtomicU64::new(0),
@@ -304,6 +316,7 @@ impl Recorder {
             unreleased: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            busy: Box::default(),
             restarts: AtomicU64::new(0),
             feed_stall_us: AtomicU64::new(0),
             lateness: Mutex::new(new_hist()),
@@ -312,13 +325,35 @@ impl Recorder {
         }
     }
 
+    /// One in-flight flag per pool worker (`busy`).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.busy = (0..workers).map(|_| Busy::default()).collect();
+        self
+    }
+
     pub fn start(&self) -> Instant {
         self.start
     }
 
-    /// Is `job`, whose latency origin is `origin`, measured?
+    /// Pool worker `i`'s in-flight flag.
     #[inline]
-    pub fn is_measured(&self, job: &Job, origin: Instant) -> bool {
+    pub fn busy(&self, i: usize) -> &Busy {
+        &self.busy[i]
+    }
+
+    /// Jobs being run now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+            + self
+                .busy
+                .iter()
+                .map(|b| b.0.load(Ordering::Relaxed))
+                .sum::<u64>()
+    }
+
+    /// Is `job`, whose latency origin is `origin` (ns), measured?
+    #[inline]
+    pub fn is_measured(&self, job: &Job, origin: u64) -> bool {
         self.span.is_measured(job, origin)
     }
 
@@ -326,19 +361,24 @@ impl Recorder {
         &self.shards[worker % self.shards.len()]
     }
 
-    /// A producer released `job` (latency origin `origin`) into the queue at `at`.
+    /// A producer released `job` (latency origin `origin`) into the queue at
+    /// `at` (both ns).
     #[inline]
-    pub fn released(&self, job: &Job, origin: Instant, at: Instant) {
+    pub fn released(&self, job: &Job, origin: u64, at: u64) {
         if self.is_measured(job, origin) {
-            self.first_measured_release_us
-                .fetch_min(us(self.start, at), Ordering::Relaxed);
+            let at = us_ns(self.start_ns, at);
+            // A load first: after the first, releases are rarely earlier.
+            if at < self.first_measured_release_us.load(Ordering::Relaxed) {
+                self.first_measured_release_us
+                    .fetch_min(at, Ordering::Relaxed);
+            }
         }
     }
 
     #[inline]
     pub fn completed(&self, worker: usize, job: &Job, t: &Timing) {
         let measured = self.is_measured(job, t.origin);
-        let done_us = us(self.start, t.done);
+        let done_us = us_ns(self.start_ns, t.done);
         let mut s = self.shard(worker).lock();
         s.counts.completed += 1;
         // Completions that land just before a collect moved the base count
@@ -356,14 +396,11 @@ impl Recorder {
             s.counts.last_measured_done_us = done_us;
         }
         let h = &mut s.classes[job.class as usize];
-        record(&mut h.completion, us(t.origin, t.done));
-        record(&mut h.queue_wait, us(t.origin, t.pickup));
-        record(&mut h.service, us(t.pickup, t.done));
-        if let Some((req, actual)) = t.sleep {
-            record(
-                &mut h.overshoot,
-                actual.saturating_sub(req).as_micros() as u64,
-            );
+        record(&mut h.completion, us_ns(t.origin, t.done));
+        record(&mut h.queue_wait, us_ns(t.origin, t.pickup));
+        record(&mut h.service, us_ns(t.pickup, t.done));
+        if let Some(o) = t.overshoot_us {
+            record(&mut h.overshoot, o);
         }
     }
 
@@ -431,25 +468,25 @@ impl Recorder {
         }
     }
 
-    /// A job crashed its worker at `at`.
-    pub fn crashed(&self, worker: usize, at: Instant) {
-        let at = us(self.start, at);
+    /// A job crashed its worker at `at` (ns).
+    pub fn crashed(&self, worker: usize, at: u64) {
+        let at = us_ns(self.start_ns, at);
         let mut s = self.shard(worker).lock();
         s.counts.crashed += 1;
         s.faults.push(at);
     }
 
-    /// Logs one job's timestamps (Plan.job_log only). Outcome: 0 completed,
-    /// 1 crashed, 2 timed out.
+    /// Logs one job's timestamps, ns (Plan.job_log only). Outcome: 0
+    /// completed, 1 crashed, 2 timed out.
     #[inline(always)]
-    pub fn log_job(&self, job: &Job, origin: Instant, start: Instant, end: Instant, outcome: u32) {
+    pub fn log_job(&self, job: &Job, origin: u64, start: u64, end: u64, outcome: u32) {
         if let Some(log) = &self.job_log {
             let mut l = log.lock();
             l.ids.push(job.id);
             l.class_ids.push(job.class);
-            l.origin_us.push(us(self.start, origin));
-            l.start_us.push(us(self.start, start));
-            l.end_us.push(us(self.start, end));
+            l.origin_us.push(us_ns(self.start_ns, origin));
+            l.start_us.push(us_ns(self.start_ns, start));
+            l.end_us.push(us_ns(self.start_ns, end));
             l.outcomes.push(outcome);
         }
     }
@@ -487,17 +524,6 @@ impl Recorder {
             restarts: self.restarts.load(Ordering::Relaxed),
         }
     }
-}
-
-/// Saturating nanoseconds between two instants.
-#[inline]
-fn ns(from: Instant, to: Instant) -> u64 {
-    let d = to.saturating_duration_since(from);
-    d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos())
-}
-
-fn us_of(d: Duration) -> u64 {
-    d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
 }
 
 fn add_bucket(buckets: &mut Vec<u32>, i: usize, n: u32) {
@@ -601,7 +627,7 @@ impl Aggregator {
             interval_us: now_us - self.last_us,
             counters: Some(rec.counters(self.last_counts)),
             gauges: Some(proto::Gauges {
-                in_flight: rec.in_flight.load(Ordering::Relaxed),
+                in_flight: rec.in_flight(),
                 prefetch_depth: received.saturating_sub(released),
                 // The caller's figures are those of a runtime in a child
                 // process (the BEAM), if any: the agent's own are added.
@@ -676,8 +702,10 @@ mod tests {
     /// `completed` calls record: every job, every value.
     #[test]
     fn local_runs_record_the_same_as_one_by_one() {
-        let start = Instant::now();
-        let at = |us: u64| start + Duration::from_micros(us);
+        let start = crate::clock::now();
+        let s = crate::clock::ns_of(start);
+        // Sub-µs parts too: the µs figures are floors of ns differences.
+        let at = |us: u64| s + us * 1000 + us * 7919 % 1000;
         let (a, b) = (
             Recorder::new(1, 2, warmup(3), start, false),
             Recorder::new(1, 2, warmup(3), start, false),
@@ -697,7 +725,7 @@ mod tests {
                 origin,
                 pickup,
                 done: at(done),
-                sleep: (k % 5 == 0).then(|| (Duration::from_micros(10), Duration::from_micros(13))),
+                overshoot_us: (k % 5 == 0).then_some(3),
             };
             a.completed(0, &job, &t);
             local.push(&b, &job, &t);

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cwbench::generator::Job;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,8 @@ pub struct Span {
     end: End,
     /// Warmup::For: when the measured part starts. End::After: the first
     /// measured release (set once, by whichever producer gets there first).
-    measure_from: OnceLock<Instant>,
+    /// Nanoseconds on the agent's clock (crate::clock::now_ns).
+    measure_from: OnceLock<u64>,
     measured_released: AtomicU64,
     /// Cancelled when the measured part is over (a timed run only).
     pub stopped: CancellationToken,
@@ -63,16 +64,17 @@ impl Span {
         self.end != End::Fed
     }
 
-    /// The first jobs are about to be released at `t0`.
-    pub fn begin(&self, t0: Instant) {
+    /// The first jobs are about to be released at `t0` (ns, agent clock).
+    pub fn begin(&self, t0: u64) {
         if let Warmup::For(d) = self.warmup {
-            let _ = self.measure_from.set(t0 + d);
+            let _ = self.measure_from.set(t0 + d.as_nanos() as u64);
         }
     }
 
-    /// Is `job`, released (closed loop) or due (open loop) at `origin`, measured?
+    /// Is `job`, released (closed loop) or due (open loop) at `origin` (ns,
+    /// agent clock), measured?
     #[inline]
-    pub fn is_measured(&self, job: &Job, origin: Instant) -> bool {
+    pub fn is_measured(&self, job: &Job, origin: u64) -> bool {
         match self.warmup {
             Warmup::Jobs(n) => job.id >= n,
             Warmup::For(_) => self.measure_from.get().is_some_and(|&t| origin >= t),
@@ -82,7 +84,7 @@ impl Span {
     /// A producer is about to release `job` at `origin`. False: the measured
     /// part is over; the job (and every later one) is not released.
     #[inline]
-    pub fn admit(&self, job: &Job, origin: Instant) -> bool {
+    pub fn admit(&self, job: &Job, origin: u64) -> bool {
         if self.end == End::Fed {
             return true;
         }
@@ -94,7 +96,9 @@ impl Span {
         }
         let over = match self.end {
             End::Fed => false,
-            End::After(d) => origin >= *self.measure_from.get_or_init(|| origin) + d,
+            End::After(d) => {
+                origin >= *self.measure_from.get_or_init(|| origin) + d.as_nanos() as u64
+            }
             End::Jobs(n) => self.measured_released.fetch_add(1, Ordering::Relaxed) >= n,
         };
         if over {
@@ -118,10 +122,10 @@ mod tests {
     #[test]
     fn by_count_every_job_is_admitted_and_ids_decide() {
         let s = Span::new(Warmup::Jobs(10), End::Fed);
-        let t = Instant::now();
+        let t = 1_000;
         assert!(!s.is_measured(&job(9), t));
         assert!(s.is_measured(&job(10), t));
-        assert!(s.admit(&job(1_000_000), t + Duration::from_secs(3600)));
+        assert!(s.admit(&job(1_000_000), t + 3_600_000_000_000));
         assert!(!s.timed());
     }
 
@@ -131,9 +135,9 @@ mod tests {
             Warmup::For(Duration::from_millis(100)),
             End::After(Duration::from_millis(500)),
         );
-        let t0 = Instant::now();
+        let t0 = 5_000_000_000u64;
         s.begin(t0);
-        let at = |ms| t0 + Duration::from_millis(ms);
+        let at = |ms: u64| t0 + ms * 1_000_000;
         assert!(s.admit(&job(0), at(0)));
         assert!(!s.is_measured(&job(0), at(99)));
         assert!(s.is_measured(&job(1), at(100)));
@@ -149,9 +153,9 @@ mod tests {
     #[test]
     fn count_warm_up_then_duration_from_the_first_measured_release() {
         let s = Span::new(Warmup::Jobs(2), End::After(Duration::from_millis(10)));
-        let t0 = Instant::now();
+        let t0 = 5_000_000_000u64;
         s.begin(t0);
-        let at = |ms| t0 + Duration::from_millis(ms);
+        let at = |ms: u64| t0 + ms * 1_000_000;
         assert!(s.admit(&job(0), at(0)));
         assert!(s.admit(&job(1), at(1000)));
         assert!(s.admit(&job(2), at(2000)));
@@ -162,9 +166,9 @@ mod tests {
     #[test]
     fn timed_warm_up_then_a_count() {
         let s = Span::new(Warmup::For(Duration::from_millis(5)), End::Jobs(2));
-        let t0 = Instant::now();
+        let t0 = 5_000_000_000u64;
         s.begin(t0);
-        let at = |ms| t0 + Duration::from_millis(ms);
+        let at = |ms: u64| t0 + ms * 1_000_000;
         for id in 0..100 {
             assert!(s.admit(&job(id), at(1)), "warm-up is never cut");
         }

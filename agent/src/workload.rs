@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compute::{ComputePool, Step, compute};
 use crate::queue::Queue;
-use crate::recorder::{Recorder, Timing};
+use crate::recorder::{Busy, Recorder, Timing};
 use crate::span::{End, Span, Warmup};
 
 /// Which runtime runs the jobs.
@@ -88,22 +88,8 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct InjectedCrash {
     pub job: u64,
-    pub at: Instant,
-}
-
-/// A job on its way to a worker, with the origin its latency is measured
-/// from (the intended time in open loop, the enqueue attempt in closed loop).
-#[derive(Debug, Clone, Copy)]
-pub struct Item {
-    pub job: Job,
-    pub origin: Instant,
-}
-
-impl crate::queue::Stamp for Item {
-    #[inline]
-    fn stamp(&mut self, at: Instant) {
-        self.origin = at;
-    }
+    /// ns, agent clock.
+    pub at: u64,
 }
 
 /// The handle the session keeps on a running workload.
@@ -115,7 +101,7 @@ pub struct Workload {
     pub recorder: Arc<Recorder>,
     /// Cancelled when a timed run's measured part is over.
     pub stopped: CancellationToken,
-    queues: Vec<Arc<Queue<Item>>>,
+    queues: Vec<Arc<Queue<Job>>>,
     /// The tokio workload runtime, for its metrics (None on the BEAM).
     pub runtime: Option<tokio::runtime::Handle>,
     /// The BEAM's own gauges (None on tokio).
@@ -139,17 +125,33 @@ impl Workload {
         let (done_tx, done_rx) = oneshot::channel();
         let (built_tx, built_rx) = std::sync::mpsc::channel();
         let shards = cfg.workers.max(cfg.producers).min(cfg.threads.max(1) * 2);
-        let recorder = Arc::new(Recorder::new(
-            shards,
-            cfg.classes,
-            Arc::new(Span::new(cfg.warmup, cfg.end)),
-            crate::clock::now(),
-            cfg.job_log,
-        ));
-        let queues: Vec<Arc<Queue<Item>>> = match cfg.dispatch {
+        let recorder = Arc::new(
+            Recorder::new(
+                shards,
+                cfg.classes,
+                Arc::new(Span::new(cfg.warmup, cfg.end)),
+                crate::clock::now(),
+                cfg.job_log,
+            )
+            .with_workers(cfg.workers),
+        );
+        let queues: Vec<Arc<Queue<Job>>> = match cfg.dispatch {
             Dispatch::Mailbox => (0..cfg.workers)
                 .map(|_| Arc::new(Queue::new(cfg.queue_bound)))
                 .collect(),
+            // A timed run's producer hands over chunks too: each job is
+            // admitted (or the run's end decided) as it enters the queue.
+            Dispatch::Pool | Dispatch::Unspecified if chunked(&cfg) && recorder.span.timed() => {
+                let rec = recorder.clone();
+                let gate = move |job: &Job, origin: u64| {
+                    let admitted = rec.span.admit(job, origin);
+                    if admitted {
+                        rec.released(job, origin, origin);
+                    }
+                    admitted
+                };
+                vec![Arc::new(Queue::with_gate(cfg.queue_bound, Box::new(gate)))]
+            }
             Dispatch::Pool | Dispatch::Unspecified => vec![Arc::new(Queue::new(cfg.queue_bound))],
             _ => Vec::new(),
         };
@@ -311,7 +313,9 @@ struct Ctx {
     cfg: Config,
     rec: Arc<Recorder>,
     /// pool: one queue; mailbox: one per worker; other dispatches: none.
-    queues: Vec<Arc<Queue<Item>>>,
+    /// Each job is queued with its latency origin (ns): the intended time
+    /// in open loop, the enqueue attempt in closed loop.
+    queues: Vec<Arc<Queue<Job>>>,
     cancel: CancellationToken,
     /// mailbox: round-robin cursor.
     rr: AtomicUsize,
@@ -320,10 +324,10 @@ struct Ctx {
     compute_pool: Option<ComputePool>,
     /// task-per-job: completions go to the aggregator task over a channel.
     completions: mpsc::UnboundedSender<Completion>,
-    /// Open loop: time zero of the intended times (first jobs received).
-    t0: OnceLock<Instant>,
-    /// kill-worker faults: (worker, when) to the supervisor, which aborts it.
-    kill: mpsc::UnboundedSender<(usize, Instant)>,
+    /// Open loop: time zero of the intended times (first jobs received), ns.
+    t0: OnceLock<u64>,
+    /// kill-worker faults: (worker, when, ns) to the supervisor, which aborts it.
+    kill: mpsc::UnboundedSender<(usize, u64)>,
     /// Mirrors `cancel` for the per-job check (the token's own check takes
     /// a lock); set by a task as soon as the token is cancelled.
     stopped: Arc<std::sync::atomic::AtomicBool>,
@@ -334,7 +338,7 @@ async fn run(
     feed: mpsc::UnboundedReceiver<Vec<Job>>,
     credit: mpsc::UnboundedSender<u64>,
     mut completions: mpsc::UnboundedReceiver<Completion>,
-    kills: mpsc::UnboundedReceiver<(usize, Instant)>,
+    kills: mpsc::UnboundedReceiver<(usize, u64)>,
 ) -> Outcome {
     {
         let (token, flag) = (ctx.cancel.clone(), ctx.stopped.clone());
@@ -456,36 +460,44 @@ async fn produce(
             continue;
         }
         let t0 = *ctx.t0.get_or_init(|| {
-            let t = crate::clock::now();
+            let t = crate::clock::now_ns();
             rec.span.begin(t);
             t
         });
-        // A timed run decides job by job at release, so it takes the
-        // per-job path below.
-        if chunked(&ctx.cfg) && !rec.span.timed() {
+        if chunked(&ctx.cfg) {
             // Closed loop, one producer, one pool queue: the whole chunk is
-            // handed over at once (see Queue::send_all).
+            // handed over at once (see Queue::send_all). A timed run's jobs
+            // are admitted one by one as they enter the queue (its gate).
             let n = chunk.len() as u64;
             if ctx.cancel.is_cancelled() {
                 rec.cancelled.fetch_add(n, Ordering::Relaxed);
                 break;
             }
-            let now = crate::clock::now();
-            if let Some(j) = chunk.iter().find(|j| rec.is_measured(j, now)) {
+            let now = crate::clock::now_ns();
+            if !rec.span.timed()
+                && let Some(j) = chunk.iter().find(|j| rec.is_measured(j, now))
+            {
                 rec.released(j, now, now);
             }
-            let items = chunk.into_iter().map(|job| Item { job, origin: now });
             let r = tokio::select! {
-                r = ctx.queues[0].send_all(items, now) => r,
+                r = ctx.queues[0].send_all(chunk, now) => r,
                 // What is still in the producer's hand is drained and counted
                 // as cancelled with the queue.
-                _ = ctx.cancel.cancelled() => Ok(()),
+                _ = ctx.cancel.cancelled() => Ok(0),
             };
-            if let Err(left) = r {
-                rec.cancelled.fetch_add(left as u64, Ordering::Relaxed);
+            // Refused by the gate: the measured part was over.
+            let refused = match r {
+                Ok(k) => k as u64,
+                Err(left) => {
+                    rec.cancelled.fetch_add(left as u64, Ordering::Relaxed);
+                    0
+                }
+            };
+            if refused > 0 {
+                rec.unreleased.fetch_add(refused, Ordering::Relaxed);
             }
-            rec.released.fetch_add(n, Ordering::Relaxed);
-            unreturned += n;
+            rec.released.fetch_add(n - refused, Ordering::Relaxed);
+            unreturned += n - refused;
             if unreturned >= ctx.cfg.credit_chunk {
                 let _ = credit.send(unreturned);
                 unreturned = 0;
@@ -498,7 +510,7 @@ async fn produce(
         let mut jobs = chunk.into_iter();
         while let Some(job) = jobs.next() {
             let origin = if ctx.cfg.open {
-                let at = t0 + Duration::from_micros(job.intended_us);
+                let at = t0 + job.intended_us * 1000;
                 if !pace_until(at, &ctx.cancel).await {
                     rec.cancelled
                         .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
@@ -506,7 +518,7 @@ async fn produce(
                 }
                 at
             } else {
-                crate::clock::now()
+                crate::clock::now_ns()
             };
             if ctx.cancel.is_cancelled() {
                 rec.cancelled
@@ -518,8 +530,8 @@ async fn produce(
                     .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                 break;
             }
-            rec.released(&job, origin, crate::clock::now());
-            match release(&ctx, idx, Item { job, origin }).await {
+            rec.released(&job, origin, crate::clock::now_ns());
+            match release(&ctx, idx, job, origin).await {
                 Released::Queued => {}
                 Released::Shed => {
                     rec.shed.fetch_add(1, Ordering::Relaxed);
@@ -554,18 +566,18 @@ fn chunked(cfg: &Config) -> bool {
 
 /// Waits until `at`: tokio's timer (1 ms ticks) for the long part, then
 /// yielding until the instant, so releases are not late by a timer tick.
-/// Returns false if cancelled.
-async fn pace_until(at: Instant, cancel: &CancellationToken) -> bool {
+/// Returns false if cancelled. `at`: ns, agent clock.
+async fn pace_until(at: u64, cancel: &CancellationToken) -> bool {
     const SPIN: Duration = Duration::from_micros(1500);
     loop {
-        let now = crate::clock::now();
+        let now = crate::clock::now_ns();
         if now >= at {
             return true;
         }
         if cancel.is_cancelled() {
             return false;
         }
-        let left = at - now;
+        let left = Duration::from_nanos(at - now);
         if left > SPIN {
             tokio::select! {
                 _ = tokio::time::sleep(left - Duration::from_millis(1)) => {}
@@ -577,8 +589,8 @@ async fn pace_until(at: Instant, cancel: &CancellationToken) -> bool {
     }
 }
 
-/// Hands one job to the configured dispatch.
-async fn release(ctx: &Arc<Ctx>, producer: usize, item: Item) -> Released {
+/// Hands one job, with its latency origin (ns), to the configured dispatch.
+async fn release(ctx: &Arc<Ctx>, producer: usize, job: Job, origin: u64) -> Released {
     let cfg = &ctx.cfg;
     match cfg.dispatch {
         Dispatch::Pool | Dispatch::Unspecified | Dispatch::Mailbox => {
@@ -588,13 +600,13 @@ async fn release(ctx: &Arc<Ctx>, producer: usize, item: Item) -> Released {
                 &ctx.queues[0]
             };
             if cfg.shed {
-                return match q.try_send(item) {
+                return match q.try_send(job, origin) {
                     Ok(()) => Released::Queued,
                     Err(_) => Released::Shed,
                 };
             }
             tokio::select! {
-                r = q.send(item) => if r.is_ok() { Released::Queued } else { Released::Cancelled },
+                r = q.send(job, origin) => if r.is_ok() { Released::Queued } else { Released::Cancelled },
                 _ = ctx.cancel.cancelled() => Released::Cancelled,
             }
         }
@@ -613,29 +625,24 @@ async fn release(ctx: &Arc<Ctx>, producer: usize, item: Item) -> Released {
                     _ = ctx.cancel.cancelled() => return Released::Cancelled,
                 }
             };
-            tokio::spawn(job_task(ctx.clone(), item, permit));
+            tokio::spawn(job_task(ctx.clone(), job, origin, permit));
             Released::Queued
         }
         Dispatch::Serial => {
             // The handler runs the job itself; an injected crash unwinds to
             // here and the handler goes on (it is its own supervisor).
-            let pickup = crate::clock::now();
-            let r = AssertUnwindSafe(run_job(ctx, producer, &item.job, item.origin, pickup))
+            let pickup = crate::clock::now_ns();
+            let r = AssertUnwindSafe(run_job(ctx, producer, &job, origin, pickup))
                 .catch_unwind()
                 .await;
-            after_awaited(
-                ctx,
-                producer,
-                &item.job,
-                r.map_err(|p| p as Box<dyn Any + Send>),
-            );
+            after_awaited(ctx, producer, &job, r.map_err(|p| p as Box<dyn Any + Send>));
             Released::Queued
         }
         Dispatch::SpawnAwait => {
             let c = ctx.clone();
             let h = tokio::spawn(async move {
-                let pickup = crate::clock::now();
-                run_job(&c, producer, &item.job, item.origin, pickup).await
+                let pickup = crate::clock::now_ns();
+                run_job(&c, producer, &job, origin, pickup).await
             });
             let r = h.await.map_err(|e| {
                 if e.is_panic() {
@@ -644,7 +651,7 @@ async fn release(ctx: &Arc<Ctx>, producer: usize, item: Item) -> Released {
                     Box::new("job task cancelled") as Box<dyn Any + Send>
                 }
             });
-            after_awaited(ctx, producer, &item.job, r);
+            after_awaited(ctx, producer, &job, r);
             Released::Queued
         }
     }
@@ -667,40 +674,35 @@ fn after_awaited(
             // Not an injected crash: a bug. Count the job so nothing is
             // lost, and stop the run.
             tracing::error!("job {} panicked: {}", job.id, panic_message(&p));
-            ctx.rec.crashed(shard, crate::clock::now());
+            ctx.rec.crashed(shard, crate::clock::now_ns());
             ctx.cancel.cancel();
         }
     }
 }
 
 /// task-per-job: one job in its own task; the permit bounds the in-flight.
-async fn job_task(ctx: Arc<Ctx>, item: Item, permit: OwnedSemaphorePermit) {
-    let pickup = crate::clock::now();
-    if let Some(timing) = run_job(&ctx, 0, &item.job, item.origin, pickup).await {
-        let _ = ctx.completions.send(Completion {
-            job: item.job,
-            timing,
-        });
+async fn job_task(ctx: Arc<Ctx>, job: Job, origin: u64, permit: OwnedSemaphorePermit) {
+    let pickup = crate::clock::now_ns();
+    if let Some(timing) = run_job(&ctx, 0, &job, origin, pickup).await {
+        let _ = ctx.completions.send(Completion { job, timing });
     }
     drop(permit);
 }
 
 /// Runs one job: the CPU step where the profile places it, an injected crash
 /// if the job carries one, then the sleep. None if cancelled part way.
-async fn run_job(
-    ctx: &Ctx,
-    shard: usize,
-    job: &Job,
-    origin: Instant,
-    pickup: Instant,
-) -> Option<Timing> {
+/// Timestamps: ns, agent clock.
+async fn run_job(ctx: &Ctx, shard: usize, job: &Job, origin: u64, pickup: u64) -> Option<Timing> {
     let rec = &ctx.rec;
     if ctx.stopped.load(Ordering::Acquire) {
         rec.cancelled.fetch_add(1, Ordering::Relaxed);
         return None;
     }
     rec.in_flight.fetch_add(1, Ordering::Relaxed);
-    let deadline = ctx.cfg.job_timeout.map(|t| pickup + t);
+    let deadline = ctx
+        .cfg
+        .job_timeout
+        .map(|t| crate::clock::to_instant(pickup) + t);
     let mut step = if job.work_units == 0 {
         Step::Done
     } else {
@@ -708,32 +710,87 @@ async fn run_job(
     };
     if step == Step::Done && job.crash {
         rec.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let at = crate::clock::now();
-        rec.crashed(shard, at);
-        rec.log_job(job, origin, pickup, at, 1);
-        std::panic::panic_any(InjectedCrash { job: job.id, at });
+        crash(rec, shard, job, origin, pickup);
     }
-    let mut sleep = None;
+    let mut overshoot_us = None;
     if step == Step::Done && job.sleep_us > 0 {
         let req = Duration::from_micros(u64::from(job.sleep_us));
-        let t0 = crate::clock::now();
+        let t0 = crate::clock::now_ns();
         step = tokio::select! {
             _ = tokio::time::sleep(req) => Step::Done,
             _ = sleep_until(deadline) => Step::TimedOut,
             _ = ctx.cancel.cancelled() => Step::Cancelled,
         };
-        sleep = Some((req, crate::clock::now().saturating_duration_since(t0)));
+        let actual = crate::clock::now_ns().saturating_sub(t0);
+        overshoot_us = Some(actual.saturating_sub(req.as_nanos() as u64) / 1000);
     }
     rec.in_flight.fetch_sub(1, Ordering::Relaxed);
+    finish(rec, step, job, origin, pickup, overshoot_us)
+}
+
+/// A job that never awaits — no sleep, and no work or its work computed
+/// inline — run as `run_job` runs it, without building a future. Pool
+/// workers only: the in-flight gauge is the worker's own flag.
+#[inline]
+fn run_now(
+    ctx: &Ctx,
+    busy: &Busy,
+    shard: usize,
+    job: &Job,
+    origin: u64,
+    pickup: u64,
+) -> Option<Timing> {
+    let rec = &ctx.rec;
+    if ctx.stopped.load(Ordering::Acquire) {
+        rec.cancelled.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    busy.set(true);
+    let step = if job.work_units == 0 {
+        Step::Done
+    } else {
+        let deadline = ctx
+            .cfg
+            .job_timeout
+            .map(|t| crate::clock::to_instant(pickup) + t);
+        compute(job.id, job.work_units, &ctx.cancel, deadline)
+    };
+    busy.set(false);
+    if step == Step::Done && job.crash {
+        crash(rec, shard, job, origin, pickup);
+    }
+    finish(rec, step, job, origin, pickup, None)
+}
+
+/// An injected crash: counted, logged, then a real panic.
+#[cold]
+fn crash(rec: &Recorder, shard: usize, job: &Job, origin: u64, pickup: u64) -> ! {
+    let at = crate::clock::now_ns();
+    rec.crashed(shard, at);
+    rec.log_job(job, origin, pickup, at, 1);
+    std::panic::panic_any(InjectedCrash { job: job.id, at });
+}
+
+/// The end of a job that did not crash: its completion time, or the count
+/// of how it ended otherwise.
+#[inline(always)]
+fn finish(
+    rec: &Recorder,
+    step: Step,
+    job: &Job,
+    origin: u64,
+    pickup: u64,
+    overshoot_us: Option<u64>,
+) -> Option<Timing> {
     match step {
         Step::Done => {
-            let done = crate::clock::now();
+            let done = crate::clock::now_ns();
             rec.log_job(job, origin, pickup, done, 0);
             Some(Timing {
                 origin,
                 pickup,
                 done,
-                sleep,
+                overshoot_us,
             })
         }
         Step::Cancelled => {
@@ -741,7 +798,7 @@ async fn run_job(
             None
         }
         Step::TimedOut => {
-            rec.log_job(job, origin, pickup, crate::clock::now(), 2);
+            rec.log_job(job, origin, pickup, crate::clock::now_ns(), 2);
             rec.timed_out.fetch_add(1, Ordering::Relaxed);
             None
         }
@@ -794,7 +851,7 @@ async fn compute_step(ctx: &Ctx, job: &Job, deadline: Option<Instant>) -> Step {
 
 /// Runs the worker pool (pool and mailbox dispatch) and restarts workers
 /// that crash. Other dispatches have no pool: it returns at once.
-async fn supervise(ctx: Arc<Ctx>, mut kills: mpsc::UnboundedReceiver<(usize, Instant)>) -> Outcome {
+async fn supervise(ctx: Arc<Ctx>, mut kills: mpsc::UnboundedReceiver<(usize, u64)>) -> Outcome {
     let mut set = JoinSet::new();
     let mut who = HashMap::new();
     let mut handles: HashMap<usize, tokio::task::AbortHandle> = HashMap::new();
@@ -806,11 +863,12 @@ async fn supervise(ctx: Arc<Ctx>, mut kills: mpsc::UnboundedReceiver<(usize, Ins
         who.insert(h.id(), i);
         handles.insert(i, h);
     }
-    let mut recent: VecDeque<Instant> = VecDeque::new();
+    // Times: ns, agent clock.
+    let mut recent: VecDeque<u64> = VecDeque::new();
     // Per worker: (current backoff, time of its last crash).
-    let mut backoff: HashMap<usize, (Duration, Instant)> = HashMap::new();
+    let mut backoff: HashMap<usize, (Duration, u64)> = HashMap::new();
     // Workers aborted on purpose (kill-worker faults), with the kill time.
-    let mut killed: HashMap<usize, Instant> = HashMap::new();
+    let mut killed: HashMap<usize, u64> = HashMap::new();
     let mut outcome = Outcome::Finished;
     loop {
         let res = tokio::select! {
@@ -859,11 +917,12 @@ async fn supervise(ctx: Arc<Ctx>, mut kills: mpsc::UnboundedReceiver<(usize, Ins
             continue;
         };
         if ctx.cfg.max_restarts > 0 {
-            let now = crate::clock::now();
+            let now = crate::clock::now_ns();
             recent.push_back(now);
+            let window = ctx.cfg.restart_window.as_nanos() as u64;
             while recent
                 .front()
-                .is_some_and(|t| now.duration_since(*t) > ctx.cfg.restart_window)
+                .is_some_and(|t| now.saturating_sub(*t) > window)
             {
                 recent.pop_front();
             }
@@ -885,7 +944,7 @@ async fn supervise(ctx: Arc<Ctx>, mut kills: mpsc::UnboundedReceiver<(usize, Ins
             Duration::ZERO
         } else {
             let d = match backoff.get(&i) {
-                Some((d, last)) if at.duration_since(*last) < Duration::from_secs(1) => {
+                Some((d, last)) if at.saturating_sub(*last) < 1_000_000_000 => {
                     (*d * 2).min(ctx.cfg.max_backoff)
                 }
                 _ => ctx.cfg.backoff,
@@ -924,24 +983,24 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
     }
 }
 
-async fn worker(
-    ctx: Arc<Ctx>,
-    idx: usize,
-    queue: Arc<Queue<Item>>,
-    mut restarted_at: Option<Instant>,
-) {
+async fn worker(ctx: Arc<Ctx>, idx: usize, queue: Arc<Queue<Job>>, mut restarted_at: Option<u64>) {
     // Completions not yet in the shard: flushed every LOCAL jobs, after a
     // long job, before waiting for work, before a crash and at the end.
     const LOCAL: usize = 64;
     const LONG_US: u64 = 100;
     const BUDGET: u32 = 128;
-    const MIN_RUN: Duration = Duration::from_micros(50);
+    const MIN_RUN_NS: u64 = 50_000;
+    let busy = ctx.rec.busy(idx);
+    let kills = !ctx.cfg.kill_jobs.is_empty();
+    // Jobs with no sleep, and no work or work computed inline, never await:
+    // they run without run_job's future (run_now).
+    let inline = matches!(ctx.cfg.compute, Compute::Inline | Compute::Unspecified);
     let mut since_wait = 0u32;
-    let mut last_yield = crate::clock::now();
+    let mut last_yield = crate::clock::now_ns();
     let mut local = crate::recorder::Local::with_capacity(LOCAL);
     // Back to back, the completion of one job is the pick-up of the next:
     // one clock reading serves both.
-    let mut hint = None;
+    let mut hint: Option<u64> = None;
     loop {
         // Taking from the queue never waits while it has jobs, so the
         // worker yields after BUDGET jobs, as an awaited tokio queue made it
@@ -952,21 +1011,24 @@ async fn worker(
         // yield every 128 very short jobs.
         if since_wait >= BUDGET {
             since_wait = 0;
-            let now = hint.unwrap_or_else(crate::clock::now);
-            if now.saturating_duration_since(last_yield) >= MIN_RUN {
+            let now = hint.unwrap_or_else(crate::clock::now_ns);
+            if now.saturating_sub(last_yield) >= MIN_RUN_NS {
                 ctx.rec.flush(idx, &mut local);
                 hint = None;
                 tokio::task::yield_now().await;
-                last_yield = crate::clock::now();
+                last_yield = crate::clock::now_ns();
             }
         }
         since_wait += 1;
-        let next = hint.take().and_then(|t| queue.try_recv(t).map(|x| (x, t)));
-        let (item, pickup) = match next {
+        let next = match hint.take() {
+            Some(t) => queue.try_recv(t).map(|(job, origin)| (job, origin, t)),
+            None => None,
+        };
+        let (job, origin, pickup) = match next {
             Some(x) => x,
             None => {
                 ctx.rec.flush(idx, &mut local);
-                match queue.recv(None).await {
+                match queue.recv().await {
                     Some(x) => x,
                     None => break,
                 }
@@ -974,25 +1036,27 @@ async fn worker(
         };
         if let Some(t) = restarted_at.take() {
             ctx.rec
-                .restart_latency(idx, pickup.saturating_duration_since(t));
+                .restart_latency(idx, Duration::from_nanos(pickup.saturating_sub(t)));
         }
-        if item.job.crash {
+        if job.crash {
             ctx.rec.flush(idx, &mut local);
         }
-        if !ctx.cfg.kill_jobs.is_empty()
-            && ctx.cfg.kill_jobs.contains(&item.job.id)
-            && !ctx.cancel.is_cancelled()
-        {
+        if kills && ctx.cfg.kill_jobs.contains(&job.id) && !ctx.cancel.is_cancelled() {
             // Killed from outside while holding the job: it counts as
             // crashed; the supervisor aborts this task and restarts it.
             ctx.rec.flush(idx, &mut local);
             ctx.rec.crashed(idx, pickup);
-            ctx.rec.log_job(&item.job, item.origin, pickup, pickup, 1);
+            ctx.rec.log_job(&job, origin, pickup, pickup, 1);
             let _ = ctx.kill.send((idx, pickup));
             std::future::pending::<()>().await;
         }
-        if let Some(t) = run_job(&ctx, idx, &item.job, item.origin, pickup).await {
-            let service_us = local.push(&ctx.rec, &item.job, &t);
+        let timing = if job.sleep_us == 0 && (job.work_units == 0 || inline) {
+            run_now(&ctx, busy, idx, &job, origin, pickup)
+        } else {
+            run_job(&ctx, idx, &job, origin, pickup).await
+        };
+        if let Some(t) = timing {
+            let service_us = local.push(&ctx.rec, &job, &t);
             if local.len() < LOCAL && service_us < LONG_US {
                 hint = Some(t.done);
             }
@@ -1043,4 +1107,98 @@ fn install_panic_hook() {
             }
         }));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::Aggregator;
+    use cwbench::proto;
+
+    fn closed_loop(workers: usize, warmup: Warmup, end: End) -> Config {
+        Config {
+            runtime: Runtime::Tokio,
+            threads: 2,
+            current_thread: false,
+            workers,
+            queue_bound: 16,
+            producers: 1,
+            shed: false,
+            open: false,
+            dispatch: Dispatch::Pool,
+            compute: Compute::Inline,
+            yield_every: 1,
+            compute_threads: 0,
+            warmup,
+            end,
+            classes: 1,
+            credit_chunk: 1024,
+            max_restarts: 0,
+            restart_window: Duration::from_secs(1),
+            backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            probe_interval: Duration::from_millis(1),
+            job_timeout: None,
+            cpus: None,
+            job_log: false,
+            kill_jobs: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Feeds `chunks` chunks of `size` zero-work jobs, then the end; the
+    /// run's final counters.
+    fn run(cfg: Config, chunks: u64, size: u64) -> proto::Counters {
+        let mut wl = Workload::start(cfg).unwrap();
+        for c in 0..chunks {
+            let jobs: Vec<Job> = (c * size..(c + 1) * size)
+                .map(|id| Job {
+                    id,
+                    work_units: (id % 3) as u32,
+                    ..Job::default()
+                })
+                .collect();
+            wl.recorder.received.fetch_add(size, Ordering::Relaxed);
+            wl.feed(jobs);
+        }
+        wl.end_of_jobs();
+        let finished = std::mem::replace(&mut wl.finished, oneshot::channel().1);
+        assert_eq!(finished.blocking_recv().unwrap(), Outcome::Finished);
+        let mut agg = Aggregator::new(1, crate::recovery::Params::default());
+        agg.done(&wl.recorder, 0).totals.unwrap()
+    }
+
+    /// A timed closed loop with one producer hands over whole chunks; each
+    /// job is still admitted one by one as it enters the queue, so a count
+    /// is exact and every job is accounted for.
+    #[test]
+    fn a_timed_closed_loop_hands_over_chunks_and_stops_job_by_job() {
+        for workers in [1, 4] {
+            let c = run(
+                closed_loop(workers, Warmup::Jobs(100), End::Jobs(1_000)),
+                10,
+                500,
+            );
+            assert_eq!(c.measured_completed, 1_000, "{c:?}");
+            assert_eq!(c.completed, 1_100, "{c:?}");
+            assert_eq!(c.received, 5_000);
+            assert_eq!(c.completed + c.unreleased + c.cancelled, 5_000, "{c:?}");
+            assert!(c.unreleased >= 3_900, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_timed_closed_loop_by_duration_accounts_for_every_job() {
+        let c = run(
+            closed_loop(2, Warmup::Jobs(0), End::After(Duration::from_millis(20))),
+            200,
+            8_192,
+        );
+        assert!(c.unreleased > 0, "{c:?}");
+        assert!(c.measured_completed > 0, "{c:?}");
+        assert_eq!(
+            c.completed + c.unreleased + c.cancelled,
+            200 * 8_192,
+            "{c:?}"
+        );
+    }
 }

@@ -85,7 +85,9 @@ enum Figure {
         repeats: usize,
         #[arg(long, default_value_t = 2)]
         threads: u32,
-        /// Only these variants (comma-separated: w1,w8,task).
+        /// Only these variants (comma-separated: w1,w8,task; w1t: 1 worker,
+        /// a timed closed loop whose end is never reached, so every job
+        /// passes the per-job stop decision).
         #[arg(long, default_value = "w1,w8,task")]
         only: String,
     },
@@ -535,10 +537,11 @@ fn overhead(jobs: u64, repeats: usize, threads: u32, only: &str) -> Result<()> {
         "\n## overhead: agent workload alone (in-process feed, zero work, pool, bound 256), {jobs} jobs, threads {threads}, load {}",
         load_avg()
     );
-    for (key, name, workers, dispatch) in [
-        ("w1", "pool, 1 worker", 1usize, Dispatch::Pool),
-        ("w8", "pool, 8 workers", 8, Dispatch::Pool),
-        ("task", "task-per-job", 1, Dispatch::TaskPerJob),
+    for (key, name, workers, dispatch, timed) in [
+        ("w1", "pool, 1 worker", 1usize, Dispatch::Pool, false),
+        ("w8", "pool, 8 workers", 8, Dispatch::Pool, false),
+        ("task", "task-per-job", 1, Dispatch::TaskPerJob, false),
+        ("w1t", "pool, 1 worker, timed", 1, Dispatch::Pool, true),
     ] {
         if !only.split(',').any(|o| o == key) {
             continue;
@@ -546,7 +549,7 @@ fn overhead(jobs: u64, repeats: usize, threads: u32, only: &str) -> Result<()> {
         let mut ns = Vec::new();
         let mut rates = Vec::new();
         for _ in 0..repeats {
-            let (cpu_ns, rate) = overhead_once(jobs, workers, dispatch, threads)?;
+            let (cpu_ns, rate) = overhead_once(jobs, workers, dispatch, threads, timed)?;
             ns.push(cpu_ns);
             rates.push(rate);
         }
@@ -561,12 +564,14 @@ fn overhead(jobs: u64, repeats: usize, threads: u32, only: &str) -> Result<()> {
 }
 
 /// Runs `jobs` zero-work jobs through a workload fed in-process (no gRPC, no
-/// decode). (process CPU ns per job, jobs/s).
+/// decode). `timed`: a closed loop with a duration (an hour, never reached).
+/// (process CPU ns per job, jobs/s).
 fn overhead_once(
     jobs: u64,
     workers: usize,
     dispatch: Dispatch,
     threads: u32,
+    timed: bool,
 ) -> Result<(f64, f64)> {
     let cfg = Config {
         runtime: Runtime::Tokio,
@@ -582,7 +587,11 @@ fn overhead_once(
         yield_every: 1,
         compute_threads: 0,
         warmup: Warmup::Jobs(0),
-        end: End::Fed,
+        end: if timed {
+            End::After(Duration::from_secs(3600))
+        } else {
+            End::Fed
+        },
         classes: 1,
         credit_chunk: 16_384,
         max_restarts: 0,
