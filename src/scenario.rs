@@ -1129,20 +1129,6 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     if let Some(t) = s.run.job_timeout_ms {
         c.range("run.job_timeout_ms", t, 1, 3_600_000)?;
     }
-    if sizing.timed()
-        && let Some(p) = profiles.iter().find(|p| p.runtime == Flavor::Beam)
-    {
-        let (key, ms) = match (sizing.warmup_ms, sizing.duration_ms) {
-            (_, Some(d)) => ("run.duration_ms", d),
-            (Some(w), None) => ("run.warmup_ms", w),
-            (None, None) => ("run.duration_ms", 0),
-        };
-        return Err(c.err(
-            key,
-            format!("{ms} (profile {})", p.label()),
-            "runtime = \"beam\" takes a closed loop sized in jobs only: use run.jobs and run.warmup_jobs",
-        ));
-    }
     let total = sizing.total_jobs();
     if s.faults.len() > 1024 {
         return Err(c.err("fault", s.faults.len(), "at most 1024 [[fault]] tables"));
@@ -1851,11 +1837,13 @@ mod tests {
         assert!(e.contains("profile.producers = 2"), "{e}");
         let e = beam_with("backpressure = \"block\"", "backpressure = \"shed\"");
         assert!(e.contains("profile.backpressure = \"shed\""), "{e}");
-        let e = beam_with("jobs = 200000", "duration_ms = 5000");
-        assert!(
-            e.contains("run.duration_ms = 5000 (profile beam s=agent w64 q256 p1 pool): runtime = \"beam\" takes a closed loop sized in jobs only"),
-            "{e}"
+        // Timed closed loops run on the BEAM too (the VM decides at release).
+        let timed = with("jobs = 200000", "duration_ms = 5000").replacen(
+            "[profile]",
+            "[profile]\nruntime = \"beam\"",
+            1,
         );
+        parse(&timed, "t", &Limits::default()).expect("a timed BEAM run is valid");
         let e = beam_with("workers = 64", "workers = 64\nschedulers = 0");
         assert!(e.contains("profile.schedulers = 0: must be in 1..="), "{e}");
     }

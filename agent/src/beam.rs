@@ -43,7 +43,7 @@ pub const INSTALL_HINT: &str =
     "install Erlang/OTP to run runtime = \"beam\" (Debian/Ubuntu: apt-get install erlang-nox)";
 
 /// Version of the line protocol (the header's second word).
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// Longest line the VM may send; a longer one is a protocol error.
 const MAX_LINE: u64 = 4096;
@@ -269,7 +269,8 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
     let (feed_tx, feed_rx) = mpsc::unbounded_channel();
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
-    // Runs sized in jobs only (validated): the warm-up is a job count.
+    // A timed run's span is decided in the VM (M and X lines) and mirrored
+    // here, so the recorder tells measured jobs as for tokio.
     let recorder = Arc::new(Recorder::new(
         1,
         cfg.classes,
@@ -426,10 +427,16 @@ pub enum Line {
     },
     /// The restart intensity was exceeded.
     Failed(String),
+    /// A timed run: its measured part starts at this µs (VM clock).
+    MeasureFrom(u64),
+    /// A timed run: the measured part is over; nothing more is released.
+    Stopped,
     End {
         digest: u64,
         jobs: u64,
         cancelled: u64,
+        /// Jobs a timed run received but never released.
+        unreleased: u64,
     },
     Error(String),
 }
@@ -512,6 +519,8 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
             _ => return Err(bad()),
         },
         "F" => Line::Failed(rest.to_string()),
+        "M" => Line::MeasureFrom(one()?),
+        "X" if rest.is_empty() => Line::Stopped,
         "ERR" => Line::Error(rest.to_string()),
         "END" => {
             let mut f = rest.split(' ');
@@ -521,11 +530,15 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
                 .and_then(|h| u64::from_str_radix(h, 16).ok())
                 .ok_or_else(bad)?;
             let mut n = || f.next().and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
-            let (jobs, cancelled) = (n()?, n()?);
+            let (jobs, cancelled, unreleased) = (n()?, n()?, n()?);
+            if f.next().is_some() {
+                return Err(bad());
+            }
             Line::End {
                 digest,
                 jobs,
                 cancelled,
+                unreleased,
             }
         }
         _ => return Err(bad()),
@@ -537,8 +550,20 @@ pub fn header(cfg: &Config) -> String {
     let mut kill: Vec<u64> = cfg.kill_jobs.iter().copied().collect();
     kill.sort_unstable();
     let kill: Vec<String> = kill.iter().map(u64::to_string).collect();
+    use crate::span::{End, Warmup};
+    let (warmup_jobs, warmup_us) = match cfg.warmup {
+        Warmup::Jobs(n) => (n, 0),
+        // At least 1 µs: 0 means "by id".
+        Warmup::For(d) => (0, (d.as_micros() as u64).max(1)),
+    };
+    let (end_us, end_jobs) = match cfg.end {
+        End::Fed => (0, 0),
+        End::After(d) => ((d.as_micros() as u64).max(1), 0),
+        // End::Jobs(0) cannot pass validation (jobs >= 1).
+        End::Jobs(n) => (0, n),
+    };
     format!(
-        "cwbench-beam {PROTOCOL} workers={} bound={} open={} max_restarts={} restart_window_ms={} backoff_ms={} max_backoff_ms={} probe_us={} timeout_ms={} gauge_ms=100 kill={}\n",
+        "cwbench-beam {PROTOCOL} workers={} bound={} open={} max_restarts={} restart_window_ms={} backoff_ms={} max_backoff_ms={} probe_us={} timeout_ms={} gauge_ms=100 warmup_jobs={warmup_jobs} warmup_us={warmup_us} end_us={end_us} end_jobs={end_jobs} kill={}\n",
         cfg.workers,
         cfg.queue_bound,
         u8::from(cfg.open),
@@ -586,10 +611,18 @@ where
     let (mut ended_sent, mut cancel_sent) = (false, false);
     let mut cancel_deadline: Option<tokio::time::Instant> = None;
     let mut agent_cancelled = 0u64;
+    // A timed run whose measured part is over: nothing more is written;
+    // what the agent still holds or receives is unreleased.
+    let mut vm_stopped = false;
+    let mut agent_unreleased = 0u64;
     let mut sent = Digest::new();
     let mut line = Vec::with_capacity(256);
     let outcome = loop {
-        if !cancel_sent && beam_credit > 0 && !buf.is_empty() {
+        if vm_stopped && !buf.is_empty() {
+            agent_unreleased += buf.len() as u64;
+            buf.clear();
+        }
+        if !cancel_sent && !vm_stopped && beam_credit > 0 && !buf.is_empty() {
             let n = (beam_credit as usize).min(buf.len());
             let mut out = Vec::with_capacity(n * 40);
             for j in buf.drain(..n) {
@@ -615,7 +648,8 @@ where
             ended_sent = true;
             let _ = wtx.send(b"E\n".to_vec()).await;
         }
-        if fed_once && feed_open && buf.is_empty() && beam_credit > 0 && !cancel_sent {
+        if fed_once && feed_open && buf.is_empty() && beam_credit > 0 && !cancel_sent && !vm_stopped
+        {
             stall_since.get_or_insert_with(Instant::now);
         }
         let mut limited = (&mut from).take(MAX_LINE + 1 - line.len() as u64);
@@ -663,9 +697,16 @@ where
                         agent_cancelled += drop_unwritten(&mut io.feed, &mut buf);
                         cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
                     }
-                    Ok(Some(Line::End { digest, jobs, cancelled })) => {
+                    Ok(Some(Line::Stopped)) => {
+                        // The session tells the coordinator to stop feeding.
+                        vm_stopped = true;
+                        stall_since = None;
+                        rec.span.stopped.cancel();
+                    }
+                    Ok(Some(Line::End { digest, jobs, cancelled, unreleased })) => {
                         rec.cancelled.fetch_add(agent_cancelled + cancelled, Ordering::Relaxed);
-                        break st.end(digest, jobs, cancelled, &sent);
+                        rec.unreleased.fetch_add(agent_unreleased + unreleased, Ordering::Relaxed);
+                        break st.end(digest, jobs, cancelled.saturating_add(unreleased), &sent);
                     }
                     Ok(_) => {}
                     Err(e) => break Outcome::Internal(e),
@@ -845,6 +886,16 @@ impl State {
                 self.failed = Some(m.clone());
                 return Ok(Some(Line::Failed(m)));
             }
+            Line::MeasureFrom(us) => {
+                let now_us = self
+                    .anchor
+                    .map_or(0, |a| (a.elapsed() + CLOCK_SLACK).as_micros() as u64);
+                if us > now_us.saturating_add(86_400_000_000) {
+                    return Err(format!("the BEAM's measured part starts too late: {us} µs"));
+                }
+                rec.span.measure_from(at(self.anchor, us)?);
+            }
+            Line::Stopped => return Ok(Some(line)),
             Line::End { .. } => return Ok(Some(line)),
             Line::Error(m) => return Err(format!("the BEAM failed: {m}")),
         }
@@ -852,6 +903,7 @@ impl State {
     }
 
     /// The parity check, then how the run ended.
+    /// `cancelled`: jobs the VM cancelled or never released.
     fn end(&mut self, digest: u64, jobs: u64, cancelled: u64, sent: &Digest) -> Outcome {
         if digest != sent.value() || jobs != sent.count() {
             return Outcome::Internal(format!(
@@ -863,7 +915,7 @@ impl State {
         // Every job written comes back exactly once.
         if cancelled.checked_add(self.records) != Some(jobs) {
             return Outcome::Internal(format!(
-                "accounting check failed: the BEAM received {jobs} jobs but reported {} finished and {cancelled} cancelled",
+                "accounting check failed: the BEAM received {jobs} jobs but reported {} finished and {cancelled} cancelled or unreleased",
                 self.records
             ));
         }
@@ -965,13 +1017,16 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_line("END 4aa4b5e45aa2708c 1 0"),
+            parse_line("END 4aa4b5e45aa2708c 1 0 0"),
             Ok(Line::End {
                 digest: 0x4aa4_b5e4_5aa2_708c,
                 jobs: 1,
-                cancelled: 0
+                cancelled: 0,
+                unreleased: 0
             })
         );
+        assert_eq!(parse_line("M 1500"), Ok(Line::MeasureFrom(1500)));
+        assert_eq!(parse_line("X"), Ok(Line::Stopped));
         assert_eq!(
             parse_line("F supervisor gave up: 4 crashes"),
             Ok(Line::Failed("supervisor gave up: 4 crashes".into()))
@@ -983,8 +1038,11 @@ mod tests {
             "K 1 2",
             "D 1 2 3",
             "D 1 0 3 1 1 1 1 0 0",
-            "END xyz 1 0",
-            "END 4aa4b5e45aa2708c 1",
+            "END xyz 1 0 0",
+            "END 4aa4b5e45aa2708c 1 0",
+            "END 4aa4b5e45aa2708c 1 0 0 0",
+            "X 1",
+            "M",
             "READY otp=25",
             "HELLO 1",
         ] {
@@ -997,7 +1055,17 @@ mod tests {
     fn header_names_the_plan() {
         assert_eq!(
             header(&config()),
-            "cwbench-beam 1 workers=4 bound=8 open=0 max_restarts=3 restart_window_ms=1000 backoff_ms=0 max_backoff_ms=0 probe_us=1000 timeout_ms=0 gauge_ms=100 kill=3,7\n"
+            "cwbench-beam 2 workers=4 bound=8 open=0 max_restarts=3 restart_window_ms=1000 backoff_ms=0 max_backoff_ms=0 probe_us=1000 timeout_ms=0 gauge_ms=100 warmup_jobs=0 warmup_us=0 end_us=0 end_jobs=0 kill=3,7\n"
+        );
+        let timed = Config {
+            warmup: crate::span::Warmup::For(Duration::from_millis(250)),
+            end: crate::span::End::After(Duration::from_secs(2)),
+            ..config()
+        };
+        assert!(
+            header(&timed).contains(" warmup_jobs=0 warmup_us=250000 end_us=2000000 end_jobs=0 "),
+            "{}",
+            header(&timed)
         );
     }
 
@@ -1056,7 +1124,7 @@ mod tests {
         let vm = tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(vm_in).lines();
             let header = lines.next_line().await.unwrap().unwrap();
-            assert!(header.starts_with("cwbench-beam 1 "), "{header}");
+            assert!(header.starts_with("cwbench-beam 2 "), "{header}");
             vm_out
                 .write_all(b"READY otp=25 schedulers=1\n")
                 .await
@@ -1081,7 +1149,7 @@ mod tests {
                     return;
                 }
             }
-            let end = format!("G 0 0 40 0 1000\nEND {end_digest:016x} {n} 0\n");
+            let end = format!("G 0 0 40 0 1000\nEND {end_digest:016x} {n} 0 0\n");
             let _ = vm_out.write_all(end.as_bytes()).await;
         });
         let outcome = drive(
@@ -1164,14 +1232,22 @@ mod tests {
 
     /// Runs `n` jobs, those in `crash` crashing, on the real VM.
     fn real_vm_with(max_restarts: u32, n: u64, crash: &[u64]) -> Option<(Outcome, proto::Done)> {
+        real_vm_sized(
+            Config {
+                max_restarts,
+                ..config()
+            },
+            n,
+            crash,
+        )
+    }
+
+    /// Runs `n` jobs of `cfg`, those in `crash` crashing, on the real VM.
+    fn real_vm_sized(cfg: Config, n: u64, crash: &[u64]) -> Option<(Outcome, proto::Done)> {
         if let Some(why) = unavailable_reason() {
             eprintln!("SKIP: the BEAM tests: {why}");
             return None;
         }
-        let cfg = Config {
-            max_restarts,
-            ..config()
-        };
         let mut wl = crate::workload::Workload::start(cfg).expect("starts");
         let jobs: Vec<Job> = (0..n)
             .map(|id| Job {
@@ -1294,5 +1370,51 @@ mod tests {
         let t = done.totals.unwrap();
         assert!(t.cancelled > 10_000, "{t:?}");
         assert_eq!(t.completed + t.crashed + t.cancelled, 20_000, "{t:?}");
+    }
+
+    /// A timed closed loop on the VM: it decides at release, as the tokio
+    /// producers do, so a count is exact, the rest is unreleased, and the
+    /// agent learns it has stopped (to tell the coordinator).
+    #[test]
+    fn the_real_vm_runs_a_timed_closed_loop() {
+        use crate::span::{End, Warmup};
+        let cfg = Config {
+            warmup: Warmup::Jobs(100),
+            end: End::Jobs(1_000),
+            kill_jobs: Default::default(),
+            ..config()
+        };
+        let Some((outcome, done)) = real_vm_sized(cfg, 5_000, &[]) else {
+            return;
+        };
+        assert_eq!(outcome, Outcome::Finished);
+        let t = done.totals.unwrap();
+        assert_eq!(t.measured_completed, 1_000, "{t:?}");
+        assert_eq!(t.completed, 1_100, "{t:?}");
+        assert_eq!(t.completed + t.unreleased + t.cancelled, 5_000, "{t:?}");
+        assert!(t.unreleased >= 3_900, "{t:?}");
+
+        // By time: a 300 ms warm-up, then 200 ms measured.
+        let cfg = Config {
+            warmup: Warmup::For(Duration::from_millis(300)),
+            end: End::After(Duration::from_millis(200)),
+            kill_jobs: Default::default(),
+            ..config()
+        };
+        let Some((outcome, done)) = real_vm_sized(cfg, 200_000, &[]) else {
+            return;
+        };
+        assert_eq!(outcome, Outcome::Finished);
+        let t = done.totals.unwrap();
+        assert!(t.measured_completed > 0, "{t:?}");
+        assert!(
+            t.completed > t.measured_completed,
+            "warm-up jobs too: {t:?}"
+        );
+        assert!(t.unreleased > 0, "{t:?}");
+        assert_eq!(t.completed + t.unreleased + t.cancelled, 200_000, "{t:?}");
+        // The measured window: first measured release to last completion.
+        let w = done.measured_window_us;
+        assert!((200_000..1_500_000).contains(&w), "window {w} µs: {t:?}");
     }
 }

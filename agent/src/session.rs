@@ -174,12 +174,6 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
     };
     recovery_params(plan)?;
     let (warmup, end) = span_of(plan, open)?;
-    if runtime == Runtime::Beam && !(matches!(warmup, Warmup::Jobs(_)) && end == End::Fed) {
-        return Err(
-            "profile.runtime = \"beam\" takes runs sized in jobs only (no plan.warmup_ms, duration_ms or measured_jobs)"
-                .into(),
-        );
-    }
     range(
         "plan.kill_jobs (count)",
         plan.kill_jobs.len() as u64,

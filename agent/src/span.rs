@@ -71,6 +71,12 @@ impl Span {
         }
     }
 
+    /// The measured part starts at `t` (ns, agent clock), as decided by a
+    /// runtime outside the process (the BEAM's M line); first call wins.
+    pub fn measure_from(&self, t: u64) {
+        let _ = self.measure_from.set(t);
+    }
+
     /// Is `job`, released (closed loop) or due (open loop) at `origin` (ns,
     /// agent clock), measured?
     #[inline]

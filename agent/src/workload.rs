@@ -242,7 +242,7 @@ impl Workload {
             feed: Some(feed),
             credit,
             finished,
-            // Never cancelled: BEAM runs are sized in jobs (not timed).
+            // Cancelled by the driver when the VM says a timed run stopped.
             stopped: recorder.span.stopped.clone(),
             recorder,
             queues: Vec::new(),

@@ -107,6 +107,45 @@ fn one_agent_runs_the_parity_sweep_on_tokio_and_on_the_beam() {
     assert!(md.contains("beam s1 w16 q64 p1 pool"), "{md}");
 }
 
+/// A timed closed loop on both runtimes: each decides at release on its own
+/// clock, stops, tells the coordinator, and accounts for every job sent.
+#[test]
+fn a_timed_closed_loop_runs_on_tokio_and_on_the_beam() {
+    if erl_missing("a_timed_closed_loop_runs_on_tokio_and_on_the_beam") {
+        return;
+    }
+    let agent = AgentProc::start();
+    let out = tempfile::tempdir().unwrap();
+    let result = run(&agent, "beam-timed.toml", out.path());
+    let profiles = result["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 2);
+    for p in profiles {
+        let h = &p["hosts"][0];
+        assert_eq!(h["status"], "ok", "{h}");
+        // Each host ran a prefix of the stream: verified per host.
+        assert_eq!(h["digest_received"], h["digest_sent"], "{h}");
+        let a = &h["accounting"];
+        let n = |k: &str| a[k].as_u64().unwrap();
+        assert!(n("unreleased") > 0, "{a}");
+        assert_eq!(
+            n("sent"),
+            n("completed")
+                + n("crashed")
+                + n("timed_out")
+                + n("shed")
+                + n("cancelled")
+                + n("unreleased"),
+            "{a}"
+        );
+        // The measured window is the duration plus the drain of what was
+        // released before the stop.
+        let w = h["window_s"].as_f64().unwrap();
+        assert!((0.99..2.5).contains(&w), "{}: window {w} s", p["label"]);
+        assert!(h["latency"]["completion"]["count"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(profiles[1]["hosts"][0]["info"]["runtime"], "beam");
+}
+
 #[test]
 fn crash_storm_on_the_beam_reports_restarts_and_recovery() {
     if erl_missing("crash_storm_on_the_beam_reports_restarts_and_recovery") {

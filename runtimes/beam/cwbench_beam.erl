@@ -43,8 +43,16 @@
     crashed_at = #{},         % Idx => crash time (µs), until the next pick-up
     probe_last,               % µs of the last probe wake
     wall0 = [],               % scheduler_wall_time at READY
-    failed = false            % the pool failed: count further jobs as
+    failed = false,           % the pool failed: count further jobs as
                               % cancelled until the agent's C or E
+    %% A timed closed loop (end_us or end_jobs in the header): which jobs
+    %% are measured and when releasing stops, decided at release as the
+    %% agent's own producers do (agent/src/span.rs).
+    began = false,            % the first release happened
+    measure_from,             % µs: the measured part starts (warmup_us), or
+                              % the first measured release (end_us)
+    measured = 0,             % measured jobs released
+    stopped = false           % the measured part is over: release no more
 }).
 
 main() ->
@@ -78,7 +86,7 @@ header(S = #s{port = Port}, Acc) ->
             error(header_too_long);
         {Port, {data, {eol, Part}}} ->
             case <<Acc/binary, Part/binary>> of
-                <<"cwbench-beam 1", Rest/binary>> ->
+                <<"cwbench-beam 2 ", Rest/binary>> ->
                     Cfg = maps:from_list(
                             [kv(P) || P <- binary:split(Rest, <<" ">>, [global, trim_all])]),
                     start(S#s{cfg = Cfg});
@@ -156,8 +164,9 @@ wait_ms(S = #s{pending = P}) ->
 
 due({_, _, _, _, _, Intended}, #s{open_t0 = T}) -> T + Intended.
 
-finished(#s{ended = E, pending = P, qlen = Q, busy = B}) ->
-    E andalso Q =:= 0 andalso map_size(B) =:= 0 andalso queue:is_empty(P).
+finished(#s{ended = E, pending = P, qlen = Q, busy = B, stopped = Stopped}) ->
+    %% A stopped timed run never releases what is still pending.
+    E andalso Q =:= 0 andalso map_size(B) =:= 0 andalso (Stopped orelse queue:is_empty(P)).
 
 handle({Port, {data, {eol, Line}}}, S = #s{port = Port}) ->
     line(Line, S);
@@ -252,19 +261,77 @@ release(S = #s{qlen = Q}) ->
                                  false -> S#s.attempt
                              end,
                     {Id, Class, Work, Sleep, Crash, _} = Job,
+                    case admit(Id, Origin, S) of
+                        {false, S0} -> S0;
+                        {true, S0} -> release_job({Id, Class, Work, Sleep, Crash}, Origin, Now, S0)
+                    end
+            end;
+        _ -> S
+    end.
+
+release_job(Job, Origin, Now, S = #s{qlen = Q}) ->
                     P = queue:drop(S#s.pending),
                     release(S#s{pending = P,
-                                queue = queue:in({{Id, Class, Work, Sleep, Crash}, Origin, Now},
-                                                 S#s.queue),
+                                queue = queue:in({Job, Origin, Now}, S#s.queue),
                                 qlen = Q + 1,
                                 credit = S#s.credit + 1,
                                 attempt = case queue:is_empty(P) of
                                               true -> undefined;
                                               false -> Now
-                                          end})
-            end;
-        _ -> S
+                                          end}).
+
+%% May job `Id`, whose latency origin is `Origin`, be released? Only a timed
+%% run ever says no: once its measured part is over, for good.
+admit(Id, Origin, S0) ->
+    S = case S0#s.began of
+            true -> S0;
+            false ->
+                S1 = S0#s{began = true},
+                case cfg(warmup_us, S1) of
+                    0 -> S1;
+                    W -> measure_from(Origin + W, S1)
+                end
+        end,
+    EndUs = cfg(end_us, S),
+    EndJobs = cfg(end_jobs, S),
+    if
+        EndUs =:= 0, EndJobs =:= 0 -> {true, S};
+        S#s.stopped -> {false, S};
+        true ->
+            case measured(Id, Origin, S) of
+                false -> {true, S};
+                true when EndUs > 0 ->
+                    S2 = case S#s.measure_from of
+                             undefined -> measure_from(Origin, S);
+                             _ -> S
+                         end,
+                    case Origin >= S2#s.measure_from + EndUs of
+                        true -> {false, stop(S2)};
+                        false -> {true, S2}
+                    end;
+                true ->
+                    N = S#s.measured,
+                    case N >= EndJobs of
+                        true -> {false, stop(S)};
+                        false -> {true, S#s{measured = N + 1}}
+                    end
+            end
     end.
+
+measured(Id, Origin, S) ->
+    case cfg(warmup_us, S) of
+        0 -> Id >= cfg(warmup_jobs, S);
+        _ -> Origin >= S#s.measure_from
+    end.
+
+%% The agent's recorder needs the same instant to tell measured jobs.
+measure_from(T, S) ->
+    out(["M ", integer_to_binary(T), $\n], S#s{measure_from = T}).
+
+%% The measured part is over: the credit so far, then X, at once, so the
+%% agent can tell the coordinator to stop feeding.
+stop(S) ->
+    flush(out(<<"X\n">>, flush(S#s{stopped = true}))).
 
 assign(S = #s{qlen = Q}) when Q > 0 ->
     case queue:out(S#s.idle) of
@@ -360,7 +427,12 @@ finish(S0, Code) ->
              false -> S0
          end,
     S2 = out(gauge_line(S1), S1),
-    S3 = out(io_lib:format("END ~s ~b ~b~n", [digest_hex(S2), S2#s.count, S2#s.cancelled]), S2),
+    Unreleased = case S2#s.stopped of
+                     true -> queue:len(S2#s.pending);
+                     false -> 0
+                 end,
+    S3 = out(io_lib:format("END ~s ~b ~b ~b~n",
+                           [digest_hex(S2), S2#s.count, S2#s.cancelled, Unreleased]), S2),
     _ = flush(S3),
     erlang:halt(Code).
 
