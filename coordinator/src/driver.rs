@@ -627,6 +627,15 @@ fn next_in_share(g: &mut Generator, share: Share) {
     }
 }
 
+/// Worker threads of the coordinator's runtime: one per core, at most 8.
+/// Each host is its own `drive` task, so hosts decode and merge their
+/// snapshots in parallel; idle threads cost nothing, so local agents on the
+/// same machine lose no CPU to them. Beyond 8, merging even 256 hosts'
+/// snapshots in bulk gains little and each thread keeps its own decoder.
+pub fn runtime_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 /// Feeds a host's events to the coordinator's own merge code without a
 /// network: what `cwbench-bench coord-scale` times (256 hosts, 10 minutes of
 /// snapshots each) to show the coordinator stays thin.
