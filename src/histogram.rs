@@ -70,15 +70,172 @@ pub fn merge_encoded(into: &mut Hist, bytes: &[u8]) -> Result<(), DecodeError> {
 const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
 const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
 
+/// Counts indexes of cwbench's layout (lowest 1, 3 significant digits,
+/// values up to u64::MAX): those with a `value_at`.
+const INDEXES: u64 = 54 << 10;
+
+/// A reused inflater and buffers: the coordinator decodes five histograms
+/// per snapshot per host, and setting these up costs more than using them.
+/// zlib-rs (pure Rust): ~20% faster than miniz_oxide on these small streams.
+struct Decoder {
+    z: zlib_rs::Inflate,
+    buf: Vec<u8>,
+    /// Room for the pairs of one histogram; the first `len` are its own.
+    pairs: Vec<(u64, u64)>,
+    len: usize,
+    total: u64,
+}
+
+impl Decoder {
+    fn new() -> Self {
+        Self {
+            z: zlib_rs::Inflate::new(true, 15),
+            buf: Vec::new(),
+            pairs: Vec::new(),
+            len: 0,
+            total: 0,
+        }
+    }
+
+    /// Inflates and parses V2 + DEFLATE bytes in cwbench's layout into
+    /// `self.pairs`; None if the bytes are not that (or are damaged).
+    fn decode(&mut self, bytes: &[u8]) -> Option<()> {
+        // Damaged bytes add nothing.
+        (self.len, self.total) = (0, 0);
+        if be32(bytes, 0)? != V2_COMPRESSED_COOKIE {
+            return None;
+        }
+        let len = be32(bytes, 4)? as usize;
+        let deflated = bytes.get(8..8 + len)?;
+        if self.buf.len() < deflated.len() * 4 + 64 {
+            self.buf.resize(deflated.len() * 4 + 64, 0);
+        }
+        // Straight into one flat buffer in one call (zlib then needs no
+        // window); a buffer too small is doubled and the stream decoded again.
+        let out_len = loop {
+            self.z.reset(true);
+            match self
+                .z
+                .decompress(deflated, &mut self.buf, zlib_rs::InflateFlush::Finish)
+            {
+                Ok(zlib_rs::Status::StreamEnd) => break self.z.total_out() as usize,
+                Ok(_) if self.buf.len() < 64 << 20 => {
+                    let n = self.buf.len() * 2;
+                    self.buf.resize(n, 0);
+                }
+                _ => return None,
+            }
+        };
+        let p = &self.buf[..out_len];
+        // Inner V2 header: cookie, payload length, normalizing offset,
+        // significant digits, lowest, highest, integer-to-double ratio.
+        if be32(p, 0)? != V2_COOKIE || be32(p, 8)? != 0 || be32(p, 12)? != 3 || be64(p, 16)? != 1 {
+            return None;
+        }
+        let payload = p.get(40..40 + be32(p, 4)? as usize)?;
+        (self.len, self.total) = parse_counts(payload, &mut self.pairs)?;
+        Some(())
+    }
+
+    fn counts(&self) -> Counts<'_> {
+        Counts {
+            pairs: &self.pairs[..self.len],
+            total: self.total,
+        }
+    }
+}
+
+/// Reads HdrHistogram's V2 counts (ZigZag LEB128; a negative number is a
+/// run of zero counts) into (index, count) pairs of the non-zero counts,
+/// increasing, at the start of `pairs` (grown to room for one pair per
+/// byte). Returns how many and their sum; None if damaged or an index is
+/// outside cwbench's layout.
+fn parse_counts(payload: &[u8], pairs: &mut Vec<(u64, u64)>) -> Option<(usize, u64)> {
+    if pairs.len() < payload.len() {
+        pairs.resize(payload.len(), (0, 0));
+    }
+    let n = payload.len();
+    let out = &mut pairs[..n];
+    let mut len = 0usize;
+    let mut index: u64 = 0;
+    // Sums of one-byte counts (< 64 each, so no overflow) and of the others.
+    let (mut small, mut large) = (0u64, 0u64);
+    let mut i = 0usize;
+    // ZigZag without branches (counts and zero runs alternate at random):
+    // odd is negative, -n = magnitude + 1 zero counts; even is a count n at
+    // `index`. The pair is always written, and kept (len advanced) only
+    // when the count is not zero.
+    while i < n {
+        // Most varints are one byte (counts below 64, short zero runs):
+        // eight at a time when the next eight are.
+        if let Some(word) = payload.get(i..i + 8)
+            && index < 1 << 40
+        {
+            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            if w & 0x8080_8080_8080_8080 == 0 {
+                for k in 0..8 {
+                    let v = (w >> (8 * k)) & 0x7f;
+                    let negative = v & 1;
+                    let magnitude = v >> 1;
+                    let keep = negative == 0 && magnitude != 0;
+                    // len <= i + k < n: always in bounds.
+                    if let Some(slot) = out.get_mut(len) {
+                        *slot = (index, magnitude);
+                    }
+                    len += usize::from(keep);
+                    small += magnitude & u64::from(keep).wrapping_neg();
+                    // At most 8 x 64 added to an index below 2^40.
+                    index += 1 + (magnitude & negative.wrapping_neg());
+                }
+                i += 8;
+                continue;
+            }
+        }
+        let b = payload[i];
+        let v = if b < 0x80 {
+            i += 1;
+            u64::from(b)
+        } else {
+            long_varint(payload, &mut i)?
+        };
+        let negative = v & 1;
+        let magnitude = v >> 1;
+        let keep = negative == 0 && magnitude != 0;
+        out[len] = (index, magnitude);
+        len += usize::from(keep);
+        large = large.saturating_add(magnitude & u64::from(keep).wrapping_neg());
+        index = index.checked_add(1 + (magnitude & negative.wrapping_neg()))?;
+    }
+    // Indexes increase: the last one is the largest.
+    if len > 0 && out[len - 1].0 >= INDEXES {
+        return None;
+    }
+    Some((len, small.saturating_add(large)))
+}
+
+/// A varint of more than one byte at `*i`, HdrHistogram's LEB128 variant
+/// (the 9th byte carries 8 bits); None if cut short.
+fn long_varint(payload: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for k in 0..9 {
+        let b = *payload.get(*i)?;
+        *i += 1;
+        if k == 8 {
+            v |= u64::from(b) << 56;
+            break;
+        }
+        v |= u64::from(b & 0x7f) << (7 * k);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    Some(v)
+}
+
 thread_local! {
-    /// A reused inflater and buffer: the coordinator decodes a few histograms
-    /// per snapshot per host, and setting these up costs more than using them.
-    #[allow(clippy::type_complexity)]
-    static INFLATE: std::cell::RefCell<(
-        Box<miniz_oxide::inflate::core::DecompressorOxide>,
-        Vec<u8>,
-        Vec<(u64, u64)>,
-    )> = std::cell::RefCell::new((Box::default(), Vec::new(), Vec::new()));
+    /// One decoder per thread: hosts merge on the coordinator's runtime
+    /// threads, each decode is done before the next starts.
+    static DECODER: std::cell::RefCell<Decoder> = std::cell::RefCell::new(Decoder::new());
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
@@ -89,21 +246,43 @@ fn be64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// Adds V2 + DEFLATE bytes of a histogram with cwbench's layout (lowest
-/// value 1, 3 significant digits) straight into `into`: one reused inflater,
-/// no intermediate histogram, each non-zero count recorded once. None: not
-/// that layout or not compressed — the caller falls back to the general
-/// decoder (which also reports what is wrong with bad bytes).
-fn fast_merge(into: &mut Hist, bytes: &[u8]) -> Option<Result<(), DecodeError>> {
-    let mut adds: Vec<(u64, u64)> = Vec::new();
-    fast_decode(bytes, |index, n| adds.push((index, n)))?;
-    for (index, n) in adds {
-        let value = value_at(index)?;
-        if into.record_n(value, n).is_err() {
-            return Some(Err(DecodeError(format!("value {value} out of range"))));
-        }
+/// Decodes `bytes` (no bytes: empty) and hands the histogram to `f`:
+/// straight from the bytes when they are in cwbench's layout (lowest 1, 3
+/// significant digits, V2 + DEFLATE), with no histogram built; decoded the
+/// general way otherwise (which also says what is wrong with bad bytes).
+pub fn with_decoded<R>(bytes: &[u8], f: impl FnOnce(View<'_>) -> R) -> Result<R, DecodeError> {
+    if bytes.is_empty() {
+        return Ok(f(View::Fast(Counts::EMPTY)));
     }
-    Some(Ok(()))
+    DECODER.with(|cell| {
+        // A decode inside `f` (not done today) gets a decoder of its own.
+        let mut fresh = None;
+        let mut guard = cell.try_borrow_mut().ok();
+        let d = match &mut guard {
+            Some(g) => &mut **g,
+            None => fresh.insert(Decoder::new()),
+        };
+        if d.decode(bytes).is_some() {
+            return Ok(f(View::Fast(d.counts())));
+        }
+        drop(guard);
+        let h: Hist = Deserializer::new()
+            .deserialize(&mut &bytes[..])
+            .map_err(|e| DecodeError(format!("{e:?}")))?;
+        Ok(f(View::Hist(&h)))
+    })
+}
+
+/// Adds V2 + DEFLATE bytes of a histogram with cwbench's layout straight
+/// into `into`: no intermediate histogram, each non-zero count recorded
+/// once. None: not that layout — the caller falls back to the general
+/// decoder.
+fn fast_merge(into: &mut Hist, bytes: &[u8]) -> Option<Result<(), DecodeError>> {
+    DECODER.with(|cell| {
+        let mut d = cell.try_borrow_mut().ok()?;
+        d.decode(bytes)?;
+        Some(d.counts().record_into(into))
+    })
 }
 
 /// The value of counts index `index` in cwbench's layout (lowest 1, 3
@@ -113,6 +292,113 @@ fn value_at(index: u64) -> Option<u64> {
         None => Some(index),
         Some(b) if b < 53 => Some(((index & 1023) + 1024) << b),
         Some(_) => None,
+    }
+}
+
+/// The highest value equivalent to counts index `index` (cwbench's layout).
+fn highest_equivalent(index: u64) -> u64 {
+    let b = (index >> 10).saturating_sub(1);
+    value_at(index).map_or(u64::MAX, |v| v + (1u64 << b) - 1)
+}
+
+/// A decoded histogram, as `with_decoded` hands it over.
+#[derive(Debug, Clone, Copy)]
+pub enum View<'a> {
+    /// Cwbench's layout, read straight from the bytes.
+    Fast(Counts<'a>),
+    /// Another layout, decoded the general way.
+    Hist(&'a Hist),
+}
+
+impl View<'_> {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            View::Fast(c) => c.total == 0,
+            View::Hist(h) => h.is_empty(),
+        }
+    }
+
+    /// `Hist::value_at_quantile` of each of `qs` (increasing, > 0), read in
+    /// one pass; zeros when empty.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [u64; N] {
+        if self.is_empty() {
+            return [0; N];
+        }
+        match self {
+            View::Fast(c) => c.quantiles(qs),
+            View::Hist(h) => qs.map(|q| h.value_at_quantile(q)),
+        }
+    }
+
+    /// As `Hist::max`; zero when empty.
+    pub fn max(&self) -> u64 {
+        match self {
+            View::Fast(c) => c.pairs.last().map_or(0, |&(i, _)| highest_equivalent(i)),
+            View::Hist(h) => h.max(),
+        }
+    }
+
+    /// Adds every count into `into`.
+    pub fn add_to(&self, into: &mut Dense) {
+        match self {
+            View::Fast(c) => into.add(c),
+            View::Hist(h) => {
+                let _ = into.other.get_or_insert_with(new_hist).add(*h);
+            }
+        }
+    }
+
+    /// Records every count into `into`.
+    pub fn record_into(&self, into: &mut Hist) -> Result<(), DecodeError> {
+        match self {
+            View::Fast(c) => c.record_into(into),
+            View::Hist(h) => into.add(*h).map_err(|e| DecodeError(format!("{e:?}"))),
+        }
+    }
+}
+
+/// The non-zero counts of one histogram in cwbench's layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts<'a> {
+    /// (counts index, count), increasing index.
+    pairs: &'a [(u64, u64)],
+    total: u64,
+}
+
+impl Counts<'_> {
+    const EMPTY: Counts<'static> = Counts {
+        pairs: &[],
+        total: 0,
+    };
+
+    /// Exactly `Hist::value_at_quantile` for each q (increasing, > 0).
+    fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [u64; N] {
+        let want = qs.map(|q| ((q.min(1.0) * self.total as f64).ceil() as u64).max(1));
+        let mut out = [0u64; N];
+        let mut k = 0;
+        let mut seen = 0u64;
+        for &(i, n) in self.pairs {
+            seen += n;
+            while k < N && seen >= want[k] {
+                out[k] = highest_equivalent(i);
+                k += 1;
+            }
+            if k == N {
+                break;
+            }
+        }
+        out
+    }
+
+    fn record_into(&self, into: &mut Hist) -> Result<(), DecodeError> {
+        for &(index, n) in self.pairs {
+            // Indexes were checked against the layout while parsing.
+            let value = value_at(index).unwrap_or(u64::MAX);
+            if into.record_n(value, n).is_err() {
+                return Err(DecodeError(format!("value {value} out of range")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -129,22 +415,20 @@ pub struct Dense {
 impl Dense {
     /// Decodes `bytes` and adds them in.
     pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
-        if bytes.is_empty() {
-            return Ok(());
+        with_decoded(bytes, |v| v.add_to(self))
+    }
+
+    fn add(&mut self, c: &Counts<'_>) {
+        let Some(&(last, _)) = c.pairs.last() else {
+            return;
+        };
+        let need = last as usize + 1; // < INDEXES
+        if self.counts.len() < need {
+            self.counts.resize(need, 0);
         }
-        let counts = &mut self.counts;
-        let fast = fast_decode(bytes, |index, n| {
-            if value_at(index).is_some() {
-                let i = index as usize;
-                if i >= counts.len() {
-                    counts.resize(i + 1, 0);
-                }
-                counts[i] = counts[i].saturating_add(n);
-            }
-        });
-        match fast {
-            Some(()) => Ok(()),
-            None => merge_encoded(self.other.get_or_insert_with(new_hist), bytes),
+        for &(i, n) in c.pairs {
+            let slot = &mut self.counts[i as usize];
+            *slot = slot.saturating_add(n);
         }
     }
 
@@ -160,151 +444,6 @@ impl Dense {
         }
         h
     }
-}
-
-/// The non-zero counts of one encoded histogram, for its percentiles
-/// without building a histogram (the coordinator reads p50/p99/max of every
-/// interval). Percentiles are exactly `Hist::value_at_quantile`'s.
-#[derive(Debug, Clone)]
-pub enum Counts {
-    /// (counts index, count) in cwbench's layout, increasing.
-    Pairs(Vec<(u64, u64)>, u64),
-    /// Another layout: decoded the general way.
-    Hist(Hist),
-}
-
-impl Counts {
-    /// Decodes `bytes` (no bytes: empty).
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut pairs = Vec::new();
-        if bytes.is_empty() || fast_decode(bytes, |i, n| pairs.push((i, n))).is_some() {
-            let total = pairs.iter().map(|p| p.1).fold(0u64, u64::saturating_add);
-            return Ok(Counts::Pairs(pairs, total));
-        }
-        decode(bytes).map(Counts::Hist)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Counts::Pairs(_, total) => *total == 0,
-            Counts::Hist(h) => h.is_empty(),
-        }
-    }
-
-    /// As `Hist::value_at_quantile` (q > 0).
-    pub fn quantile(&self, q: f64) -> u64 {
-        match self {
-            Counts::Hist(h) => h.value_at_quantile(q),
-            Counts::Pairs(pairs, total) => {
-                let q = q.min(1.0);
-                let want = ((q * *total as f64).ceil() as u64).max(1);
-                let mut seen = 0u64;
-                for &(i, n) in pairs {
-                    seen += n;
-                    if seen >= want {
-                        return highest_equivalent(i);
-                    }
-                }
-                0
-            }
-        }
-    }
-
-    /// As `Hist::max`.
-    pub fn max(&self) -> u64 {
-        match self {
-            Counts::Hist(h) => h.max(),
-            Counts::Pairs(pairs, _) => pairs.last().map_or(0, |&(i, _)| highest_equivalent(i)),
-        }
-    }
-}
-
-/// The highest value equivalent to counts index `index` (cwbench's layout).
-fn highest_equivalent(index: u64) -> u64 {
-    let b = (index >> 10).saturating_sub(1);
-    value_at(index).map_or(u64::MAX, |v| v + (1u64 << b) - 1)
-}
-
-/// Calls `f(index, count)` for each non-zero count of V2 + DEFLATE bytes in
-/// cwbench's layout; None if the bytes are not that (or are damaged).
-fn fast_decode(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Option<()> {
-    if be32(bytes, 0)? != V2_COMPRESSED_COOKIE {
-        return None;
-    }
-    let len = be32(bytes, 4)? as usize;
-    let deflated = bytes.get(8..8 + len)?;
-    INFLATE.with(|cell| {
-        use miniz_oxide::inflate::TINFLStatus;
-        use miniz_oxide::inflate::core::{decompress, inflate_flags};
-        let (z, buf, adds) = &mut *cell.borrow_mut();
-        adds.clear();
-        let flags = inflate_flags::TINFL_FLAG_PARSE_ZLIB_HEADER
-            | inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-        if buf.len() < deflated.len() * 4 + 64 {
-            buf.resize(deflated.len() * 4 + 64, 0);
-        }
-        // Straight into one flat buffer (no window to copy out of); a
-        // buffer too small is doubled and the stream decoded again.
-        let out_len = loop {
-            z.init();
-            match decompress(z, deflated, buf, 0, flags) {
-                (TINFLStatus::Done, _, n) => break n,
-                (TINFLStatus::HasMoreOutput, _, _) if buf.len() < 64 << 20 => {
-                    let n = buf.len() * 2;
-                    buf.resize(n, 0);
-                }
-                _ => return None,
-            }
-        };
-        let p = &buf[..out_len];
-        // Inner V2 header: cookie, payload length, normalizing offset,
-        // significant digits, lowest, highest, integer-to-double ratio.
-        if be32(p, 0)? != V2_COOKIE || be32(p, 8)? != 0 || be32(p, 12)? != 3 || be64(p, 16)? != 1 {
-            return None;
-        }
-        let payload = p.get(40..40 + be32(p, 4)? as usize)?;
-        let mut i = 0usize;
-        let mut index: u64 = 0;
-        // Parse everything first: damaged bytes add nothing.
-        while i < payload.len() {
-            // HdrHistogram's LEB128 variant: the 9th byte carries 8 bits.
-            let mut v: u64 = 0;
-            let mut k = 0;
-            // Most counts are one byte.
-            if payload[i] < 0x80 {
-                v = u64::from(payload[i]);
-                i += 1;
-                k = 9;
-            }
-            while k < 9 {
-                let b = *payload.get(i)?;
-                i += 1;
-                if k == 8 {
-                    v |= u64::from(b) << 56;
-                    break;
-                }
-                v |= u64::from(b & 0x7f) << (7 * k);
-                k += 1;
-                if b & 0x80 == 0 {
-                    break;
-                }
-            }
-            let n = ((v >> 1) as i64) ^ -((v & 1) as i64);
-            if n < 0 {
-                index = index.checked_add(n.unsigned_abs())?;
-            } else {
-                if n > 0 {
-                    value_at(index)?;
-                    adds.push((index, n as u64));
-                }
-                index = index.checked_add(1)?;
-            }
-        }
-        for &(index, n) in adds.iter() {
-            f(index, n);
-        }
-        Some(())
-    })
 }
 
 /// The figures a report prints of a latency histogram, in microseconds.
@@ -415,12 +554,22 @@ mod tests {
             slow.add(&g).unwrap();
             assert_eq!(fast, slow, "round {round}");
             assert_eq!(fast.len(), h.len() + 1);
-            let c = Counts::decode(&bytes).unwrap();
-            assert!(matches!(c, Counts::Pairs(..)));
-            for q in [0.001, 0.5, 0.9, 0.99, 0.999, 1.0] {
-                assert_eq!(c.quantile(q), h.value_at_quantile(q), "round {round} q {q}");
+            let qs = [0.001, 0.5, 0.9, 0.99, 0.999, 1.0];
+            let (got, max) = with_decoded(&bytes, |v| {
+                assert!(matches!(v, View::Fast(..)), "round {round}");
+                (v.quantiles(qs), v.max())
+            })
+            .unwrap();
+            assert_eq!(got, qs.map(|q| h.value_at_quantile(q)), "round {round}");
+            assert_eq!(max, h.max(), "round {round}");
+            // Quantiles one at a time, and the general decoder's view.
+            for q in qs {
+                assert_eq!(
+                    with_decoded(&bytes, |v| v.quantiles([q])).unwrap(),
+                    [h.value_at_quantile(q)]
+                );
+                assert_eq!(View::Hist(&h).quantiles([q]), [h.value_at_quantile(q)]);
             }
-            assert_eq!(c.max(), h.max(), "round {round}");
             let mut dense = Dense::default();
             dense.merge_encoded(&bytes).unwrap();
             dense.merge_encoded(&encode(&h)).unwrap();
@@ -438,6 +587,100 @@ mod tests {
             let mut m = new_hist();
             let _ = merge_encoded(&mut m, &bytes[..cut]);
         }
+    }
+
+    /// The counts reader against a plain one (the one before the fast
+    /// paths), on histograms' payloads and on arbitrary bytes.
+    #[test]
+    fn parse_counts_equals_a_plain_reader() {
+        fn plain(payload: &[u8]) -> Option<Vec<(u64, u64)>> {
+            let (mut i, mut index, mut pairs) = (0usize, 0u64, Vec::new());
+            while i < payload.len() {
+                let (mut v, mut k) = (0u64, 0);
+                loop {
+                    let b = *payload.get(i)?;
+                    i += 1;
+                    if k == 8 {
+                        v |= u64::from(b) << 56;
+                        break;
+                    }
+                    v |= u64::from(b & 0x7f) << (7 * k);
+                    k += 1;
+                    if b & 0x80 == 0 {
+                        break;
+                    }
+                }
+                let n = ((v >> 1) as i64) ^ -((v & 1) as i64);
+                if n < 0 {
+                    index = index.checked_add(n.unsigned_abs())?;
+                } else {
+                    if n > 0 {
+                        value_at(index)?;
+                        pairs.push((index, n as u64));
+                    }
+                    index = index.checked_add(1)?;
+                }
+            }
+            Some(pairs)
+        }
+        let check = |payload: &[u8]| {
+            let mut pairs = vec![(7, 7); 3];
+            let got = parse_counts(payload, &mut pairs).map(|(len, total)| {
+                let p = pairs[..len].to_vec();
+                let sum = p.iter().map(|x| x.1).fold(0u64, u64::saturating_add);
+                assert_eq!(total, sum, "{payload:?}");
+                p
+            });
+            assert_eq!(got, plain(payload), "{payload:?}");
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..300 {
+            let len = (next() % 200) as usize;
+            // Mostly one-byte varints, some long ones, some of 9 bytes.
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match next() % 16 {
+                    0 => 0xff,
+                    1..=3 => 0x80 | (next() as u8),
+                    _ => (next() as u8) & if round % 2 == 0 { 0x7f } else { 0x0f },
+                })
+                .collect();
+            check(&bytes);
+        }
+        // Real payloads: counts of every size, runs past the layout's end.
+        for counts in [1u64, 63, 64, 1000, 1 << 40] {
+            let mut h = new_hist();
+            for v in [
+                1u64,
+                2,
+                1000,
+                2047,
+                2048,
+                5000,
+                1 << 20,
+                1 << 40,
+                u64::MAX / 4,
+            ] {
+                h.record_n(v, counts + v % 3).unwrap();
+            }
+            let bytes = encode(&h);
+            let got = with_decoded(&bytes, |v| {
+                let mut back = new_hist();
+                v.record_into(&mut back).unwrap();
+                back
+            })
+            .unwrap();
+            assert_eq!(got, h);
+        }
+        check(&[0x01, 0x02]);
+        check(&[0xff; 9]);
+        check(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x02]);
+        check(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]);
     }
 
     #[test]

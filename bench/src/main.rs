@@ -725,10 +725,14 @@ fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
         }
         encode(&h)
     };
-    let rss0 = cwbench::sysinfo::rss_bytes();
-    let t0 = Instant::now();
-    let mut hosts = Vec::with_capacity(agents);
-    for a in 0..agents {
+    // The coordinator's parallelism exactly: its runtime has this many
+    // worker threads and each host is its own task, so hosts are replayed
+    // on that many threads, each taking every n-th host.
+    let threads = cwbench_coordinator::driver::runtime_threads();
+    println!(
+        "  {threads} merge thread(s): the coordinator runtime's worker threads (cores, at most 8)"
+    );
+    let replay = |a: usize| -> Result<cwbench_coordinator::result::HostResult> {
         let run = HostRun {
             addr: format!("10.0.{}.{}:7070", a / 250, a % 250),
             label: format!("agent-{a}"),
@@ -779,8 +783,35 @@ fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
             ..Default::default()
         };
         rep.done(&d).map_err(anyhow::Error::msg)?;
-        hosts.push(rep.finish(&run));
-    }
+        Ok(rep.finish(&run))
+    };
+    let rss0 = cwbench::sysinfo::rss_bytes();
+    let t0 = Instant::now();
+    let mut hosts: Vec<Option<cwbench_coordinator::result::HostResult>> =
+        (0..agents).map(|_| None).collect();
+    std::thread::scope(|scope| -> Result<()> {
+        let shards: Vec<_> = (0..threads)
+            .map(|t| {
+                let replay = &replay;
+                scope.spawn(move || {
+                    (t..agents)
+                        .step_by(threads)
+                        .map(|a| Ok((a, replay(a)?)))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        for shard in shards {
+            let done = shard
+                .join()
+                .map_err(|_| anyhow::anyhow!("a replay thread panicked"))??;
+            for (a, h) in done {
+                hosts[a] = Some(h);
+            }
+        }
+        Ok(())
+    })?;
+    let hosts: Vec<_> = hosts.into_iter().flatten().collect();
     let merged = t0.elapsed();
     let result = RunResult {
         schema_version: SCHEMA_VERSION,

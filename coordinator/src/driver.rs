@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cwbench::digest::{Digest, hex};
 use cwbench::generator::{BatchBuilder, Generator};
-use cwbench::histogram::{Counts, Dense, Hist, Summary, merge_encoded, new_hist};
+use cwbench::histogram::{Dense, Hist, Summary, merge_encoded, new_hist, with_decoded};
 use cwbench::proto::agent_client::AgentClient;
 use cwbench::proto::run_event::Msg as In;
 use cwbench::proto::run_request::Msg as Out;
@@ -627,6 +627,15 @@ fn next_in_share(g: &mut Generator, share: Share) {
     }
 }
 
+/// Worker threads of the coordinator's runtime: one per core, at most 8.
+/// Each host is its own `drive` task, so hosts decode and merge their
+/// snapshots in parallel; idle threads cost nothing, so local agents on the
+/// same machine lose no CPU to them. Beyond 8, merging even 256 hosts'
+/// snapshots in bulk gains little and each thread keeps its own decoder.
+pub fn runtime_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 /// Feeds a host's events to the coordinator's own merge code without a
 /// network: what `cwbench-bench coord-scale` times (256 hosts, 10 minutes of
 /// snapshots each) to show the coordinator stays thin.
@@ -679,6 +688,8 @@ struct HostState {
     /// The same, summed from interval snapshots (used when Done never came),
     /// as plain count arrays: cheap to add to, read at most once.
     from_intervals: [Dense; 4],
+    /// The interval's completion over several classes (reused).
+    merged: Hist,
     restart: Summary,
     feed_stall_us: u64,
     snapshots: u64,
@@ -706,6 +717,7 @@ impl HostState {
             classes: Vec::new(),
             overall: [new_hist(), new_hist(), new_hist(), new_hist()],
             from_intervals: Default::default(),
+            merged: new_hist(),
             restart: Summary::default(),
             feed_stall_us: 0,
             snapshots: 0,
@@ -747,28 +759,37 @@ impl HostState {
         if let Some(c) = &s.counters {
             self.counters(c);
         }
-        // The interval's completion counts: read straight from the bytes
-        // when there is one class (no histogram built), merged otherwise.
-        let h = match &s.classes[..] {
-            [one] => Counts::decode(&one.completion).unwrap_or(Counts::Pairs(Vec::new(), 0)),
-            many => {
-                let mut h = new_hist();
-                for c in many {
-                    let _ = merge_encoded(&mut h, &c.completion);
-                }
-                Counts::Hist(h)
-            }
-        };
+        // Each histogram is decoded once, straight from the bytes: the
+        // interval's completion gives the point's p50/p99/max (summed over
+        // the classes when there are several), and every part goes into
+        // the fallback sums, so a host lost before Done still has all its
+        // latencies.
+        let one_class = s.classes.len() == 1;
+        let mut completion = [0u64; 3];
+        if !one_class {
+            self.merged.reset();
+        }
         for c in &s.classes {
-            // Kept summed so a host lost before Done still has latencies.
             let parts = [&c.completion, &c.queue_wait, &c.service, &c.sleep_overshoot];
-            for (k, bytes) in parts.iter().enumerate() {
+            let (sums, merged) = (&mut self.from_intervals, &mut self.merged);
+            let hlog = self.hlog.is_some();
+            let decoded = with_decoded(&c.completion, |v| {
+                v.add_to(&mut sums[0]);
+                if one_class {
+                    let [p50, p99] = v.quantiles([0.5, 0.99]);
+                    completion = [p50, p99, v.max()];
+                } else {
+                    let _ = v.record_into(merged);
+                }
+                hlog.then(|| {
+                    let mut h = new_hist();
+                    v.record_into(&mut h).map(|()| h)
+                })
+            });
+            for (k, bytes) in parts.iter().enumerate().skip(1) {
                 let _ = self.from_intervals[k].merge_encoded(bytes);
             }
-            if let Some(sink) = &self.hlog {
-                let Ok(ch) = cwbench::histogram::decode(&c.completion) else {
-                    continue;
-                };
+            if let (Some(sink), Ok(Some(Ok(ch)))) = (&self.hlog, decoded) {
                 let class = self
                     .class_names
                     .get(c.class_id as usize)
@@ -781,6 +802,10 @@ impl HostState {
                 );
             }
         }
+        if !one_class && !self.merged.is_empty() {
+            let h = &self.merged;
+            completion = [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()];
+        }
         let g = s.gauges.unwrap_or_default();
         let cpu = g.cpu_user_us + g.cpu_system_us;
         let secs = s.interval_us as f64 / 1e6;
@@ -792,9 +817,9 @@ impl HostState {
             } else {
                 0.0
             },
-            p50_us: if h.is_empty() { 0 } else { h.quantile(0.5) },
-            p99_us: if h.is_empty() { 0 } else { h.quantile(0.99) },
-            max_us: if h.is_empty() { 0 } else { h.max() },
+            p50_us: completion[0],
+            p99_us: completion[1],
+            max_us: completion[2],
             queue_depth: g.queue_depth,
             in_flight: g.in_flight,
             rss_bytes: g.rss_bytes,
@@ -805,12 +830,8 @@ impl HostState {
             },
             ..IntervalPoint::default()
         };
-        let late = Counts::decode(&s.lateness).unwrap_or(Counts::Pairs(Vec::new(), 0));
-        let (late_p50, late_p99) = if late.is_empty() {
-            (0, 0)
-        } else {
-            (late.quantile(0.5), late.quantile(0.99))
-        };
+        let [late_p50, late_p99] =
+            with_decoded(&s.lateness, |v| v.quantiles([0.5, 0.99])).unwrap_or([0, 0]);
         let p = IntervalPoint {
             lateness_p50_us: late_p50,
             lateness_p99_us: late_p99,
