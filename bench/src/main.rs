@@ -325,8 +325,9 @@ fn run_plan(
     batch: usize,
     progress: Option<cwbench_coordinator::driver::Progress>,
 ) -> Result<(f64, f64, RunResult)> {
+    // The coordinator binary's runtime, thread for thread.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(cwbench_coordinator::driver::runtime_threads())
         .enable_all()
         .build()?;
     let total = plan.total_jobs();
