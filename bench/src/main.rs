@@ -178,8 +178,10 @@ fn main() -> Result<()> {
             wire(8192)?;
             overhead(10_000_000, 3, 2, "w1,w8,task")?;
             latency(10_000.0, 10, 2)?;
-            coord_scale(256, 600)?;
+            // Before coord-scale, whose 140 MiB would sit in this
+            // process's (the coordinator's) RSS.
             memory(memory_jobs, 2, 65_536)?;
+            coord_scale(256, 600)?;
         }
         Figure::ServeAgent { threads } => serve_agent(threads)?,
     }
@@ -416,17 +418,29 @@ fn pipeline(a: &PipelineArgs) -> Result<()> {
             push(name, tput, wall);
         }
     }
-    let dull_med = rows.iter().find(|r| r.0 == "dull").map(|r| median(&r.1));
+    let dull = rows.iter().find(|r| r.0 == "dull").map(|r| r.1.clone());
     println!(
-        "\n| variant | jobs/s (median of {}) | min..max | ratio to dull | whole-run jobs/s |",
+        "\n| variant | jobs/s (median of {}) | min..max | ratio of medians to dull | per repeat, to that repeat's dull (median) | whole-run jobs/s |",
         a.repeats
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for (name, t, w) in &rows {
         let m = median(t);
-        let ratio = dull_med.map_or("-".to_string(), |d| format!("{:.2}×", m / d));
+        let (ratio, paired) = match &dull {
+            Some(d) => {
+                // Each repeat against the dull run just before it: the two
+                // saw the same moment's load.
+                let r: Vec<f64> = t.iter().zip(d).map(|(x, y)| x / y).collect();
+                let list: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+                (
+                    format!("{:.2}×", m / median(d)),
+                    format!("{} ({:.2}×)", list.join(", "), median(&r)),
+                )
+            }
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "| {name} | {:.2} M | {:.2}..{:.2} M | {ratio} | {:.2} M |",
+            "| {name} | {:.2} M | {:.2}..{:.2} M | {ratio} | {paired} | {:.2} M |",
             m / 1e6,
             t.iter().cloned().fold(f64::MAX, f64::min) / 1e6,
             t.iter().cloned().fold(0.0, f64::max) / 1e6,
@@ -869,7 +883,12 @@ fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
     );
     // The plan first: nothing below may return early with the child alive
     // (it would serve forever).
-    let plan = zero_work_plan(jobs, jobs / 50, 1, "pool", threads, prefetch, None)?;
+    let mut plan = zero_work_plan(jobs, jobs / 50, 1, "pool", threads, prefetch, None)?;
+    // At ~20 M jobs/s a 50 M-job run lasts seconds: sample RSS often enough
+    // to see a trend (the agent reads it with every snapshot).
+    const SAMPLE_MS: u32 = 100;
+    const WARM: usize = (1000 / SAMPLE_MS) as usize;
+    plan.scenario.run.snapshot_interval_ms = SAMPLE_MS;
     let mut child = KillOnDrop(
         Command::new(std::env::current_exe()?)
             .args(["serve-agent", "--threads", &threads.to_string()])
@@ -892,7 +911,7 @@ fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 coord.lock().unwrap().push(cwbench::sysinfo::rss_bytes());
-                std::thread::sleep(Duration::from_secs(1));
+                std::thread::sleep(Duration::from_millis(SAMPLE_MS.into()));
             }
         })
     };
@@ -903,16 +922,16 @@ fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
     let (tput, _, _) = r?;
     let s = samples.lock().unwrap().clone();
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    // Warm-up: the snapshot after 2 seconds (or the first).
-    let warm = s.get(2).or(s.first()).map_or(0, |x| x.1);
+    // Warm-up: the snapshot after 1 second (or the first).
+    let warm = s.get(WARM).or(s.first()).map_or(0, |x| x.1);
     let end = s.last().map_or(0, |x| x.1);
     let max = s.iter().map(|x| x.1).max().unwrap_or(0);
     // Steady state: from the warm-up sample to the one before last (the
     // last is taken while the stream drains and buffers are freed).
     let steady: Vec<u64> = s
         .iter()
-        .skip(2)
-        .take(s.len().saturating_sub(3))
+        .skip(WARM)
+        .take(s.len().saturating_sub(WARM + 1))
         .map(|x| x.1)
         .collect();
     let (smin, smax) = (
@@ -920,10 +939,10 @@ fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
         steady.iter().copied().max().unwrap_or(warm),
     );
     let c = coord.lock().unwrap().clone();
-    let cwarm = c.get(2).or(c.first()).copied().unwrap_or(0);
+    let cwarm = c.get(WARM).or(c.first()).copied().unwrap_or(0);
     let cend = c.last().copied().unwrap_or(0);
     println!(
-        "  agent RSS: after warm-up {:.1} MiB; steady state {:.1}..{:.1} MiB ({:+.2}%..{:+.2}%); end (draining) {:.1} MiB ({:+.2}%); max {:.1} MiB over {} snapshots; coordinator RSS {:.1} -> {:.1} MiB; {:.2} M jobs/s",
+        "  agent RSS: after warm-up (1 s) {:.1} MiB; steady state {:.1}..{:.1} MiB ({:+.2}%..{:+.2}%); end (draining) {:.1} MiB ({:+.2}%); max {:.1} MiB over {} snapshots {SAMPLE_MS} ms apart; coordinator RSS {:.1} -> {:.1} MiB; {:.2} M jobs/s",
         mib(warm),
         mib(smin),
         mib(smax),
