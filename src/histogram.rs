@@ -61,10 +61,91 @@ pub fn merge_encoded(into: &mut Hist, bytes: &[u8]) -> Result<(), DecodeError> {
     if let Some(r) = fast_merge(into, bytes) {
         return r;
     }
-    let h: Hist = Deserializer::new()
-        .deserialize(&mut &bytes[..])
-        .map_err(|e| DecodeError(format!("{e:?}")))?;
+    let h = decode_general(bytes)?;
     into.add(&h).map_err(|e| DecodeError(format!("{e:?}")))
+}
+
+/// The largest V2 encoding (header + counts) cwbench's layout can have:
+/// each of its counts indexes at most one 9-byte varint.
+const FAST_MAX: usize = 40 + 9 * INDEXES as usize;
+
+/// The largest inflated V2 encoding the general decoder is given: far
+/// more than any layout of sane precision needs, and a bound on what a
+/// few hostile bytes (DEFLATE expands up to ~1000-fold) can make us
+/// allocate.
+const GENERAL_MAX: usize = 16 << 20;
+
+/// Inflates `deflated` (zlib) into `buf`, which grows up to `cap` bytes;
+/// the inflated length, or why not.
+fn inflate(
+    z: &mut zlib_rs::Inflate,
+    deflated: &[u8],
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> Result<usize, &'static str> {
+    if buf.len() < (deflated.len() * 4 + 64).min(cap) {
+        buf.resize((deflated.len() * 4 + 64).min(cap), 0);
+    }
+    // Straight into one flat buffer in one call (zlib then needs no
+    // window); a buffer too small is doubled and the stream decoded again.
+    loop {
+        z.reset(true);
+        match z.decompress(deflated, buf, zlib_rs::InflateFlush::Finish) {
+            Ok(zlib_rs::Status::StreamEnd) => return Ok(z.total_out() as usize),
+            // Output full: room to grow, or too large.
+            Ok(_) if z.total_out() as usize == buf.len() => {
+                if buf.len() >= cap {
+                    return Err("inflates past the size limit");
+                }
+                let n = (buf.len() * 2).min(cap);
+                buf.resize(n, 0);
+            }
+            // Input used up before the end of the stream.
+            Ok(_) => return Err("truncated DEFLATE stream"),
+            Err(_) => return Err("damaged DEFLATE stream"),
+        }
+    }
+}
+
+/// The general decoder (any V2 layout), behind checks: the reference
+/// decoder sizes its buffer from the header's payload length before it
+/// reads a byte, so a 40-byte histogram claiming 4 GiB would allocate
+/// 4 GiB. Compressed bytes are inflated here, bounded, and the claimed
+/// length checked against what is there.
+fn decode_general(bytes: &[u8]) -> Result<Hist, DecodeError> {
+    let bad = |m: &str| DecodeError(m.to_string());
+    let inflated;
+    let plain: &[u8] = if be32(bytes, 0) == Some(V2_COMPRESSED_COOKIE) {
+        let len = be32(bytes, 4).ok_or_else(|| bad("truncated header"))? as usize;
+        let deflated = bytes
+            .get(8..8usize.saturating_add(len))
+            .ok_or_else(|| bad("compressed length past the end"))?;
+        let mut buf = Vec::new();
+        let n = inflate(
+            &mut zlib_rs::Inflate::new(true, 15),
+            deflated,
+            &mut buf,
+            GENERAL_MAX,
+        )
+        .map_err(bad)?;
+        buf.truncate(n);
+        inflated = buf;
+        &inflated
+    } else {
+        bytes
+    };
+    if be32(plain, 0) == Some(V2_COOKIE)
+        && let Some(claimed) = be32(plain, 4)
+        && claimed as usize > plain.len().saturating_sub(40)
+    {
+        return Err(DecodeError(format!(
+            "payload length {claimed} but {} bytes follow the header",
+            plain.len().saturating_sub(40)
+        )));
+    }
+    Deserializer::new()
+        .deserialize(&mut &plain[..])
+        .map_err(|e| DecodeError(format!("{e:?}")))
 }
 
 const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
@@ -106,30 +187,20 @@ impl Decoder {
             return None;
         }
         let len = be32(bytes, 4)? as usize;
-        let deflated = bytes.get(8..8 + len)?;
-        if self.buf.len() < deflated.len() * 4 + 64 {
-            self.buf.resize(deflated.len() * 4 + 64, 0);
-        }
-        // Straight into one flat buffer in one call (zlib then needs no
-        // window); a buffer too small is doubled and the stream decoded again.
-        let out_len = loop {
-            self.z.reset(true);
-            match self
-                .z
-                .decompress(deflated, &mut self.buf, zlib_rs::InflateFlush::Finish)
-            {
-                Ok(zlib_rs::Status::StreamEnd) => break self.z.total_out() as usize,
-                Ok(_) if self.buf.len() < 64 << 20 => {
-                    let n = self.buf.len() * 2;
-                    self.buf.resize(n, 0);
-                }
-                _ => return None,
-            }
-        };
+        let deflated = bytes.get(8..8usize.saturating_add(len))?;
+        // Larger than cwbench's layout can be: not it (the general decoder
+        // says what it is). The buffer stays under FAST_MAX for good.
+        let out_len = inflate(&mut self.z, deflated, &mut self.buf, FAST_MAX).ok()?;
         let p = &self.buf[..out_len];
         // Inner V2 header: cookie, payload length, normalizing offset,
         // significant digits, lowest, highest, integer-to-double ratio.
-        if be32(p, 0)? != V2_COOKIE || be32(p, 8)? != 0 || be32(p, 12)? != 3 || be64(p, 16)? != 1 {
+        if be32(p, 0)? != V2_COOKIE
+            || be32(p, 8)? != 0
+            || be32(p, 12)? != 3
+            || be64(p, 16)? != 1
+            || be64(p, 24)? < 2
+            || be64(p, 32)? != 1.0f64.to_bits()
+        {
             return None;
         }
         let payload = p.get(40..40 + be32(p, 4)? as usize)?;
@@ -151,11 +222,14 @@ impl Decoder {
 /// byte). Returns how many and their sum; None if damaged or an index is
 /// outside cwbench's layout.
 fn parse_counts(payload: &[u8], pairs: &mut Vec<(u64, u64)>) -> Option<(usize, u64)> {
-    if pairs.len() < payload.len() {
-        pairs.resize(payload.len(), (0, 0));
+    // Kept pairs have distinct indexes below INDEXES: room for that many
+    // (plus the one always written), however long the payload.
+    let room = payload.len().min(INDEXES as usize + 8);
+    if pairs.len() < room {
+        pairs.resize(room, (0, 0));
     }
     let n = payload.len();
-    let out = &mut pairs[..n];
+    let out = &mut pairs[..room];
     let mut len = 0usize;
     let mut index: u64 = 0;
     // Sums of one-byte counts (< 64 each, so no overflow) and of the others.
@@ -178,7 +252,7 @@ fn parse_counts(payload: &[u8], pairs: &mut Vec<(u64, u64)>) -> Option<(usize, u
                     let negative = v & 1;
                     let magnitude = v >> 1;
                     let keep = negative == 0 && magnitude != 0;
-                    // len <= i + k < n: always in bounds.
+                    // Past the room: more pairs than indexes, refused below.
                     if let Some(slot) = out.get_mut(len) {
                         *slot = (index, magnitude);
                     }
@@ -201,13 +275,14 @@ fn parse_counts(payload: &[u8], pairs: &mut Vec<(u64, u64)>) -> Option<(usize, u
         let negative = v & 1;
         let magnitude = v >> 1;
         let keep = negative == 0 && magnitude != 0;
-        out[len] = (index, magnitude);
+        *out.get_mut(len)? = (index, magnitude);
         len += usize::from(keep);
         large = large.saturating_add(magnitude & u64::from(keep).wrapping_neg());
         index = index.checked_add(1 + (magnitude & negative.wrapping_neg()))?;
     }
-    // Indexes increase: the last one is the largest.
-    if len > 0 && out[len - 1].0 >= INDEXES {
+    // More pairs than the layout has indexes, or (indexes increase) the
+    // last one outside it.
+    if len > out.len() || (len > 0 && out[len - 1].0 >= INDEXES) {
         return None;
     }
     Some((len, small.saturating_add(large)))
@@ -266,9 +341,7 @@ pub fn with_decoded<R>(bytes: &[u8], f: impl FnOnce(View<'_>) -> R) -> Result<R,
             return Ok(f(View::Fast(d.counts())));
         }
         drop(guard);
-        let h: Hist = Deserializer::new()
-            .deserialize(&mut &bytes[..])
-            .map_err(|e| DecodeError(format!("{e:?}")))?;
+        let h = decode_general(bytes)?;
         Ok(f(View::Hist(&h)))
     })
 }
@@ -378,7 +451,7 @@ impl Counts<'_> {
         let mut k = 0;
         let mut seen = 0u64;
         for &(i, n) in self.pairs {
-            seen += n;
+            seen = seen.saturating_add(n);
             while k < N && seen >= want[k] {
                 out[k] = highest_equivalent(i);
                 k += 1;
@@ -529,6 +602,78 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert!(h.max() >= 4_990_000, "{}", h.max());
         assert_eq!(h.min(), 7);
+    }
+
+    /// A V2 header: cookie, payload length, offset 0, 3 digits, lowest 1,
+    /// highest 2^62, ratio 1.0.
+    fn v2_header(payload_len: u32) -> Vec<u8> {
+        let mut h = Vec::new();
+        h.extend_from_slice(&V2_COOKIE.to_be_bytes());
+        h.extend_from_slice(&payload_len.to_be_bytes());
+        h.extend_from_slice(&0u32.to_be_bytes());
+        h.extend_from_slice(&3u32.to_be_bytes());
+        h.extend_from_slice(&1u64.to_be_bytes());
+        h.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        h.extend_from_slice(&1.0f64.to_bits().to_be_bytes());
+        h
+    }
+
+    fn deflate_v2(plain: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(plain).unwrap();
+        let z = e.finish().unwrap();
+        let mut out = V2_COMPRESSED_COOKIE.to_be_bytes().to_vec();
+        out.extend_from_slice(&(z.len() as u32).to_be_bytes());
+        out.extend_from_slice(&z);
+        out
+    }
+
+    fn fast_buffer_len() -> usize {
+        DECODER.with(|d| d.borrow().buf.len())
+    }
+
+    /// Bytes from the network that claim much and hold little are refused
+    /// without the allocation they claim: a 40-byte header of a 4 GiB
+    /// payload, a few KB that inflate to megabytes of zeros, a cut stream.
+    #[test]
+    fn hostile_histograms_are_refused_without_large_allocations() {
+        // Plain and compressed: a header claiming 4 GiB, nothing after it.
+        let e = decode(&v2_header(u32::MAX)).unwrap_err().to_string();
+        assert!(e.contains("payload length 4294967295 but 0 bytes"), "{e}");
+        let e = decode(&deflate_v2(&v2_header(u32::MAX)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("payload length 4294967295 but 0 bytes"), "{e}");
+        // 20 MiB of zero counts, a few KB deflated: past both limits.
+        let mut big = v2_header(20 << 20);
+        big.resize(40 + (20 << 20), 0);
+        let z = deflate_v2(&big);
+        assert!(z.len() < 100_000, "{}", z.len());
+        let e = decode(&z).unwrap_err().to_string();
+        assert!(e.contains("inflates past the size limit"), "{e}");
+        assert!(with_decoded(&z, |_| ()).is_err());
+        // 400 KB of zero counts (within the fast path's bound): an empty
+        // histogram, as the general decoder reads it, with room for no more
+        // pairs than the layout has indexes.
+        let mut wide = v2_header(400_000);
+        wide.resize(40 + 400_000, 0);
+        assert!(decode(&deflate_v2(&wide)).unwrap().is_empty());
+        assert!(DECODER.with(|d| d.borrow().pairs.len()) <= INDEXES as usize + 8);
+        // A valid histogram cut short.
+        let mut h = new_hist();
+        for v in 1..5000u64 {
+            h.record(v * 13).unwrap();
+        }
+        let good = encode(&h);
+        let mut cut = good[..good.len() / 2].to_vec();
+        let n = (cut.len() - 8) as u32;
+        cut[4..8].copy_from_slice(&n.to_be_bytes());
+        let e = decode(&cut).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        // The thread's fast-path buffer never grew past its bound.
+        assert!(fast_buffer_len() <= FAST_MAX, "{}", fast_buffer_len());
+        assert_eq!(decode(&good).unwrap().len(), h.len());
     }
 
     /// The fast path adds exactly what the general decoder does.

@@ -257,10 +257,12 @@ impl<T> Queue<T> {
     }
 
     /// Removes and returns everything queued or in the hand (for
-    /// cancellation).
-    pub fn drain(&self) -> Vec<T> {
+    /// cancellation), and how many hand jobs the gate refused that no
+    /// producer collected (its `send_all` was dropped by the cancel).
+    pub fn drain(&self) -> (Vec<T>, usize) {
         let mut g = self.inner.lock();
-        g.buf.drain(..).map(|(t, _)| t).collect()
+        let refused = std::mem::take(&mut g.refused);
+        (g.buf.drain(..).map(|(t, _)| t).collect(), refused)
     }
 }
 
@@ -343,6 +345,24 @@ mod tests {
         assert_eq!(q.len(), 0);
     }
 
+    /// A cancel drops the producer's send_all with jobs in its hand; the
+    /// gate may still refuse them as workers drain the queue: drain says
+    /// how many, so every job is counted once.
+    #[tokio::test]
+    async fn refusals_after_the_producer_is_gone_are_reported_by_drain() {
+        let q = Arc::new(Queue::with_gate(2, Box::new(|_: &u32, o: u64| o < 3_000)));
+        let q2 = q.clone();
+        let p = tokio::spawn(async move { q2.send_all((0..6u32).collect(), 1_000).await });
+        tokio::task::yield_now().await;
+        p.abort();
+        assert!(p.await.unwrap_err().is_cancelled());
+        assert_eq!(q.try_recv(2_000), Some((0, 1_000)));
+        assert_eq!(q.try_recv(4_000), Some((1, 1_000)));
+        // Job 4's attempt began at 4_000: refused, and job 5 with it.
+        assert_eq!(q.try_recv(5_000), Some((2, 1_000)));
+        assert_eq!(q.drain(), (vec![3], 2));
+    }
+
     #[tokio::test]
     async fn a_hand_cut_short_by_close_is_returned_as_never_queued() {
         let q = Arc::new(Queue::new(2));
@@ -352,7 +372,7 @@ mod tests {
         assert_eq!(q.try_recv(8), Some((0, 7)));
         q.close();
         assert_eq!(p.await.unwrap(), Err(2));
-        assert_eq!(q.drain(), vec![1, 2]);
+        assert_eq!(q.drain(), (vec![1, 2], 0));
     }
 
     #[tokio::test]
@@ -364,7 +384,7 @@ mod tests {
         q.close();
         assert_eq!(q.send(4, 0).await, Err(4));
         assert_eq!(q.recv().await.map(|x| x.0), Some(1));
-        assert_eq!(q.drain(), vec![2]);
+        assert_eq!(q.drain(), (vec![2], 0));
         assert_eq!(q.recv().await, None);
         assert_eq!(q.send_all(vec![5, 6], crate::clock::now_ns()).await, Err(2));
     }

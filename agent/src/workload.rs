@@ -965,10 +965,17 @@ async fn supervise(ctx: Arc<Ctx>, mut kills: mpsc::UnboundedReceiver<(usize, u64
         who.insert(h.id(), i);
         handles.insert(i, h);
     }
-    // Anything still queued after a cancel (no worker left to take it).
+    // Anything still queued after a cancel (no worker left to take it), and
+    // a timed run's hand jobs the gate refused while workers drained the
+    // queue after the producer had gone.
     for q in &ctx.queues {
-        let left = q.drain().len() as u64;
-        ctx.rec.cancelled.fetch_add(left, Ordering::Relaxed);
+        let (left, refused) = q.drain();
+        ctx.rec
+            .cancelled
+            .fetch_add(left.len() as u64, Ordering::Relaxed);
+        ctx.rec
+            .unreleased
+            .fetch_add(refused as u64, Ordering::Relaxed);
     }
     outcome
 }
