@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use cwbench::generator::Job;
 use cwbench::proto::{Compute, Dispatch};
 use futures_util::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::compute::{ComputePool, Step, compute};
 use crate::queue::Queue;
-use crate::recorder::{Busy, Recorder, Timing};
+use crate::recorder::{Recorder, Timing};
 use crate::span::{End, Span, Warmup};
 
 /// Which runtime runs the jobs.
@@ -352,9 +352,28 @@ async fn run(
     // task-per-job: the aggregator records what the job tasks report.
     let rec = ctx.rec.clone();
     let aggregator = tokio::spawn(async move {
-        while let Some(c) = completions.recv().await {
-            rec.completed(0, &c.job, &c.timing);
+        // Merged as a pool worker merges its own (recorder::Local), flushed
+        // once the channel is empty and every LOCAL entries.
+        const LOCAL: usize = 64;
+        let mut local = crate::recorder::Local::with_capacity(LOCAL);
+        loop {
+            let c = match completions.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    rec.flush(0, &mut local);
+                    match completions.recv().await {
+                        Some(c) => c,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            local.push(&rec, &c.job, &c.timing);
+            if local.len() >= LOCAL {
+                rec.flush(0, &mut local);
+            }
         }
+        rec.flush(0, &mut local);
     });
     let feed = Arc::new(tokio::sync::Mutex::new(feed));
     let mut producers = JoinSet::new();
@@ -509,18 +528,22 @@ async fn produce(
         }
         let mut jobs = chunk.into_iter();
         while let Some(job) = jobs.next() {
-            let origin = if ctx.cfg.open {
+            // The latency origin, and the moment of release (one clock
+            // reading in closed loop, where the two are the same).
+            let (origin, now) = if ctx.cfg.open {
                 let at = t0 + job.intended_us * 1000;
                 if !pace_until(at, &ctx.cancel).await {
                     rec.cancelled
                         .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                     break;
                 }
-                at
+                (at, crate::clock::now_ns())
             } else {
-                crate::clock::now_ns()
+                let t = crate::clock::now_ns();
+                (t, t)
             };
-            if ctx.cancel.is_cancelled() {
+            // The token's mirror: its own check takes a lock, per job here.
+            if ctx.stopped.load(Ordering::Acquire) {
                 rec.cancelled
                     .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                 break;
@@ -530,7 +553,7 @@ async fn produce(
                     .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                 break;
             }
-            rec.released(&job, origin, crate::clock::now_ns());
+            rec.released(&job, origin, now);
             match release(&ctx, idx, job, origin).await {
                 Released::Queued => {}
                 Released::Shed => {
@@ -611,19 +634,19 @@ async fn release(ctx: &Arc<Ctx>, producer: usize, job: Job, origin: u64) -> Rele
             }
         }
         Dispatch::TaskPerJob => {
-            let permit = if cfg.shed {
-                match ctx.in_flight.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => return Released::Shed,
-                }
-            } else {
-                tokio::select! {
+            // A free permit is taken without building the waiting futures
+            // (polling the token's would lock it once per job).
+            let permit = match ctx.in_flight.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(TryAcquireError::Closed) => return Released::Cancelled,
+                Err(TryAcquireError::NoPermits) if cfg.shed => return Released::Shed,
+                Err(TryAcquireError::NoPermits) => tokio::select! {
                     p = ctx.in_flight.clone().acquire_owned() => match p {
                         Ok(p) => p,
                         Err(_) => return Released::Cancelled,
                     },
                     _ = ctx.cancel.cancelled() => return Released::Cancelled,
-                }
+                },
             };
             tokio::spawn(job_task(ctx.clone(), job, origin, permit));
             Released::Queued
@@ -683,10 +706,36 @@ fn after_awaited(
 /// task-per-job: one job in its own task; the permit bounds the in-flight.
 async fn job_task(ctx: Arc<Ctx>, job: Job, origin: u64, permit: OwnedSemaphorePermit) {
     let pickup = crate::clock::now_ns();
-    if let Some(timing) = run_job(&ctx, 0, &job, origin, pickup).await {
+    let timing = if never_awaits(&ctx.cfg, &job) {
+        let n = &ctx.rec.in_flight;
+        run_now(&ctx, |on| in_flight(n, on), 0, &job, origin, pickup)
+    } else {
+        // Boxed, so the task of a job that never awaits stays small (its
+        // future is allocated, and moved, once per job).
+        Box::pin(run_job(&ctx, 0, &job, origin, pickup)).await
+    };
+    if let Some(timing) = timing {
         let _ = ctx.completions.send(Completion { job, timing });
     }
     drop(permit);
+}
+
+/// The shared in-flight gauge (jobs run outside pool workers).
+#[inline]
+fn in_flight(n: &std::sync::atomic::AtomicU64, on: bool) {
+    if on {
+        n.fetch_add(1, Ordering::Relaxed);
+    } else {
+        n.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether `job` runs to its end without awaiting: no sleep, and no work or
+/// its work computed inline (`run_now`).
+#[inline]
+fn never_awaits(cfg: &Config, job: &Job) -> bool {
+    job.sleep_us == 0
+        && (job.work_units == 0 || matches!(cfg.compute, Compute::Inline | Compute::Unspecified))
 }
 
 /// Runs one job: the CPU step where the profile places it, an injected crash
@@ -728,13 +777,13 @@ async fn run_job(ctx: &Ctx, shard: usize, job: &Job, origin: u64, pickup: u64) -
     finish(rec, step, job, origin, pickup, overshoot_us)
 }
 
-/// A job that never awaits — no sleep, and no work or its work computed
-/// inline — run as `run_job` runs it, without building a future. Pool
-/// workers only: the in-flight gauge is the worker's own flag.
+/// A job that never awaits (`never_awaits`) run as `run_job` runs it,
+/// without building a future. `busy` keeps the in-flight gauge: a pool
+/// worker's own flag, or the shared count.
 #[inline]
 fn run_now(
     ctx: &Ctx,
-    busy: &Busy,
+    busy: impl Fn(bool),
     shard: usize,
     job: &Job,
     origin: u64,
@@ -745,7 +794,7 @@ fn run_now(
         rec.cancelled.fetch_add(1, Ordering::Relaxed);
         return None;
     }
-    busy.set(true);
+    busy(true);
     let step = if job.work_units == 0 {
         Step::Done
     } else {
@@ -755,7 +804,7 @@ fn run_now(
             .map(|t| crate::clock::to_instant(pickup) + t);
         compute(job.id, job.work_units, &ctx.cancel, deadline)
     };
-    busy.set(false);
+    busy(false);
     if step == Step::Done && job.crash {
         crash(rec, shard, job, origin, pickup);
     }
@@ -999,9 +1048,6 @@ async fn worker(ctx: Arc<Ctx>, idx: usize, queue: Arc<Queue<Job>>, mut restarted
     const MIN_RUN_NS: u64 = 50_000;
     let busy = ctx.rec.busy(idx);
     let kills = !ctx.cfg.kill_jobs.is_empty();
-    // Jobs with no sleep, and no work or work computed inline, never await:
-    // they run without run_job's future (run_now).
-    let inline = matches!(ctx.cfg.compute, Compute::Inline | Compute::Unspecified);
     let mut since_wait = 0u32;
     let mut last_yield = crate::clock::now_ns();
     let mut local = crate::recorder::Local::with_capacity(LOCAL);
@@ -1057,8 +1103,8 @@ async fn worker(ctx: Arc<Ctx>, idx: usize, queue: Arc<Queue<Job>>, mut restarted
             let _ = ctx.kill.send((idx, pickup));
             std::future::pending::<()>().await;
         }
-        let timing = if job.sleep_us == 0 && (job.work_units == 0 || inline) {
-            run_now(&ctx, busy, idx, &job, origin, pickup)
+        let timing = if never_awaits(&ctx.cfg, &job) {
+            run_now(&ctx, |on| busy.set(on), idx, &job, origin, pickup)
         } else {
             run_job(&ctx, idx, &job, origin, pickup).await
         };
