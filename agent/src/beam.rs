@@ -970,6 +970,7 @@ mod tests {
             end: crate::span::End::Fed,
             classes: 2,
             credit_chunk: 1,
+            recycle_jobs: 0,
             max_restarts: 3,
             restart_window: Duration::from_millis(1000),
             backoff: Duration::ZERO,

@@ -4,6 +4,7 @@
 pub mod affinity;
 pub mod auth;
 pub mod beam;
+mod buffers;
 pub mod cli;
 pub mod clock;
 mod compute;

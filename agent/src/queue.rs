@@ -130,16 +130,19 @@ impl<T> Queue<T> {
     /// (ns); the others get the moment their turn to try began (as the job
     /// before them got in). Returns once all are queued (with the number the
     /// gate refused), or with the number never queued if the queue was
-    /// closed.
-    pub async fn send_all(&self, items: Vec<T>, now: u64) -> Result<usize, usize> {
+    /// closed. `items` is emptied at the first poll, so the caller may reuse
+    /// its buffer.
+    pub async fn send_all(&self, items: &mut Vec<T>, now: u64) -> Result<usize, usize> {
         {
             let mut g = self.inner.lock();
             if g.closed {
-                return Err(items.len());
+                let n = items.len();
+                items.clear();
+                return Err(n);
             }
             let before = g.buf.len();
             // Hand jobs get their origin as they enter the queue.
-            g.buf.extend(items.into_iter().map(|t| (t, now)));
+            g.buf.extend(items.drain(..).map(|t| (t, now)));
             if let Some(gate) = &self.gate {
                 // Those that fit now enter now.
                 let fit = g.buf.len().min(self.cap);
@@ -291,8 +294,11 @@ mod tests {
             assert!(q.len() <= 8);
         }
         for c in 0..50u32 {
-            let chunk: Vec<u32> = (0..100).map(|k| 5_000 + c * 100 + k).collect();
-            q.send_all(chunk, crate::clock::now_ns()).await.unwrap();
+            let mut chunk: Vec<u32> = (0..100).map(|k| 5_000 + c * 100 + k).collect();
+            q.send_all(&mut chunk, crate::clock::now_ns())
+                .await
+                .unwrap();
+            assert!(chunk.is_empty());
             assert!(q.len() <= 8);
         }
         q.close();
@@ -308,9 +314,9 @@ mod tests {
     async fn a_chunk_waits_in_the_hand_and_is_stamped_as_slots_free() {
         let q = Arc::new(Queue::new(2));
         let t0 = 1_000_000u64;
-        let chunk: Vec<u32> = (0..4).collect();
+        let mut chunk: Vec<u32> = (0..4).collect();
         let q2 = q.clone();
-        let p = tokio::spawn(async move { q2.send_all(chunk, t0).await });
+        let p = tokio::spawn(async move { q2.send_all(&mut chunk, t0).await });
         tokio::task::yield_now().await;
         assert_eq!(q.len(), 2);
         let (t1, t2) = (t0 + 1_000_000, t0 + 2_000_000);
@@ -330,7 +336,7 @@ mod tests {
         // Released while the origin is below 3_000 (as a timed run's end).
         let q = Arc::new(Queue::with_gate(2, Box::new(|_: &u32, o: u64| o < 3_000)));
         let q2 = q.clone();
-        let p = tokio::spawn(async move { q2.send_all((0..6u32).collect(), 1_000).await });
+        let p = tokio::spawn(async move { q2.send_all(&mut (0..6u32).collect(), 1_000).await });
         tokio::task::yield_now().await;
         assert_eq!(q.try_recv(2_000), Some((0, 1_000)));
         // Job 2 entered with origin 1_000, job 3 with 2_000; job 4's attempt
@@ -341,7 +347,7 @@ mod tests {
         assert_eq!(q.try_recv(4_000), None);
         assert_eq!(p.await.unwrap(), Ok(2));
         // A chunk refused at once.
-        assert_eq!(q.send_all(vec![7, 8], 5_000).await, Ok(2));
+        assert_eq!(q.send_all(&mut vec![7, 8], 5_000).await, Ok(2));
         assert_eq!(q.len(), 0);
     }
 
@@ -352,7 +358,7 @@ mod tests {
     async fn refusals_after_the_producer_is_gone_are_reported_by_drain() {
         let q = Arc::new(Queue::with_gate(2, Box::new(|_: &u32, o: u64| o < 3_000)));
         let q2 = q.clone();
-        let p = tokio::spawn(async move { q2.send_all((0..6u32).collect(), 1_000).await });
+        let p = tokio::spawn(async move { q2.send_all(&mut (0..6u32).collect(), 1_000).await });
         tokio::task::yield_now().await;
         p.abort();
         assert!(p.await.unwrap_err().is_cancelled());
@@ -367,7 +373,7 @@ mod tests {
     async fn a_hand_cut_short_by_close_is_returned_as_never_queued() {
         let q = Arc::new(Queue::new(2));
         let q2 = q.clone();
-        let p = tokio::spawn(async move { q2.send_all((0..5u32).collect(), 7).await });
+        let p = tokio::spawn(async move { q2.send_all(&mut (0..5u32).collect(), 7).await });
         tokio::task::yield_now().await;
         assert_eq!(q.try_recv(8), Some((0, 7)));
         q.close();
@@ -386,6 +392,8 @@ mod tests {
         assert_eq!(q.recv().await.map(|x| x.0), Some(1));
         assert_eq!(q.drain(), (vec![2], 0));
         assert_eq!(q.recv().await, None);
-        assert_eq!(q.send_all(vec![5, 6], crate::clock::now_ns()).await, Err(2));
+        let mut late = vec![5, 6];
+        assert_eq!(q.send_all(&mut late, crate::clock::now_ns()).await, Err(2));
+        assert!(late.is_empty());
     }
 }

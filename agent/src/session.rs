@@ -244,6 +244,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         end,
         classes: plan.classes.len(),
         credit_chunk: 0, // set by the caller from the granted window
+        recycle_jobs: 0, // the window too
         max_restarts: plan.max_restarts,
         restart_window: Duration::from_millis(plan.restart_window_ms.into()),
         backoff: Duration::from_millis(range(
@@ -417,6 +418,7 @@ pub async fn run(
     let plan = start.plan.unwrap_or_default();
     let window = u64::from(plan.prefetch_jobs.min(cfg.limits.max_prefetch_jobs));
     wcfg.credit_chunk = (window / (4 * wcfg.producers as u64)).max(1);
+    wcfg.recycle_jobs = window;
     let threads = wcfg.threads as u32;
     let nclasses = wcfg.classes;
     let wcfg_open = wcfg.open;
@@ -659,7 +661,7 @@ impl Session {
                         ),
                     ));
                 }
-                let mut jobs: Vec<Job> = Vec::with_capacity(n);
+                let mut jobs: Vec<Job> = wl.buffer(n);
                 let digest = &mut self.digest;
                 for_each_job(&b, self.nclasses, self.open, |j| {
                     digest.push(&j);

@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, onesho
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::buffers::Buffers;
 use crate::compute::{ComputePool, Step, compute};
 use crate::queue::Queue;
 use crate::recorder::{Recorder, Timing};
@@ -57,6 +58,9 @@ pub struct Config {
     pub classes: usize,
     /// Jobs a producer releases before it returns them as credit.
     pub credit_chunk: u64,
+    /// Jobs' worth of emptied batch buffers kept for reuse (the credit
+    /// window; 0 keeps none).
+    pub recycle_jobs: u64,
     pub max_restarts: u32,
     pub restart_window: Duration,
     /// Restart backoff: first delay and cap (zero = restart at once).
@@ -102,6 +106,8 @@ pub struct Workload {
     /// Cancelled when a timed run's measured part is over.
     pub stopped: CancellationToken,
     queues: Vec<Arc<Queue<Job>>>,
+    /// Emptied job buffers, for the next batch (`buffer`).
+    buffers: Arc<Buffers>,
     /// The tokio workload runtime, for its metrics (None on the BEAM).
     pub runtime: Option<tokio::runtime::Handle>,
     /// The BEAM's own gauges (None on tokio).
@@ -162,6 +168,7 @@ impl Workload {
             .map_err(|e| format!("cannot start the compute pool: {e}"))?;
         let (done_jobs_tx, done_jobs_rx) = mpsc::unbounded_channel();
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();
+        let buffers = Arc::new(Buffers::new(cfg.recycle_jobs as usize));
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             rec: recorder.clone(),
@@ -174,6 +181,7 @@ impl Workload {
             t0: OnceLock::new(),
             kill: kill_tx,
             stopped: Arc::default(),
+            buffers: buffers.clone(),
         });
         let thread = std::thread::Builder::new()
             .name("cwbench-run".into())
@@ -221,6 +229,7 @@ impl Workload {
             stopped: recorder.span.stopped.clone(),
             recorder,
             queues,
+            buffers,
             runtime: Some(runtime),
             beam: None,
             cancel,
@@ -246,11 +255,18 @@ impl Workload {
             stopped: recorder.span.stopped.clone(),
             recorder,
             queues: Vec::new(),
+            buffers: Arc::new(Buffers::new(0)),
             runtime: None,
             beam: Some(beam),
             cancel,
             thread: Some(thread),
         }
+    }
+
+    /// An empty buffer for `n` received jobs (one the producers emptied,
+    /// if there is one), to `feed` with them.
+    pub fn buffer(&self, n: usize) -> Vec<Job> {
+        self.buffers.take(n)
     }
 
     /// Hands received jobs to the producers.
@@ -331,6 +347,8 @@ struct Ctx {
     /// Mirrors `cancel` for the per-job check (the token's own check takes
     /// a lock); set by a task as soon as the token is cancelled.
     stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// Where producers put the buffers they emptied.
+    buffers: Arc<Buffers>,
 }
 
 async fn run(
@@ -470,7 +488,7 @@ async fn produce(
                 }
             }
         };
-        let Some(chunk) = chunk else { break };
+        let Some(mut chunk) = chunk else { break };
         fed_once = true;
         if rec.span.stopped.is_cancelled() {
             // A timed run is over: what still arrives is never released.
@@ -499,11 +517,21 @@ async fn produce(
                 rec.released(j, now, now);
             }
             let r = tokio::select! {
-                r = ctx.queues[0].send_all(chunk, now) => r,
+                r = ctx.queues[0].send_all(&mut chunk, now) => r,
                 // What is still in the producer's hand is drained and counted
                 // as cancelled with the queue.
                 _ = ctx.cancel.cancelled() => Ok(0),
             };
+            // Left in the chunk only if the cancel won before send_all
+            // was first polled: never queued.
+            let n = if chunk.is_empty() {
+                n
+            } else {
+                let left = chunk.len() as u64;
+                rec.cancelled.fetch_add(left, Ordering::Relaxed);
+                n - left
+            };
+            ctx.buffers.give(chunk);
             // Refused by the gate: the measured part was over.
             let refused = match r {
                 Ok(k) => k as u64,
@@ -526,7 +554,7 @@ async fn produce(
             }
             continue;
         }
-        let mut jobs = chunk.into_iter();
+        let mut jobs = chunk.drain(..);
         while let Some(job) = jobs.next() {
             // The latency origin, and the moment of release (one clock
             // reading in closed loop, where the two are the same).
@@ -572,6 +600,8 @@ async fn produce(
                 unreturned = 0;
             }
         }
+        drop(jobs);
+        ctx.buffers.give(chunk);
     }
     if unreturned > 0 {
         let _ = credit.send(unreturned);
@@ -1186,6 +1216,7 @@ mod tests {
             end,
             classes: 1,
             credit_chunk: 1024,
+            recycle_jobs: 0,
             max_restarts: 0,
             restart_window: Duration::from_secs(1),
             backoff: Duration::ZERO,
@@ -1236,6 +1267,55 @@ mod tests {
             assert_eq!(c.received, 5_000);
             assert_eq!(c.completed + c.unreleased + c.cancelled, 5_000, "{c:?}");
             assert!(c.unreleased >= 3_900, "{c:?}");
+        }
+    }
+
+    /// The producers give back the buffers they emptied, chunked or job by
+    /// job, and `buffer` hands them out again: the prefetch window's memory
+    /// is reused, never more of it kept than `recycle_jobs`.
+    #[test]
+    fn emptied_buffers_come_back_for_the_next_batch() {
+        for dispatch in [Dispatch::Pool, Dispatch::TaskPerJob] {
+            let mut cfg = closed_loop(2, Warmup::Jobs(0), End::Fed);
+            cfg.dispatch = dispatch;
+            cfg.recycle_jobs = 2_048;
+            let mut wl = Workload::start(cfg).unwrap();
+            // One buffer at a time: it must come back, and be the next one.
+            let mut last = None;
+            for c in 0..20u64 {
+                let mut jobs = wl.buffer(1_000);
+                assert!(jobs.is_empty() && jobs.capacity() >= 1_000);
+                if let Some(p) = last {
+                    assert_eq!(jobs.as_ptr(), p, "{dispatch:?}: batch {c} not reused");
+                    assert_eq!(wl.buffers.kept(), (0, 0), "{dispatch:?}");
+                }
+                jobs.extend((c * 1_000..(c + 1) * 1_000).map(|id| Job {
+                    id,
+                    ..Job::default()
+                }));
+                last = Some(jobs.as_ptr());
+                wl.recorder.received.fetch_add(1_000, Ordering::Relaxed);
+                wl.feed(jobs);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while wl.buffers.kept().0 == 0 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{dispatch:?}: batch {c} not back"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let (n, jobs) = wl.buffers.kept();
+                assert!(
+                    n == 1 && jobs <= 2_048,
+                    "{dispatch:?}: {jobs} jobs kept in {n}"
+                );
+            }
+            wl.end_of_jobs();
+            let finished = std::mem::replace(&mut wl.finished, oneshot::channel().1);
+            assert_eq!(finished.blocking_recv().unwrap(), Outcome::Finished);
+            let mut agg = Aggregator::new(1, crate::recovery::Params::default());
+            let c = agg.done(&wl.recorder, 0).totals.unwrap();
+            assert_eq!(c.completed, 20_000, "{dispatch:?}: {c:?}");
         }
     }
 

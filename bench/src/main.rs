@@ -609,6 +609,7 @@ fn overhead_once(
         },
         classes: 1,
         credit_chunk: 16_384,
+        recycle_jobs: 262_144,
         max_restarts: 0,
         restart_window: Duration::from_secs(1),
         backoff: Duration::ZERO,
@@ -634,12 +635,12 @@ fn overhead_once(
             }
         }
         let n = CHUNK.min(jobs - sent);
-        let chunk: Vec<Job> = (sent..sent + n)
-            .map(|id| Job {
-                id,
-                ..Job::default()
-            })
-            .collect();
+        // As the session fills them: a buffer the producer emptied.
+        let mut chunk = wl.buffer(n as usize);
+        chunk.extend((sent..sent + n).map(|id| Job {
+            id,
+            ..Job::default()
+        }));
         wl.feed(chunk);
         credit -= n;
         sent += n;
