@@ -85,10 +85,11 @@ enum Figure {
         repeats: usize,
         #[arg(long, default_value_t = 2)]
         threads: u32,
-        /// Only these variants (comma-separated: w1,w8,task; w1t: 1 worker,
+        /// Only these variants (comma-separated: w1,w2,w8,task,line; line:
+        /// the floor of one cache line shared between the threads; w1t: 1 worker,
         /// a timed closed loop whose end is never reached, so every job
         /// passes the per-job stop decision).
-        #[arg(long, default_value = "w1,w8,task")]
+        #[arg(long, default_value = "w1,w2,w8,task,line")]
         only: String,
     },
     /// A long zero-work run against an agent in a child process: agent RSS
@@ -176,7 +177,7 @@ fn main() -> Result<()> {
                 only: "dull,w1,w1k,w8,task".into(),
             })?;
             wire(8192)?;
-            overhead(10_000_000, 3, 2, "w1,w8,task")?;
+            overhead(10_000_000, 3, 2, "w1,w2,w8,task,line")?;
             latency(10_000.0, 10, 2)?;
             // Before coord-scale, whose 140 MiB would sit in this
             // process's (the coordinator's) RSS.
@@ -554,6 +555,7 @@ fn overhead(jobs: u64, repeats: usize, threads: u32, only: &str) -> Result<()> {
     );
     for (key, name, workers, dispatch, timed) in [
         ("w1", "pool, 1 worker", 1usize, Dispatch::Pool, false),
+        ("w2", "pool, 2 workers", 2, Dispatch::Pool, false),
         ("w8", "pool, 8 workers", 8, Dispatch::Pool, false),
         ("task", "task-per-job", 1, Dispatch::TaskPerJob, false),
         ("w1t", "pool, 1 worker, timed", 1, Dispatch::Pool, true),
@@ -575,7 +577,46 @@ fn overhead(jobs: u64, repeats: usize, threads: u32, only: &str) -> Result<()> {
             median(&rates) / 1e6
         );
     }
+    if only.split(',').any(|o| o == "line") {
+        shared_line_floor(jobs.min(20_000_000), threads as usize);
+    }
     Ok(())
+}
+
+/// The floor under a pool of several workers on several cores: every job
+/// is taken from one shared queue, so one cache line crosses between cores
+/// per job. `threads` threads each do their share of `ops` operations on
+/// one shared line: an atomic add, and a lock + unlock of a parking_lot
+/// mutex (what the queue takes per job). CPU ns per operation (all threads).
+fn shared_line_floor(ops: u64, threads: usize) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let threads = threads.max(2);
+    let per = ops / threads as u64;
+    let time = |f: &(dyn Fn() + Sync)| {
+        let c0 = cpu_us();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(f);
+            }
+        });
+        (cpu_us() - c0) as f64 * 1000.0 / (per * threads as u64) as f64
+    };
+    let n = AtomicU64::new(0);
+    let add = time(&|| {
+        for _ in 0..per {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let m = parking_lot::Mutex::new(0u64);
+    let lock = time(&|| {
+        for _ in 0..per {
+            *m.lock() += 1;
+        }
+    });
+    black_box((n.into_inner(), m.into_inner()));
+    println!(
+        "  floor, {threads} threads on one shared line: atomic add {add:.1} ns CPU/op, parking_lot lock + unlock {lock:.1} ns CPU/op"
+    );
 }
 
 /// Runs `jobs` zero-work jobs through a workload fed in-process (no gRPC, no
