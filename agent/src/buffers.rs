@@ -23,8 +23,11 @@ impl Buffers {
         }
     }
 
-    /// An empty buffer with room for at least `n` jobs.
+    /// An empty buffer with room for at least `n` jobs, and for at most
+    /// twice that (or `SMALL`): a large buffer is not spent on a small batch,
+    /// so the jobs buffered never hold much more memory than they need.
     pub fn take(&self, n: usize) -> Vec<Job> {
+        const SMALL: usize = 1024;
         let kept = {
             let mut g = self.free.lock();
             let v = g.0.pop();
@@ -33,9 +36,13 @@ impl Buffers {
             }
             v
         };
-        let mut v = kept.unwrap_or_default();
-        v.reserve(n);
-        v
+        match kept {
+            Some(mut v) if v.capacity() <= 2 * n.max(SMALL) => {
+                v.reserve(n);
+                v
+            }
+            _ => Vec::with_capacity(n),
+        }
     }
 
     /// Keeps `v` (emptied) for a later `take`, unless the stock is full.
@@ -87,5 +94,21 @@ mod tests {
         let g = b.free.lock();
         assert!(g.1 <= 300 && g.0.len() < 4, "{} jobs in {}", g.1, g.0.len());
         assert_eq!(g.1, g.0.iter().map(Vec::capacity).sum::<usize>());
+    }
+
+    #[test]
+    fn a_large_buffer_is_not_spent_on_a_small_batch() {
+        let b = Buffers::new(1 << 20);
+        b.give(Vec::with_capacity(100_000));
+        let v = b.take(10);
+        assert!(
+            v.capacity() >= 10 && v.capacity() <= 2 * 1024,
+            "{}",
+            v.capacity()
+        );
+        // Dropped, not kept for later.
+        assert_eq!(b.kept(), (0, 0));
+        b.give(Vec::with_capacity(100_000));
+        assert_eq!(b.take(60_000).capacity(), 100_000);
     }
 }

@@ -131,7 +131,8 @@ impl<T> Queue<T> {
     /// before them got in). Returns once all are queued (with the number the
     /// gate refused), or with the number never queued if the queue was
     /// closed. `items` is emptied at the first poll, so the caller may reuse
-    /// its buffer.
+    /// its buffer (a future dropped before its first poll leaves it as it
+    /// was).
     pub async fn send_all(&self, items: &mut Vec<T>, now: u64) -> Result<usize, usize> {
         {
             let mut g = self.inner.lock();

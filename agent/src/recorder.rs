@@ -175,7 +175,9 @@ impl Local {
         match self.buf.last_mut() {
             Some((last, n)) if last.same(&c) && *n < u32::MAX => {
                 *n += 1;
-                last.done_us = c.done_us;
+                // Not always in done order: the task-per-job aggregator
+                // gets completions in the order their tasks sent them.
+                last.done_us = last.done_us.max(c.done_us);
             }
             _ => self.buf.push((c, 1)),
         }
@@ -185,7 +187,7 @@ impl Local {
 
 impl Completed {
     /// Equal figures, completions in the same 10 ms bucket (done_us may
-    /// differ: the later one is kept).
+    /// differ: the latest is kept).
     #[inline]
     fn same(&self, o: &Completed) -> bool {
         self.class == o.class
@@ -754,5 +756,41 @@ mod tests {
             sa.classes[0].completion.len() + sa.classes[1].completion.len(),
             197
         );
+    }
+
+    /// The task-per-job aggregator merges completions in the order their
+    /// tasks sent them, not always in done order: a merged run keeps the
+    /// latest completion, as one-by-one recording does.
+    #[test]
+    fn merged_completions_out_of_done_order_keep_the_latest() {
+        let start = crate::clock::now();
+        let s = crate::clock::ns_of(start);
+        let (a, b) = (
+            Recorder::new(1, 1, warmup(0), start, false),
+            Recorder::new(1, 1, warmup(0), start, false),
+        );
+        let mut local = Local::with_capacity(8);
+        // Equal figures (10 µs waiting, 20 µs running), 500 µs apart, in
+        // one 10 ms bucket: the later one arrives first.
+        for (id, at) in [(1u64, 2_500u64), (0, 2_000)] {
+            let job = Job {
+                id,
+                ..Job::default()
+            };
+            let t = Timing {
+                origin: s + at * 1000,
+                pickup: s + (at + 10) * 1000,
+                done: s + (at + 30) * 1000,
+                overshoot_us: None,
+            };
+            a.completed(0, &job, &t);
+            local.push(&b, &job, &t);
+        }
+        assert_eq!(local.len(), 1);
+        b.flush(0, &mut local);
+        let (sa, sb) = (a.shards[0].lock(), b.shards[0].lock());
+        assert_eq!(sa.counts.last_measured_done_us, 2_530);
+        assert_eq!(sb.counts.last_measured_done_us, 2_530);
+        assert_eq!(sa.buckets, sb.buckets);
     }
 }

@@ -371,23 +371,17 @@ async fn run(
     let rec = ctx.rec.clone();
     let aggregator = tokio::spawn(async move {
         // Merged as a pool worker merges its own (recorder::Local), flushed
-        // once the channel is empty and every LOCAL entries.
+        // once the channel is drained and every LOCAL entries. recv_many
+        // keeps to tokio's cooperative budget (try_recv would not yield).
         const LOCAL: usize = 64;
         let mut local = crate::recorder::Local::with_capacity(LOCAL);
-        loop {
-            let c = match completions.try_recv() {
-                Ok(c) => c,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    rec.flush(0, &mut local);
-                    match completions.recv().await {
-                        Some(c) => c,
-                        None => break,
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
-            local.push(&rec, &c.job, &c.timing);
-            if local.len() >= LOCAL {
+        let mut got = Vec::with_capacity(LOCAL);
+        while completions.recv_many(&mut got, LOCAL).await > 0 {
+            let drained = got.len() < LOCAL;
+            for c in got.drain(..) {
+                local.push(&rec, &c.job, &c.timing);
+            }
+            if drained || local.len() >= LOCAL {
                 rec.flush(0, &mut local);
             }
         }
@@ -517,20 +511,15 @@ async fn produce(
                 rec.released(j, now, now);
             }
             let r = tokio::select! {
+                // send_all first: its first poll takes the whole chunk (into
+                // the queue or the hand), so none of it is left behind.
+                biased;
                 r = ctx.queues[0].send_all(&mut chunk, now) => r,
                 // What is still in the producer's hand is drained and counted
                 // as cancelled with the queue.
                 _ = ctx.cancel.cancelled() => Ok(0),
             };
-            // Left in the chunk only if the cancel won before send_all
-            // was first polled: never queued.
-            let n = if chunk.is_empty() {
-                n
-            } else {
-                let left = chunk.len() as u64;
-                rec.cancelled.fetch_add(left, Ordering::Relaxed);
-                n - left
-            };
+            debug_assert!(chunk.is_empty());
             ctx.buffers.give(chunk);
             // Refused by the gate: the measured part was over.
             let refused = match r {
@@ -570,8 +559,7 @@ async fn produce(
                 let t = crate::clock::now_ns();
                 (t, t)
             };
-            // The token's mirror: its own check takes a lock, per job here.
-            if ctx.stopped.load(Ordering::Acquire) {
+            if ctx.cancel.is_cancelled() {
                 rec.cancelled
                     .fetch_add(1 + jobs.len() as u64, Ordering::Relaxed);
                 break;
@@ -740,8 +728,8 @@ async fn job_task(ctx: Arc<Ctx>, job: Job, origin: u64, permit: OwnedSemaphorePe
         let n = &ctx.rec.in_flight;
         run_now(&ctx, |on| in_flight(n, on), 0, &job, origin, pickup)
     } else {
-        // Boxed, so the task of a job that never awaits stays small (its
-        // future is allocated, and moved, once per job).
+        // Boxed, so every task's state holds only a pointer to run_job's
+        // (large) state; a job that awaits pays one allocation for it.
         Box::pin(run_job(&ctx, 0, &job, origin, pickup)).await
     };
     if let Some(timing) = timing {
