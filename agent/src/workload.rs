@@ -344,8 +344,9 @@ struct Ctx {
     t0: OnceLock<u64>,
     /// kill-worker faults: (worker, when, ns) to the supervisor, which aborts it.
     kill: mpsc::UnboundedSender<(usize, u64)>,
-    /// Mirrors `cancel` for the per-job check (the token's own check takes
-    /// a lock); set by a task as soon as the token is cancelled.
+    /// Mirrors `cancel` for the per-job check in `run_job`/`run_now` (the
+    /// token's own check takes a lock); set by a task once the token is
+    /// cancelled, so it lags while no task on the runtime yields.
     stopped: Arc<std::sync::atomic::AtomicBool>,
     /// Where producers put the buffers they emptied.
     buffers: Arc<Buffers>,
