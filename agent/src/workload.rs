@@ -352,6 +352,10 @@ struct Ctx {
     buffers: Arc<Buffers>,
 }
 
+/// Completion entries a pool worker or the task-per-job aggregator holds
+/// (`recorder::Local`) before it flushes them into its shard.
+const LOCAL: usize = 64;
+
 async fn run(
     ctx: Arc<Ctx>,
     feed: mpsc::UnboundedReceiver<Vec<Job>>,
@@ -374,7 +378,6 @@ async fn run(
         // Merged as a pool worker merges its own (recorder::Local), flushed
         // once the channel is drained and every LOCAL entries. recv_many
         // keeps to tokio's cooperative budget (try_recv would not yield).
-        const LOCAL: usize = 64;
         let mut local = crate::recorder::Local::with_capacity(LOCAL);
         let mut got = Vec::with_capacity(LOCAL);
         while completions.recv_many(&mut got, LOCAL).await > 0 {
@@ -1059,9 +1062,8 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
 }
 
 async fn worker(ctx: Arc<Ctx>, idx: usize, queue: Arc<Queue<Job>>, mut restarted_at: Option<u64>) {
-    // Completions not yet in the shard: flushed every LOCAL jobs, after a
+    // Completions not yet in the shard: flushed every LOCAL entries, after a
     // long job, before waiting for work, before a crash and at the end.
-    const LOCAL: usize = 64;
     const LONG_US: u64 = 100;
     const BUDGET: u32 = 128;
     const MIN_RUN_NS: u64 = 50_000;
