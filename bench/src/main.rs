@@ -629,6 +629,8 @@ fn overhead_once(
     threads: u32,
     timed: bool,
 ) -> Result<(f64, f64)> {
+    const CHUNK: u64 = 8192;
+    const WINDOW: u64 = 262_144;
     let cfg = Config {
         runtime: Runtime::Tokio,
         threads: threads as usize,
@@ -650,7 +652,8 @@ fn overhead_once(
         },
         classes: 1,
         credit_chunk: 16_384,
-        recycle_jobs: 262_144,
+        // As the session sets it: the credit window.
+        recycle_jobs: WINDOW,
         max_restarts: 0,
         restart_window: Duration::from_secs(1),
         backoff: Duration::ZERO,
@@ -662,8 +665,6 @@ fn overhead_once(
         kill_jobs: HashSet::new(),
     };
     let mut wl = Workload::start(cfg).map_err(anyhow::Error::msg)?;
-    const CHUNK: u64 = 8192;
-    const WINDOW: u64 = 262_144;
     let c0 = cpu_us();
     let t0 = Instant::now();
     let mut sent = 0u64;
