@@ -9,7 +9,8 @@ use cwbench::scenario::{Distribution, Plan};
 use cwbench_agent::{AgentConfig, LocalAgent};
 
 use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
-use crate::result::{HostStatus, ProfileResult, RunResult, SCHEMA_VERSION};
+use crate::groups::Grouper;
+use crate::result::{HostStatus, ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
 
 /// Where the agents are.
 #[derive(Debug, Clone)]
@@ -284,9 +285,16 @@ pub async fn run(
             )));
         }
         let mut hosts = Vec::new();
+        let mut groups = Grouper::new(match plan.scenario.run.distribution {
+            Distribution::Shard => ThroughputBasis::Sum,
+            Distribution::Replicate => ThroughputBasis::PerHostMean,
+        });
         for (i, t) in tasks.into_iter().enumerate() {
             match t.await {
-                Ok(h) => hosts.push(h),
+                Ok(h) => {
+                    groups.add(hosts.len(), &h.result, &h.completion);
+                    hosts.push(h.result);
+                }
                 Err(e) => {
                     tracing::error!("driver for {} failed: {e}", addrs[i]);
                 }
@@ -295,6 +303,7 @@ pub async fn run(
         profiles.push(ProfileResult {
             label: profile.label(),
             profile: profile.clone(),
+            groups: groups.finish(&hosts),
             hosts,
         });
     }
@@ -323,6 +332,7 @@ pub async fn run(
         scenario: plan.scenario.clone(),
         scenario_source: plan.source.clone(),
         sizing: Some(plan.sizing),
+        scaling: crate::scaling::dimensions(&profiles),
         profiles,
         warnings,
     })
@@ -347,32 +357,52 @@ fn labels(addrs: &[String], infos: &[cwbench::proto::AgentInfo], local: bool) ->
         .collect()
 }
 
+/// Problems a reader must know about, one line per (profile, cause): the
+/// hosts a cause hit are listed once, so 200 lost hosts make one line.
 fn warnings(profiles: &[ProfileResult]) -> Vec<String> {
-    let mut w = Vec::new();
+    let mut causes: Vec<(String, Vec<String>)> = Vec::new();
+    let mut hit = |cause: String, host: String| match causes.iter_mut().find(|(c, _)| *c == cause) {
+        Some((_, hosts)) => hosts.push(host),
+        None => causes.push((cause, vec![host])),
+    };
     for p in profiles {
         for h in &p.hosts {
-            match h.status {
-                HostStatus::Ok => {}
-                HostStatus::Failed | HostStatus::Lost => w.push(format!(
-                    "{} [{}]: {:?}: {}",
-                    h.label,
-                    p.label,
-                    h.status,
-                    h.error.as_deref().unwrap_or("")
-                )),
+            if h.status != HostStatus::Ok {
+                // The host's own name and address are in the host list.
+                let why = h
+                    .error
+                    .as_deref()
+                    .unwrap_or("")
+                    .replace(&h.addr, "<host>")
+                    .replace(&h.label, "<host>");
+                hit(
+                    format!("[{}] {:?}: {why}", p.label, h.status),
+                    h.label.clone(),
+                );
             }
             if h.window_s > 0.0 && h.feed_stall_ms > 0.01 * h.window_s * 1000.0 {
-                w.push(format!(
-                    "{} [{}]: feed stall {:.1} ms ({:.1}% of the window): the coordinator did not keep the agent fed",
-                    h.label,
-                    p.label,
-                    h.feed_stall_ms,
-                    h.feed_stall_ms / (h.window_s * 10.0)
-                ));
+                hit(
+                    format!(
+                        "[{}] feed stall over 1% of the window: the coordinator did not keep the agent fed",
+                        p.label
+                    ),
+                    format!(
+                        "{} ({:.1} ms, {:.1}%)",
+                        h.label,
+                        h.feed_stall_ms,
+                        h.feed_stall_ms / (h.window_s * 10.0)
+                    ),
+                );
             }
         }
     }
-    w
+    causes
+        .into_iter()
+        .map(|(cause, hosts)| match hosts.as_slice() {
+            [one] => format!("{one} {cause}"),
+            many => format!("{} hosts {cause} — {}", many.len(), many.join(", ")),
+        })
+        .collect()
 }
 
 #[cfg(test)]

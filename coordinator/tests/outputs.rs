@@ -228,9 +228,13 @@ fn html_is_self_contained() {
         html.matches("http://").count() + html.matches("https://").count(),
         html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
     );
-    // Comparison (2) + spectrum, throughput, p99, scheduler lateness for
-    // the one profile.
-    assert_eq!(html.matches("<svg").count(), 6);
+    // The one group's throughput, p99, spectrum and throughput over time
+    // (4), then per host: comparison (2) + spectrum, throughput, p99 and
+    // scheduler lateness for the one profile (4).
+    assert_eq!(html.matches("<svg").count(), 10);
+    let groups = html.find("Host groups").expect("the groups come first");
+    assert!(groups < html.find("Per host").unwrap());
+    assert!(html.contains("Latency by percentile, groups overlaid"));
     assert!(html.contains("Scheduler lateness over time"));
     assert!(html.contains("Latency by percentile"));
     assert!(html.contains("<polyline"));
