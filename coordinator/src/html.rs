@@ -551,7 +551,7 @@ fn scaling_charts(d: &Dimension) -> Vec<String> {
         chart::line_chart(&LineChart {
             title: format!(
                 "Throughput against {}{}",
-                d.name,
+                d.title(),
                 if fitted { " (dashed: USL fit)" } else { "" }
             ),
             x: x(),
@@ -560,7 +560,7 @@ fn scaling_charts(d: &Dimension) -> Vec<String> {
             markers: Vec::new(),
         }),
         chart::line_chart(&LineChart {
-            title: format!("p99 completion latency against {}", d.name),
+            title: format!("p99 completion latency against {}", d.title()),
             x: x(),
             y: Axis::linear_from_zero(&format!("p99 ({unit})"), max_us / div, chart::num),
             series: p99,

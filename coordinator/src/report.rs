@@ -231,21 +231,23 @@ fn basis(b: ThroughputBasis) -> &'static str {
     }
 }
 
+/// A figure of an outlier's metric: jobs/s or µs.
+fn outlier_figure(o: &Outlier, v: f64) -> String {
+    if o.metric == "throughput" {
+        format!("{} jobs/s", fmt_rate(v))
+    } else {
+        fmt_us(v as u64)
+    }
+}
+
 /// An outlier in words: `local-3 (p99 12.0ms, median 3.1ms)`.
 fn outlier_text(o: &Outlier) -> String {
-    let show = |v: f64| {
-        if o.metric == "throughput" {
-            format!("{} jobs/s", fmt_rate(v))
-        } else {
-            fmt_us(v as u64)
-        }
-    };
     format!(
         "{} ({} {}, median {})",
         o.host,
         o.metric,
-        show(o.value),
-        show(o.median)
+        outlier_figure(o, o.value),
+        outlier_figure(o, o.median)
     )
 }
 
@@ -267,9 +269,9 @@ pub fn group_table(r: &RunResult) -> Table {
             "host jobs/s min / median / max",
             "host p99 min / median / max",
             "errors",
-            "outliers",
+            "outlier hosts",
         ],
-        &[2, 3, 5, 6, 7, 8, 9, 10, 11, 12],
+        &[2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13],
     );
     for p in &r.profiles {
         for g in &p.groups {
@@ -288,22 +290,13 @@ pub fn group_table(r: &RunResult) -> Table {
                 spread(&g.throughput_spread, fmt_rate),
                 spread(&g.p99_spread, |v| fmt_us(v as u64)),
                 g.accounting.errors().to_string(),
-                if g.outliers.is_empty() {
-                    "—".into()
-                } else {
-                    g.outliers
-                        .iter()
-                        .map(outlier_text)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                },
+                g.outliers.len().to_string(),
             ]);
-            t.bad
-                .push(g.hosts_ok < g.hosts.len() as u32 || !g.outliers.is_empty());
+            t.bad.push(g.hosts_ok < g.hosts.len() as u32);
         }
     }
     t.note = Some(format!(
-        "A group is the hosts of a profile that share agent label (agent --label), logical cores and worker threads (shown as cores c / threads t). Its latencies are those of the HdrHistogram sum of its ok hosts' whole-run histograms, never an average of percentiles; jobs/s is the {}. An outlier is a host whose throughput or p99 has a modified z-score 0.6745·|x − median| / MAD over {} and lies at least {:.0}% from the group median (groups of {} or more hosts).",
+        "A group is the hosts of a profile that share agent label (agent --label), logical cores and worker threads (shown as cores c / threads t). Its latencies are those of the HdrHistogram sum of its ok hosts' whole-run histograms, never an average of percentiles; jobs/s is the {}. An outlier is a host whose throughput or p99 has a modified z-score 0.6745·|x − median| / MAD over {} and lies at least {:.0}% from the group median (groups of {} or more hosts); the table Outlier hosts lists them. Highlighted: a group with a host that failed or was lost.",
         if r.scenario.run.distribution == cwbench::scenario::Distribution::Shard {
             "sum over the hosts (shard: they split the stream)"
         } else {
@@ -324,7 +317,7 @@ fn scaling_tables(r: &RunResult) -> Vec<Table> {
 fn scaling_table(d: &Dimension) -> Table {
     let ratio = if d.numeric { "speedup" } else { "relative" };
     let mut t = Table::new(
-        &format!("Scaling: {}", d.name),
+        &format!("Scaling: {}", d.title()),
         &[
             "held fixed",
             &d.name,
@@ -411,8 +404,43 @@ pub fn tables(r: &RunResult) -> Vec<Table> {
     let mut out = vec![group_table(r)];
     out.extend(scaling_tables(r));
     out.push(host_table(r).per_host());
+    out.extend(outlier_table(r).map(Table::per_host));
     out.extend(host_tables(r).into_iter().map(Table::per_host));
     out
+}
+
+/// Every outlier host, when there is one.
+fn outlier_table(r: &RunResult) -> Option<Table> {
+    let mut t = Table::new(
+        "Outlier hosts",
+        &[
+            "profile",
+            "group",
+            "host",
+            "metric",
+            "value",
+            "group median",
+            "modified z",
+        ],
+        &[4, 5, 6],
+    );
+    for p in &r.profiles {
+        for g in &p.groups {
+            for o in &g.outliers {
+                t.rows.push(vec![
+                    p.label.clone(),
+                    g.name.clone(),
+                    o.host.clone(),
+                    o.metric.clone(),
+                    outlier_figure(o, o.value),
+                    outlier_figure(o, o.median),
+                    o.score
+                        .map_or_else(|| "MAD 0".into(), |z| format!("{z:+.1}")),
+                ]);
+            }
+        }
+    }
+    (!t.rows.is_empty()).then_some(t)
 }
 
 /// Per-host detail after the comparison table.
@@ -757,13 +785,23 @@ pub fn findings(r: &RunResult) -> Vec<String> {
             }));
         }
         for g in &p.groups {
-            for o in &g.outliers {
-                f.push(format!(
-                    "[{}] group {}: {} stands out from its group.",
+            match g.outliers.as_slice() {
+                [] => {}
+                few @ ([_] | [_, _] | [_, _, _]) => f.extend(few.iter().map(|o| {
+                    format!(
+                        "[{}] group {}: {} stands out from its group.",
+                        p.label,
+                        g.name,
+                        outlier_text(o)
+                    )
+                })),
+                many => f.push(format!(
+                    "[{}] group {}: {} of its {} hosts stand out from it (table Outlier hosts).",
                     p.label,
                     g.name,
-                    outlier_text(o)
-                ));
+                    many.len(),
+                    g.hosts.len()
+                )),
             }
         }
         f.extend(overshoot(p));

@@ -368,17 +368,21 @@ fn warnings(profiles: &[ProfileResult]) -> Vec<String> {
     for p in profiles {
         for h in &p.hosts {
             if h.status != HostStatus::Ok {
-                // The host's own name and address are in the host list.
+                // The host's own name and address, and the figures that
+                // differ from host to host, go in the host list.
                 let why = h
                     .error
                     .as_deref()
                     .unwrap_or("")
                     .replace(&h.addr, "<host>")
                     .replace(&h.label, "<host>");
-                hit(
-                    format!("[{}] {:?}: {why}", p.label, h.status),
-                    h.label.clone(),
-                );
+                let (why, figures) = figures_out(&why);
+                let host = if figures.is_empty() {
+                    h.label.clone()
+                } else {
+                    format!("{} ({})", h.label, figures.join(", "))
+                };
+                hit(format!("[{}] {:?}: {why}", p.label, h.status), host);
             }
             if h.window_s > 0.0 && h.feed_stall_ms > 0.01 * h.window_s * 1000.0 {
                 hit(
@@ -405,9 +409,46 @@ fn warnings(profiles: &[ProfileResult]) -> Vec<String> {
         .collect()
 }
 
+/// A message with its standalone numbers (`2.3` in `lost 2.3 s after`)
+/// replaced by `#`, and those numbers, so that messages differing only in
+/// them group together.
+fn figures_out(msg: &str) -> (String, Vec<String>) {
+    let mut figures = Vec::new();
+    let words: Vec<String> = msg
+        .split(' ')
+        .map(|w| {
+            let n = w.trim_end_matches([',', ':', ';', ')']);
+            let numeric = !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && n.chars().next().is_some_and(|c| c.is_ascii_digit());
+            if numeric {
+                figures.push(n.to_string());
+                format!("#{}", &w[n.len()..])
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    (words.join(" "), figures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_come_out_of_messages() {
+        let (m, f) = figures_out(
+            "agent <host> connection lost 2.3 s after its last message: h2 protocol error",
+        );
+        assert_eq!(
+            m,
+            "agent <host> connection lost # s after its last message: h2 protocol error"
+        );
+        assert_eq!(f, ["2.3"]);
+        let (m, f) = figures_out("sent 10, got 9: mismatch");
+        assert_eq!((m.as_str(), f.len()), ("sent #, got #: mismatch", 2));
+    }
 
     #[test]
     fn utc_dates() {

@@ -23,7 +23,22 @@ pub struct Dimension {
     /// Ordered numbers (speedup from the smallest) or categories (relative
     /// to the first in run order).
     pub numeric: bool,
+    /// Dimensions that move with this one: each is determined by it in this
+    /// run (a fleet's threads follow its cores), so they are not held fixed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
     pub series: Vec<ScalingSeries>,
+}
+
+impl Dimension {
+    /// `cores`, or `cores (with threads, label)`.
+    pub fn title(&self) -> String {
+        if self.with.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} (with {})", self.name, self.with.join(", "))
+        }
+    }
 }
 
 /// Points that differ only in the dimension.
@@ -279,7 +294,9 @@ fn attrs(p: &ProfileResult, g: &GroupResult) -> Vec<String> {
 }
 
 /// Every dimension that varies across the run's groups (with a merged host)
-/// and profiles.
+/// and profiles. A dimension that another determines and that determines it
+/// back (threads that follow cores one to one) is listed with that one
+/// rather than on its own.
 pub fn dimensions(profiles: &[ProfileResult]) -> Vec<Dimension> {
     let points: Vec<Point> = profiles
         .iter()
@@ -297,26 +314,55 @@ pub fn dimensions(profiles: &[ProfileResult]) -> Vec<Dimension> {
     let varies: Vec<bool> = (0..DIMS.len())
         .map(|d| points.iter().any(|p| p.attrs[d] != points[0].attrs[d]))
         .collect();
-    (0..DIMS.len())
-        .filter(|&d| varies[d])
-        .filter_map(|d| {
-            let series = series_along(&points, d, &varies);
-            (!series.is_empty()).then(|| Dimension {
+    let follows: Vec<Vec<usize>> = (0..DIMS.len())
+        .map(|d| {
+            (0..DIMS.len())
+                .filter(|&a| a != d && varies[a] && determines(&points, d, a))
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for d in (0..DIMS.len()).filter(|&d| varies[d]) {
+        let listed =
+            (0..d).any(|e| varies[e] && follows[e].contains(&d) && follows[d].contains(&e));
+        if listed {
+            continue;
+        }
+        let series = series_along(&points, d, &follows[d], &varies);
+        if !series.is_empty() {
+            out.push(Dimension {
                 name: DIMS[d].0.into(),
                 numeric: DIMS[d].1,
+                with: follows[d].iter().map(|&a| DIMS[a].0.to_string()).collect(),
                 series,
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    out
+}
+
+/// Whether attribute `d` determines attribute `a` across the points: equal
+/// `d` always comes with equal `a`.
+fn determines(points: &[Point], d: usize, a: usize) -> bool {
+    points.iter().all(|p| {
+        points
+            .iter()
+            .all(|q| p.attrs[d] != q.attrs[d] || p.attrs[a] == q.attrs[a])
+    })
 }
 
 /// The series along dimension `d`: points partitioned by every other
-/// attribute; those with at least two values of `d`.
-fn series_along(points: &[Point], d: usize, varies: &[bool]) -> Vec<ScalingSeries> {
+/// attribute but those `d` determines; those with at least two values of `d`.
+fn series_along(
+    points: &[Point],
+    d: usize,
+    follows: &[usize],
+    varies: &[bool],
+) -> Vec<ScalingSeries> {
     let mut parts: Vec<(Vec<&str>, Vec<&Point>)> = Vec::new();
     for p in points {
         let key: Vec<&str> = (0..DIMS.len())
-            .filter(|&i| i != d)
+            .filter(|&i| i != d && !follows.contains(&i))
             .map(|i| p.attrs[i].as_str())
             .collect();
         match parts.iter_mut().find(|(k, _)| *k == key) {
@@ -332,7 +378,7 @@ fn series_along(points: &[Point], d: usize, varies: &[bool]) -> Vec<ScalingSerie
                 pts.sort_by(|a, b| num(&a.attrs[d]).total_cmp(&num(&b.attrs[d])));
             }
             pts.dedup_by(|a, b| a.attrs[d] == b.attrs[d]);
-            (pts.len() >= 2).then(|| series(&pts, d, name, numeric, varies))
+            (pts.len() >= 2).then(|| series(&pts, d, name, numeric, follows, varies))
         })
         .collect()
 }
@@ -341,9 +387,16 @@ fn num(s: &str) -> f64 {
     s.parse().unwrap_or(f64::NAN)
 }
 
-fn series(pts: &[&Point], d: usize, name: &str, numeric: bool, varies: &[bool]) -> ScalingSeries {
+fn series(
+    pts: &[&Point],
+    d: usize,
+    name: &str,
+    numeric: bool,
+    follows: &[usize],
+    varies: &[bool],
+) -> ScalingSeries {
     let fixed = (0..DIMS.len())
-        .filter(|&i| i != d && varies[i])
+        .filter(|&i| i != d && varies[i] && !follows.contains(&i))
         .map(|i| format!("{}={}", DIMS[i].0, pts[0].attrs[i]))
         .collect::<Vec<_>>()
         .join(", ");
