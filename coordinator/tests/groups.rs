@@ -98,6 +98,11 @@ fn groups_merge_hosts_losslessly_and_flag_the_slow_one() {
     let dir = out.path().join("groups");
     let r: RunResult =
         serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+    let doc: serde_json::Value = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        common::schema_errors(&common::schema(), &doc),
+        Vec::<String>::new()
+    );
     let p = &r.profiles[0];
     assert!(p.hosts.iter().all(|h| h.status == HostStatus::Ok));
     let names: Vec<&str> = p.groups.iter().map(|g| g.name.as_str()).collect();
@@ -214,7 +219,8 @@ fn compare_matches_groups_of_renamed_hosts(dir: &std::path::Path) {
 }
 
 /// A sweep over threads and workers on one agent: both dimensions get a
-/// series per value of the other, and the report draws them.
+/// series per value of the other, the threads series a USL fit (three
+/// points), and the report draws them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_gives_scaling_series_and_charts() {
     use cwbench::scenario::{self, Limits};
@@ -234,7 +240,7 @@ warmup_jobs = 200
 jobs = 2000
 snapshot_interval_ms = 200
 [profile]
-threads = [1, 2]
+threads = [1, 2, 3]
 workers = [4, 16]
 queue_bound = 64
 [[class]]
@@ -249,41 +255,56 @@ work_units = { dist = "uniform", min = 0, max = 20000 }
         ..RunOptions::default()
     };
     let r = run::run(plan, opts, None).await.unwrap();
-    assert_eq!(r.profiles.len(), 4);
+    assert_eq!(r.profiles.len(), 6);
+    let doc: serde_json::Value = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        common::schema_errors(&common::schema(), &doc),
+        Vec::<String>::new()
+    );
     let dims: Vec<String> = r.scaling.iter().map(|d| d.title()).collect();
     assert_eq!(dims, ["threads", "workers"]);
     for d in &r.scaling {
+        let threads = d.name == "threads";
+        let (series, points) = if threads { (2, 3) } else { (3, 2) };
         assert_eq!(
             d.series.len(),
-            2,
-            "{}: one series per value of the other",
+            series,
+            "{}: a series per value of the other",
             d.name
         );
-        let other = if d.name == "threads" {
-            "workers"
-        } else {
-            "threads"
-        };
+        let other = if threads { "workers" } else { "threads" };
         for s in &d.series {
             assert!(s.fixed.starts_with(&format!("{other}=")), "{}", s.fixed);
-            assert_eq!(s.points.len(), 2);
+            assert_eq!(s.points.len(), points);
             assert_eq!(s.points[0].speedup, 1.0);
-            assert_eq!(s.points[0].efficiency.is_some(), d.name == "threads");
+            assert_eq!(s.points[0].efficiency.is_some(), threads);
+            assert_eq!(s.usl.is_some(), threads, "a fit from 3 threads");
         }
     }
     let html = cwbench_coordinator::html::render(&r);
+    // Kept under target/ for a look.
+    let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sweep.html");
+    std::fs::write(&keep, &html).unwrap();
     for title in [
         "Throughput against threads",
         "p99 completion latency against workers",
         "Latency by percentile, groups overlaid",
         "Scaling: workers",
+        "USL fit [workers=4]: λ = ",
+        "3 points for 3 coefficients",
     ] {
         assert!(html.contains(title), "{title}");
     }
-    // The four profiles' spectra on one chart: one line per profile.
+    // The fits are drawn dashed beside their points.
+    let chart = html
+        .split("<svg")
+        .find(|c| c.contains("Throughput against threads (dashed: USL fit)"))
+        .unwrap();
+    assert_eq!(chart.matches("class=\"fit\"").count(), 2);
+    // The six profiles' spectra on one chart: one line per profile.
     let chart = html
         .split("<svg")
         .find(|c| c.contains("Latency by percentile, groups overlaid"))
         .unwrap();
-    assert_eq!(chart.matches("class=\"series\"").count(), 4);
+    assert_eq!(chart.matches("class=\"series\"").count(), 6);
 }

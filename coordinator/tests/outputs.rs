@@ -17,7 +17,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
 
 mod common;
-use common::{chromium, decode_png, pixels_of, screenshot};
+use common::{chromium, decode_png, pixels_of, schema, schema_errors as errors, screenshot};
 
 /// The run directory of one smoke run, shared by every test here
 /// (target/tmp/outputs/outputs/).
@@ -63,18 +63,6 @@ fn result_value() -> Value {
 
 fn result() -> RunResult {
     serde_json::from_value(result_value()).unwrap()
-}
-
-fn schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::validator_for(&s).expect("the schema is a valid JSON Schema")
-}
-
-fn errors(v: &jsonschema::Validator, doc: &Value) -> Vec<String> {
-    v.iter_errors(doc)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect()
 }
 
 #[test]

@@ -150,6 +150,21 @@ impl Drop for AgentProc {
     }
 }
 
+/// docs/result.schema.json, compiled.
+pub fn schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&s).expect("the schema is a valid JSON Schema")
+}
+
+/// Where `doc` breaks the schema: `path: reason` each.
+pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<String> {
+    v.iter_errors(doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
 /// Debian's Chromium, when installed (`.ci/run` installs it).
 pub fn chromium() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
