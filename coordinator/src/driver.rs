@@ -535,7 +535,7 @@ fn agent_error(addr: &str, e: &proto::Error) -> String {
     format!("agent {addr}: {} ({code})", e.message)
 }
 
-fn host_info(a: &AgentInfo) -> HostInfo {
+pub(crate) fn host_info(a: &AgentInfo) -> HostInfo {
     HostInfo {
         hostname: a.hostname.clone(),
         logical_cores: a.logical_cores,

@@ -806,8 +806,8 @@ pub fn findings(r: &RunResult) -> Vec<String> {
         }
         f.extend(overshoot(p));
     }
-    for d in &r.scaling {
-        for s in d.series.iter().filter(|_| d.numeric) {
+    for d in r.scaling.iter().filter(|d| d.numeric) {
+        for s in &d.series {
             let (first, last) = (&s.points[0], &s.points[s.points.len() - 1]);
             let eff = last
                 .efficiency
