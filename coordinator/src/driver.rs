@@ -898,6 +898,7 @@ impl HostState {
             interval: Summary::of(&rv),
             unrecovered: d.unrecovered,
             no_baseline: d.no_baseline,
+            no_dip: d.no_dip,
             marks: d
                 .marks
                 .iter()
