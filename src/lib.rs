@@ -9,6 +9,7 @@ pub mod histogram;
 pub mod packed;
 pub mod proto;
 pub mod scenario;
+pub mod spec;
 pub mod sysinfo;
 
 /// Version of the wire protocol in `proto/cwbench/v1/agent.proto`.

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::distribution::Dist;
 use crate::proto;
+use crate::spec::{self, Refusal};
+pub use crate::spec::{
+    Backpressure, Compute, Dispatch, Flavor, Profile, RecoverySpec, SupervisorSpec, enum_name,
+};
 
 /// The shipped default: `scenarios/parity.toml`, compiled in so the no-flag
 /// run works from any directory and from an installed binary.
@@ -45,7 +49,7 @@ pub struct Scenario {
     pub description: String,
     /// Seed of the job stream: the stream is a pure function of (seed, scenario).
     pub seed: u64,
-    pub run: RunSpec,
+    pub run: RunTable,
     /// How jobs are released: closed loop (default) or open loop at a rate.
     #[serde(default)]
     pub arrival: ArrivalSpec,
@@ -61,39 +65,6 @@ pub struct Scenario {
     /// How the recovery interval after a fault is measured.
     #[serde(default)]
     pub recovery: RecoverySpec,
-}
-
-/// Recovery interval: fault -> completion rate over `window_ms` back within
-/// `band` of the median window of the `baseline_ms` before the fault.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecoverySpec {
-    #[serde(default = "default_window_ms")]
-    pub window_ms: u32,
-    #[serde(default = "default_band")]
-    pub band: f64,
-    #[serde(default = "default_baseline_ms")]
-    pub baseline_ms: u32,
-}
-
-impl Default for RecoverySpec {
-    fn default() -> Self {
-        Self {
-            window_ms: default_window_ms(),
-            band: default_band(),
-            baseline_ms: default_baseline_ms(),
-        }
-    }
-}
-
-fn default_window_ms() -> u32 {
-    100
-}
-fn default_band() -> f64 {
-    0.1
-}
-fn default_baseline_ms() -> u32 {
-    1000
 }
 
 /// A deterministic fault, placed by job id so every host meets it on the
@@ -118,7 +89,7 @@ pub enum FaultSpec {
 /// How long the run is and how it is observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunSpec {
+pub struct RunTable {
     /// Jobs run first and excluded from every statistic.
     #[serde(default)]
     pub warmup_jobs: u64,
@@ -144,16 +115,12 @@ pub struct RunSpec {
     #[serde(default = "default_prefetch")]
     pub prefetch_jobs: u32,
     /// Period of the scheduler-lateness probe, microseconds.
-    #[serde(default = "default_probe_us")]
+    #[serde(default = "crate::spec::default_probe_us")]
     pub probe_interval_us: u32,
     /// A job running longer than this (pick-up to completion) is abandoned
     /// and counted as timed out; absent = no limit.
     #[serde(default)]
     pub job_timeout_ms: Option<u32>,
-}
-
-fn default_probe_us() -> u32 {
-    1000
 }
 
 fn default_snapshot_ms() -> u32 {
@@ -270,20 +237,6 @@ fn default_compute_threads() -> u32 {
     2
 }
 
-/// Workload runtime: a tokio flavor, or the BEAM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Flavor {
-    /// tokio's multi-thread runtime (`runtime = "tokio"` means this too).
-    #[default]
-    #[serde(alias = "tokio")]
-    MultiThread,
-    /// tokio's current-thread runtime (threads = 1).
-    CurrentThread,
-    /// An Erlang VM started by the agent (runtimes/beam/).
-    Beam,
-}
-
 fn default_bound() -> OneOrMany<u32> {
     OneOrMany::One(256)
 }
@@ -295,67 +248,6 @@ impl<T: Default> Default for OneOrMany<T> {
     fn default() -> Self {
         OneOrMany::One(T::default())
     }
-}
-
-/// What a producer does when the queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backpressure {
-    #[default]
-    Block,
-    Shed,
-}
-
-/// Dispatch architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dispatch {
-    /// N workers pull from one bounded queue.
-    #[default]
-    Pool,
-    /// One bounded queue per worker, filled round robin (BEAM style).
-    Mailbox,
-    /// A task per job; in-flight bounded by queue_bound.
-    TaskPerJob,
-    /// Each producer awaits each job itself.
-    Serial,
-    /// Each producer spawns each job and awaits it before the next.
-    SpawnAwait,
-}
-
-/// Compute placement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Compute {
-    /// On the async worker thread.
-    #[default]
-    Inline,
-    /// On the async worker, yielding every `yield_every` units.
-    Yield,
-    /// In tokio's blocking pool (spawn_blocking).
-    Blocking,
-    /// On a dedicated pool of `compute_threads` OS threads.
-    Pool,
-}
-
-/// Supervision of crashed workers.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SupervisorSpec {
-    /// Crashes within `restart_window_ms` past which the pool is declared
-    /// failed (OTP's intensity); 0 = never give up.
-    #[serde(default)]
-    pub max_restarts: u32,
-    /// Window of the intensity limit, milliseconds.
-    #[serde(default)]
-    pub restart_window_ms: u32,
-    /// Delay before a crashed worker's replacement starts, milliseconds;
-    /// doubles with each crash of the same worker within a second of its
-    /// last, up to `max_backoff_ms`. 0 = restart immediately.
-    #[serde(default)]
-    pub backoff_ms: u32,
-    #[serde(default)]
-    pub max_backoff_ms: u32,
 }
 
 /// A job class: its share of the stream and its own distributions.
@@ -508,113 +400,6 @@ pub enum ScenarioError {
         value: String,
         expected: String,
     },
-}
-
-/// One point of the sweep: everything an agent needs to configure a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    /// None = the agent's default.
-    pub threads: Option<u32>,
-    pub workers: u32,
-    pub queue_bound: u32,
-    pub producers: u32,
-    pub backpressure: Backpressure,
-    pub dispatch: Dispatch,
-    pub compute: Compute,
-    pub runtime: Flavor,
-    pub yield_every: u32,
-    pub compute_threads: u32,
-    /// runtime = "beam": VM scheduler threads (None = threads, or the
-    /// agent's default). Always None for tokio runtimes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedulers: Option<u32>,
-}
-
-impl Profile {
-    /// Short label for reports, e.g. `t2 w64 q256 p1 pool/inline`.
-    pub fn label(&self) -> String {
-        let t = self
-            .threads
-            .map_or_else(|| "t=agent".to_string(), |t| format!("t{t}"));
-        let shed = match self.backpressure {
-            Backpressure::Block => "",
-            Backpressure::Shed => " shed",
-        };
-        let t = match self.runtime {
-            Flavor::MultiThread => t,
-            Flavor::CurrentThread => "ct".to_string(),
-            Flavor::Beam => {
-                // The BEAM has one dispatch and one compute placement: the
-                // label names the runtime and its schedulers instead.
-                let s = self
-                    .schedulers
-                    .or(self.threads)
-                    .map_or_else(|| "s=agent".to_string(), |s| format!("s{s}"));
-                return format!(
-                    "beam {s} w{} q{} p{} pool{shed}",
-                    self.workers, self.queue_bound, self.producers
-                );
-            }
-        };
-        let compute = match self.compute {
-            Compute::Yield => format!("yield{}", self.yield_every),
-            Compute::Pool => format!("pool{}", self.compute_threads),
-            c => enum_name(&c),
-        };
-        format!(
-            "{t} w{} q{} p{} {}/{compute}{shed}",
-            self.workers,
-            self.queue_bound,
-            self.producers,
-            enum_name(&self.dispatch),
-        )
-    }
-
-    /// The wire form.
-    pub fn to_proto(&self) -> proto::Profile {
-        proto::Profile {
-            threads: self.threads.unwrap_or(0),
-            workers: self.workers,
-            queue_bound: self.queue_bound,
-            producers: self.producers,
-            backpressure: match self.backpressure {
-                Backpressure::Block => proto::Backpressure::Block,
-                Backpressure::Shed => proto::Backpressure::Shed,
-            } as i32,
-            dispatch: match self.dispatch {
-                Dispatch::Pool => proto::Dispatch::Pool,
-                Dispatch::Mailbox => proto::Dispatch::Mailbox,
-                Dispatch::TaskPerJob => proto::Dispatch::TaskPerJob,
-                Dispatch::Serial => proto::Dispatch::Serial,
-                Dispatch::SpawnAwait => proto::Dispatch::SpawnAwait,
-            } as i32,
-            compute: match self.compute {
-                Compute::Inline => proto::Compute::Inline,
-                Compute::Yield => proto::Compute::Yield,
-                Compute::Blocking => proto::Compute::Blocking,
-                Compute::Pool => proto::Compute::Pool,
-            } as i32,
-            yield_every: self.yield_every,
-            compute_threads: self.compute_threads,
-            current_thread: self.runtime == Flavor::CurrentThread,
-            label: self.label(),
-            runtime: if self.runtime == Flavor::Beam {
-                "beam"
-            } else {
-                "tokio"
-            }
-            .into(),
-            schedulers: self.schedulers.unwrap_or(0),
-        }
-    }
-}
-
-/// The kebab-case name serde gives a unit enum value.
-pub fn enum_name<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "?".into(),
-    }
 }
 
 /// A class ready for sampling.
@@ -770,6 +555,23 @@ impl Plan {
         validate(s, &self.source, limits)
     }
 
+    /// The run spec of one profile of this plan (what `to_proto` and the
+    /// profile's `to_proto` carry to an agent).
+    pub fn run_spec(&self, profile: &Profile, run_id: &str) -> spec::RunSpec {
+        let s = &self.scenario;
+        spec::RunSpec {
+            run_id: run_id.to_string(),
+            profile: profile.clone(),
+            open: self.is_open(),
+            kill_jobs: self.to_proto().kill_jobs,
+            job_timeout_ms: s.run.job_timeout_ms,
+            snapshot_interval_ms: s.run.snapshot_interval_ms,
+            probe_interval_us: s.run.probe_interval_us,
+            recovery: s.recovery,
+            supervisor: s.supervisor.clone(),
+        }
+    }
+
     /// Open-loop arrival?
     pub fn is_open(&self) -> bool {
         !self.rates.is_empty()
@@ -897,6 +699,16 @@ impl Checker<'_> {
         }
     }
 
+    /// A run-spec rule's refusal, at `key` (default: the field's own key),
+    /// naming the profile of the sweep it was met in.
+    fn refused(&self, r: Refusal, key: Option<&str>, label: Option<&str>) -> ScenarioError {
+        let value = match label {
+            Some(l) => format!("{} (profile {l})", r.value),
+            None => r.value,
+        };
+        self.err(key.unwrap_or(r.field.toml_key()), value, r.reason)
+    }
+
     fn range<T: PartialOrd + fmt::Display + Copy>(
         &self,
         key: &str,
@@ -946,19 +758,9 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     }
     let rates = validate_arrival(&c, &s.arrival, limits)?;
     let sizing = validate_sizing(&c, &s, &rates, limits)?;
-    c.range(
-        "run.snapshot_interval_ms",
-        s.run.snapshot_interval_ms,
-        100,
-        60_000,
-    )?;
+    spec::check_intervals(s.run.snapshot_interval_ms, s.run.probe_interval_us)
+        .map_err(|r| c.refused(r, None, None))?;
     c.range("run.prefetch_jobs", s.run.prefetch_jobs, 1024, 1 << 22)?;
-    c.range(
-        "run.probe_interval_us",
-        s.run.probe_interval_us,
-        100,
-        1_000_000,
-    )?;
 
     let p = &s.profile;
     let threads: Vec<Option<u32>> = match &p.threads {
@@ -1026,7 +828,8 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
                                         compute_threads: p.compute_threads,
                                         schedulers: if beam { p.schedulers } else { None },
                                     };
-                                    check_combination(&c, &prof)?;
+                                    prof.check()
+                                        .map_err(|r| c.refused(r, None, Some(&prof.label())))?;
                                     profiles.push(prof);
                                 }
                             }
@@ -1047,21 +850,7 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         ));
     }
 
-    c.range("supervisor.backoff_ms", s.supervisor.backoff_ms, 0, 60_000)?;
-    c.range(
-        "supervisor.max_backoff_ms",
-        s.supervisor.max_backoff_ms,
-        0,
-        600_000,
-    )?;
-    if s.supervisor.max_restarts > 0 {
-        c.range(
-            "supervisor.restart_window_ms",
-            s.supervisor.restart_window_ms,
-            1,
-            3_600_000,
-        )?;
-    }
+    s.supervisor.check().map_err(|r| c.refused(r, None, None))?;
 
     if s.classes.is_empty() || s.classes.len() > 64 {
         return Err(c.err(
@@ -1126,12 +915,14 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
         });
     }
 
-    if let Some(t) = s.run.job_timeout_ms {
-        c.range("run.job_timeout_ms", t, 1, 3_600_000)?;
-    }
+    spec::check_job_timeout(s.run.job_timeout_ms).map_err(|r| c.refused(r, None, None))?;
     let total = sizing.total_jobs();
-    if s.faults.len() > 1024 {
-        return Err(c.err("fault", s.faults.len(), "at most 1024 [[fault]] tables"));
+    if s.faults.len() > spec::MAX_FAULTS {
+        return Err(c.err(
+            "fault",
+            s.faults.len(),
+            format!("at most {} [[fault]] tables", spec::MAX_FAULTS),
+        ));
     }
     for (i, f) in s.faults.iter().enumerate() {
         match f {
@@ -1162,19 +953,10 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
                     0,
                     total.saturating_sub(1),
                 )?;
-                if let Some(p) = profiles
-                    .iter()
-                    .find(|p| !matches!(p.dispatch, Dispatch::Pool | Dispatch::Mailbox))
-                {
-                    return Err(c.err(
-                        &format!("fault[{i}].kind"),
-                        "\"kill-worker\"",
-                        format!(
-                            "needs a worker pool to kill from, but profile {} has dispatch = \"{}\"",
-                            p.label(),
-                            enum_name(&p.dispatch)
-                        ),
-                    ));
+                for p in &profiles {
+                    spec::check_kill_worker(p.dispatch).map_err(|r| {
+                        c.refused(r, Some(&format!("fault[{i}].kind")), Some(&p.label()))
+                    })?;
                 }
             }
             FaultSpec::Stall { at_job, stall_ms } => {
@@ -1193,28 +975,7 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
             }
         }
     }
-    let rv = &s.recovery;
-    c.range("recovery.window_ms", rv.window_ms, 10, 60_000)?;
-    if !rv.window_ms.is_multiple_of(10) {
-        return Err(c.err(
-            "recovery.window_ms",
-            rv.window_ms,
-            "must be a multiple of 10",
-        ));
-    }
-    if !(rv.band.is_finite() && rv.band > 0.0 && rv.band < 1.0) {
-        return Err(c.err(
-            "recovery.band",
-            rv.band,
-            "must be in (0, 1), e.g. 0.1 for ±10%",
-        ));
-    }
-    c.range(
-        "recovery.baseline_ms",
-        rv.baseline_ms,
-        3 * rv.window_ms,
-        600_000,
-    )?;
+    s.recovery.check().map_err(|r| c.refused(r, None, None))?;
     Ok(Plan {
         scenario: s,
         rates,
@@ -1442,84 +1203,6 @@ fn validate_arrival(
             )),
         },
     }
-}
-
-/// Rejects combinations that make no sense, with the reason.
-fn check_combination(c: &Checker<'_>, p: &Profile) -> Result<(), ScenarioError> {
-    let label = p.label();
-    if p.runtime == Flavor::Beam {
-        let why = |key: &str, value: String, reason: &str| {
-            Err(c.err(
-                key,
-                format!("{value} (profile {label})"),
-                format!("runtime = \"beam\" {reason}"),
-            ))
-        };
-        if p.dispatch != Dispatch::Pool {
-            return why(
-                "profile.dispatch",
-                format!("\"{}\"", enum_name(&p.dispatch)),
-                "has one dispatch: \"pool\" (worker processes pulling from one bounded queue); the others are tokio architectures",
-            );
-        }
-        if p.compute != Compute::Inline {
-            return why(
-                "profile.compute",
-                format!("\"{}\"", enum_name(&p.compute)),
-                "computes \"inline\" only: its schedulers preempt, there is no blocking pool to move the CPU step to",
-            );
-        }
-        if p.backpressure == Backpressure::Shed {
-            return why(
-                "profile.backpressure",
-                "\"shed\"".into(),
-                "supports \"block\" only",
-            );
-        }
-        if p.producers != 1 {
-            return why(
-                "profile.producers",
-                p.producers.to_string(),
-                "is fed over one pipe by one producer: set producers = 1",
-            );
-        }
-    }
-    if p.runtime == Flavor::CurrentThread && p.threads.is_some_and(|t| t != 1) {
-        return Err(c.err(
-            "profile.threads",
-            format!("{} (profile {label})", p.threads.unwrap_or(0)),
-            "runtime = \"current-thread\" runs on exactly 1 thread: set threads = 1 or leave it out",
-        ));
-    }
-    let no_pool = matches!(
-        p.dispatch,
-        Dispatch::TaskPerJob | Dispatch::Serial | Dispatch::SpawnAwait
-    );
-    if no_pool && p.workers != 1 {
-        return Err(c.err(
-            "profile.workers",
-            format!("{} (profile {label})", p.workers),
-            format!(
-                "dispatch = \"{}\" has no worker pool (concurrency comes from {}): set workers = 1",
-                enum_name(&p.dispatch),
-                if p.dispatch == Dispatch::TaskPerJob {
-                    "queue_bound, the in-flight bound"
-                } else {
-                    "producers, one job at a time each"
-                }
-            ),
-        ));
-    }
-    if matches!(p.dispatch, Dispatch::Serial | Dispatch::SpawnAwait)
-        && p.backpressure == Backpressure::Shed
-    {
-        return Err(c.err(
-            "profile.backpressure",
-            format!("\"shed\" (profile {label})"),
-            "serial and spawn-await have no queue to shed from: use block",
-        ));
-    }
-    Ok(())
 }
 
 fn nonempty<T>(c: &Checker<'_>, key: &str, v: Vec<T>) -> Result<Vec<T>, ScenarioError> {

@@ -954,16 +954,15 @@ mod tests {
 
     fn config() -> Config {
         Config {
-            runtime: crate::workload::Runtime::Beam,
+            runtime: cwbench::spec::Flavor::Beam,
             threads: 1,
-            current_thread: false,
             workers: 4,
             queue_bound: 8,
             producers: 1,
             shed: false,
             open: false,
-            dispatch: proto::Dispatch::Pool,
-            compute: proto::Compute::Inline,
+            dispatch: cwbench::spec::Dispatch::Pool,
+            compute: cwbench::spec::Compute::Inline,
             yield_every: 1,
             compute_threads: 0,
             warmup: crate::span::Warmup::Jobs(0),

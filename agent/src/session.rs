@@ -12,13 +12,14 @@ use cwbench::proto::error::Code;
 use cwbench::proto::run_event::Msg as Out;
 use cwbench::proto::run_request::Msg as In;
 use cwbench::proto::{self, RunEvent, RunRequest};
+use cwbench::spec::{Backpressure, Compute, Flavor, RecoverySpec, RunSpec};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::recorder::Aggregator;
 use crate::server::{AgentConfig, Slot, agent_info, error_event};
 use crate::span::{End, Warmup};
-use crate::workload::{Config, Outcome, Runtime, Workload};
+use crate::workload::{Config, Outcome, Workload};
 
 type Tx = mpsc::Sender<Result<RunEvent, Status>>;
 
@@ -44,29 +45,14 @@ fn range(name: &str, v: u64, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
-/// Checks a Start against the agent's limits; returns the workload config.
+/// Checks a Start: the run spec's rules (`cwbench::spec`, shared with the
+/// scenario), then this agent's own host limits. Returns the workload config.
 pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config, String> {
-    let l = &cfg.limits;
-    let p = start.profile.as_ref().ok_or("Start.profile is missing")?;
+    let spec = RunSpec::try_from(start).map_err(|r| r.to_string())?;
     let plan = start.plan.as_ref().ok_or("Start.plan is missing")?;
-    if start.run_id.is_empty() || start.run_id.len() > 128 {
-        return Err("Start.run_id: must be 1..=128 characters".into());
-    }
-    let threads = if p.threads == 0 {
-        cfg.threads
-    } else {
-        p.threads
-    };
+    let (l, p) = (&cfg.limits, &spec.profile);
+    let threads = p.threads.unwrap_or(cfg.threads);
     range("profile.threads", threads.into(), 1, l.max_threads.into())?;
-    let runtime = match p.runtime.as_str() {
-        "" | "tokio" => Runtime::Tokio,
-        "beam" => Runtime::Beam,
-        other => {
-            return Err(format!(
-                "profile.runtime = {other:?}: must be \"tokio\" or \"beam\""
-            ));
-        }
-    };
     let workers = range("profile.workers", p.workers.into(), 1, l.max_workers.into())?;
     let bound = range(
         "profile.queue_bound",
@@ -80,74 +66,23 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         1,
         l.max_producers.into(),
     )?;
-    let dispatch = match proto::Dispatch::try_from(p.dispatch) {
-        Ok(proto::Dispatch::Unspecified) => proto::Dispatch::Pool,
-        Ok(d) => d,
-        Err(_) => return Err(format!("profile.dispatch = {}: must be 0..=5", p.dispatch)),
-    };
-    let compute = match proto::Compute::try_from(p.compute) {
-        Ok(proto::Compute::Unspecified) => proto::Compute::Inline,
-        Ok(c) => c,
-        Err(_) => return Err(format!("profile.compute = {}: must be 0..=4", p.compute)),
-    };
-    let no_pool = matches!(
-        dispatch,
-        proto::Dispatch::TaskPerJob | proto::Dispatch::Serial | proto::Dispatch::SpawnAwait
-    );
-    if no_pool && workers != 1 {
+    if p.runtime == Flavor::Beam
+        && let Some(reason) = crate::beam::unavailable_reason()
+    {
         return Err(format!(
-            "profile.workers = {workers}: dispatch {} has no worker pool, must be 1",
-            dispatch.as_str_name()
+            "profile.runtime = \"beam\": unavailable here: {reason}"
         ));
     }
-    if runtime == Runtime::Beam {
-        if let Some(reason) = crate::beam::unavailable_reason() {
-            return Err(format!(
-                "profile.runtime = \"beam\": unavailable here: {reason}"
-            ));
-        }
-        let beam_only = |what: &str, ok: bool| {
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("profile.runtime = \"beam\" takes {what} only"))
-            }
-        };
-        beam_only("dispatch pool", dispatch == proto::Dispatch::Pool)?;
-        beam_only("compute inline", compute == proto::Compute::Inline)?;
-        beam_only(
-            "backpressure block",
-            p.backpressure != proto::Backpressure::Shed as i32,
-        )?;
-        beam_only("producers = 1", producers == 1)?;
-        beam_only("a multi-thread runtime", !p.current_thread)?;
-    }
-    let threads = if runtime == Runtime::Beam && p.schedulers != 0 {
-        range(
+    let threads = match p.schedulers {
+        Some(s) => range(
             "profile.schedulers",
-            p.schedulers.into(),
+            s.into(),
             1,
             l.max_threads.min(1024).into(),
-        )? as u32
-    } else {
-        threads
+        )? as u32,
+        None => threads,
     };
-    if p.current_thread && threads != 1 && p.threads != 0 {
-        return Err(format!(
-            "profile.threads = {threads}: a current-thread runtime has exactly 1"
-        ));
-    }
-    let yield_every = if compute == proto::Compute::Yield {
-        range(
-            "profile.yield_every",
-            p.yield_every.into(),
-            1,
-            u64::from(u32::MAX),
-        )? as u32
-    } else {
-        p.yield_every.max(1)
-    };
-    let compute_threads = if compute == proto::Compute::Pool {
+    let compute_threads = if p.compute == Compute::Pool {
         range(
             "profile.compute_threads",
             p.compute_threads.into(),
@@ -157,51 +92,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
     } else {
         0
     };
-    let shed = match proto::Backpressure::try_from(p.backpressure) {
-        Ok(proto::Backpressure::Shed) => true,
-        Ok(_) => false,
-        Err(_) => {
-            return Err(format!(
-                "profile.backpressure = {}: must be 0..=2",
-                p.backpressure
-            ));
-        }
-    };
-    let open = match proto::Arrival::try_from(plan.arrival) {
-        Ok(proto::Arrival::Closed | proto::Arrival::Unspecified) => false,
-        Ok(proto::Arrival::Open) => true,
-        Err(_) => return Err(format!("plan.arrival = {}: must be 0..=2", plan.arrival)),
-    };
-    recovery_params(plan)?;
-    let (warmup, end) = span_of(plan, open)?;
-    range(
-        "plan.kill_jobs (count)",
-        plan.kill_jobs.len() as u64,
-        0,
-        1024,
-    )?;
-    if !plan.kill_jobs.is_empty() && no_pool {
-        return Err(format!(
-            "plan.kill_jobs: dispatch {} has no worker to kill",
-            dispatch.as_str_name()
-        ));
-    }
-    let probe_us = if plan.probe_interval_us == 0 {
-        1000
-    } else {
-        range(
-            "plan.probe_interval_us",
-            plan.probe_interval_us.into(),
-            100,
-            1_000_000,
-        )?
-    };
-    range(
-        "plan.snapshot_interval_ms",
-        plan.snapshot_interval_ms.into(),
-        100,
-        60_000,
-    )?;
+    let (warmup, end) = span_of(plan, spec.open)?;
     range(
         "plan.classes (count)",
         plan.classes.len() as u64,
@@ -209,59 +100,39 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         l.max_classes as u64,
     )?;
     range("plan.prefetch_jobs", plan.prefetch_jobs.into(), 1, u64::MAX)?;
-    if plan.max_restarts > 0 {
-        range(
-            "plan.restart_window_ms",
-            plan.restart_window_ms.into(),
-            1,
-            3_600_000,
-        )?;
-    }
+    let sup = &spec.supervisor;
     Ok(Config {
-        runtime,
-        threads: if p.current_thread {
+        runtime: p.runtime,
+        threads: if p.runtime == Flavor::CurrentThread {
             1
         } else {
             threads as usize
         },
-        current_thread: p.current_thread,
         workers: workers as usize,
         queue_bound: bound as usize,
         producers: producers as usize,
-        shed,
-        open,
-        dispatch,
-        compute,
-        yield_every,
+        shed: p.backpressure == Backpressure::Shed,
+        open: spec.open,
+        dispatch: p.dispatch,
+        compute: p.compute,
+        yield_every: p.yield_every.max(1),
         compute_threads,
-        probe_interval: Duration::from_micros(probe_us),
+        probe_interval: Duration::from_micros(spec.probe_interval_us.into()),
         cpus: cfg.cpus.clone(),
         job_log: plan.job_log,
-        kill_jobs: plan.kill_jobs.iter().copied().collect(),
-        job_timeout: (plan.job_timeout_ms > 0)
-            .then(|| Duration::from_millis(plan.job_timeout_ms.into())),
+        kill_jobs: spec.kill_jobs.iter().copied().collect(),
+        job_timeout: spec
+            .job_timeout_ms
+            .map(|ms| Duration::from_millis(ms.into())),
         warmup,
         end,
         classes: plan.classes.len(),
         credit_chunk: 0, // set by the caller from the granted window
         recycle_jobs: 0, // the window too
-        max_restarts: plan.max_restarts,
-        restart_window: Duration::from_millis(plan.restart_window_ms.into()),
-        backoff: Duration::from_millis(range(
-            "plan.backoff_ms",
-            plan.backoff_ms.into(),
-            0,
-            60_000,
-        )?),
-        max_backoff: Duration::from_millis(
-            range(
-                "plan.max_backoff_ms",
-                plan.max_backoff_ms.into(),
-                0,
-                600_000,
-            )?
-            .max(plan.backoff_ms.into()),
-        ),
+        max_restarts: sup.max_restarts,
+        restart_window: Duration::from_millis(sup.restart_window_ms.into()),
+        backoff: Duration::from_millis(sup.backoff_ms.into()),
+        max_backoff: Duration::from_millis(sup.max_backoff_ms.max(sup.backoff_ms).into()),
     })
 }
 
@@ -317,38 +188,13 @@ fn span_of(plan: &proto::Plan, open: bool) -> Result<(Warmup, End), String> {
 
 /// Recovery-interval parameters of a plan (0 = default), validated.
 pub fn recovery_params(plan: &proto::Plan) -> Result<crate::recovery::Params, String> {
-    let d = crate::recovery::Params::default();
+    let r = RecoverySpec::from_wire(plan);
+    r.check().map_err(|e| e.to_string())?;
     let bucket_ms = crate::recovery::BUCKET_US / 1000;
-    let window = match plan.recovery_window_ms {
-        0 => d.window,
-        w if (10..=60_000).contains(&w) && u64::from(w) % bucket_ms == 0 => {
-            u64::from(w) / bucket_ms
-        }
-        w => {
-            return Err(format!(
-                "plan.recovery_window_ms = {w}: must be a multiple of 10 in 10..=60000"
-            ));
-        }
-    };
-    let band = match plan.recovery_band {
-        0.0 => d.band,
-        b if b.is_finite() && b > 0.0 && b < 1.0 => b,
-        b => return Err(format!("plan.recovery_band = {b}: must be in (0, 1)")),
-    };
-    let baseline = match plan.recovery_baseline_ms {
-        0 => d.baseline,
-        b if u64::from(b) >= 3 * window * bucket_ms && b <= 600_000 => u64::from(b) / bucket_ms,
-        b => {
-            return Err(format!(
-                "plan.recovery_baseline_ms = {b}: must be in {}..=600000 (three windows)",
-                3 * window * bucket_ms
-            ));
-        }
-    };
     Ok(crate::recovery::Params {
-        window,
-        band,
-        baseline,
+        window: u64::from(r.window_ms) / bucket_ms,
+        band: r.band,
+        baseline: u64::from(r.baseline_ms) / bucket_ms,
     })
 }
 
@@ -429,7 +275,7 @@ pub async fn run(
     };
     tracing::info!(run = %run_id, %peer, threads, "run started");
     let mut info = agent_info(&cfg, Some(run_id.clone()));
-    if runtime == Runtime::Beam {
+    if runtime == Flavor::Beam {
         // This run's runtime, for the report's host table.
         info.runtime = "beam".into();
     }
@@ -740,5 +586,223 @@ mod tests {
         assert!(e.contains("give one of them"), "{e}");
         let e = span_of(&plan(0, 0, 86_400_001, 0), false).unwrap_err();
         assert_eq!(e, "plan.duration_ms = 86400001: must be in 1..=86400000");
+    }
+}
+
+/// The run spec's rules reached from both ends: a scenario file (the
+/// coordinator) and a `Start` (the agent) must refuse the same bad runs for
+/// the same reason.
+#[cfg(test)]
+mod two_paths {
+    use cwbench::scenario::{self, Limits, PARITY_TOML, ScenarioError};
+    use cwbench::spec::{Backpressure, Compute, Dispatch, Flavor, Profile, RunSpec};
+
+    use super::*;
+
+    type Edit = fn(&mut Profile, &mut proto::Plan);
+    /// (what, TOML replacements on the parity scenario, the scenario key
+    /// refused, the same change on the wire).
+    type Row = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        Edit,
+    );
+
+    fn rows() -> Vec<Row> {
+        let workers1 = ("workers = 64", "workers = 1");
+        vec![
+            (
+                "shed with serial",
+                vec![
+                    workers1,
+                    ("\"block\"", "\"shed\""),
+                    ("\"pool\"", "\"serial\""),
+                ],
+                "profile.backpressure",
+                |p, _| {
+                    p.workers = 1;
+                    p.backpressure = Backpressure::Shed;
+                    p.dispatch = Dispatch::Serial;
+                },
+            ),
+            (
+                "shed with spawn-await",
+                vec![
+                    workers1,
+                    ("\"block\"", "\"shed\""),
+                    ("\"pool\"", "\"spawn-await\""),
+                ],
+                "profile.backpressure",
+                |p, _| {
+                    p.workers = 1;
+                    p.backpressure = Backpressure::Shed;
+                    p.dispatch = Dispatch::SpawnAwait;
+                },
+            ),
+            (
+                "a worker pool size without a pool",
+                vec![("\"pool\"", "\"task-per-job\"")],
+                "profile.workers",
+                |p, _| p.dispatch = Dispatch::TaskPerJob,
+            ),
+            (
+                "the BEAM with a mailbox",
+                vec![("\"pool\"", "\"mailbox\"\nruntime = \"beam\"")],
+                "profile.dispatch",
+                |p, _| {
+                    p.runtime = Flavor::Beam;
+                    p.dispatch = Dispatch::Mailbox;
+                },
+            ),
+            (
+                "the BEAM computing in a blocking pool",
+                vec![("\"inline\"", "\"blocking\"\nruntime = \"beam\"")],
+                "profile.compute",
+                |p, _| {
+                    p.runtime = Flavor::Beam;
+                    p.compute = Compute::Blocking;
+                },
+            ),
+            (
+                "the BEAM shedding",
+                vec![("\"block\"", "\"shed\"\nruntime = \"beam\"")],
+                "profile.backpressure",
+                |p, _| {
+                    p.runtime = Flavor::Beam;
+                    p.backpressure = Backpressure::Shed;
+                },
+            ),
+            (
+                "the BEAM with two producers",
+                vec![("producers = 1", "producers = 2\nruntime = \"beam\"")],
+                "profile.producers",
+                |p, _| {
+                    p.runtime = Flavor::Beam;
+                    p.producers = 2;
+                },
+            ),
+            (
+                "a current-thread runtime on two threads",
+                vec![(
+                    "workers = 64",
+                    "workers = 64\nthreads = 2\nruntime = \"current-thread\"",
+                )],
+                "profile.threads",
+                |p, _| {
+                    p.runtime = Flavor::CurrentThread;
+                    p.threads = Some(2);
+                },
+            ),
+            (
+                "killing a worker where there is none",
+                vec![
+                    workers1,
+                    ("\"pool\"", "\"task-per-job\""),
+                    (
+                        "[[class]]",
+                        "[[fault]]\nkind = \"kill-worker\"\nat_job = 5\n\n[[class]]",
+                    ),
+                ],
+                "fault[0].kind",
+                |p, plan| {
+                    p.workers = 1;
+                    p.dispatch = Dispatch::TaskPerJob;
+                    plan.kill_jobs = vec![5];
+                },
+            ),
+            (
+                "a recovery window of part of a bucket",
+                vec![("[supervisor]", "[recovery]\nwindow_ms = 15\n\n[supervisor]")],
+                "recovery.window_ms",
+                |_, plan| plan.recovery_window_ms = 15,
+            ),
+            (
+                "a recovery band of 150%",
+                vec![("[supervisor]", "[recovery]\nband = 1.5\n\n[supervisor]")],
+                "recovery.band",
+                |_, plan| plan.recovery_band = 1.5,
+            ),
+            (
+                "a short baseline",
+                vec![(
+                    "[supervisor]",
+                    "[recovery]\nbaseline_ms = 200\n\n[supervisor]",
+                )],
+                "recovery.baseline_ms",
+                |_, plan| plan.recovery_baseline_ms = 200,
+            ),
+            (
+                "a restart backoff over a minute",
+                vec![("max_restarts = 0", "max_restarts = 0\nbackoff_ms = 70000")],
+                "supervisor.backoff_ms",
+                |_, plan| plan.backoff_ms = 70_000,
+            ),
+            (
+                "restarts limited in no window",
+                vec![("max_restarts = 0", "max_restarts = 3")],
+                "supervisor.restart_window_ms",
+                |_, plan| plan.max_restarts = 3,
+            ),
+            (
+                "a job timeout over an hour",
+                vec![("[profile]", "job_timeout_ms = 3600001\n\n[profile]")],
+                "run.job_timeout_ms",
+                |_, plan| plan.job_timeout_ms = 3_600_001,
+            ),
+            (
+                "snapshots too often",
+                vec![("snapshot_interval_ms = 1000", "snapshot_interval_ms = 50")],
+                "run.snapshot_interval_ms",
+                |_, plan| plan.snapshot_interval_ms = 50,
+            ),
+        ]
+    }
+
+    #[test]
+    fn both_ends_refuse_the_same_runs_for_the_same_reason() {
+        let base = scenario::parse(PARITY_TOML, "parity.toml", &Limits::default()).unwrap();
+        for (what, edits, key, edit) in rows() {
+            let mut text = PARITY_TOML.to_string();
+            for (from, to) in edits {
+                assert!(
+                    text.contains(from),
+                    "{what}: {from:?} not in the parity scenario"
+                );
+                text = text.replacen(from, to, 1);
+            }
+            let (toml_key, expected) = match scenario::parse(&text, "t.toml", &Limits::default()) {
+                Err(ScenarioError::Invalid { key, expected, .. }) => (key, expected),
+                other => panic!("{what}: the scenario was not refused: {other:?}"),
+            };
+            assert_eq!(toml_key, key, "{what}: {expected}");
+
+            let mut profile = base.profiles[0].clone();
+            let mut plan = base.to_proto();
+            edit(&mut profile, &mut plan);
+            let start = proto::Start {
+                run_id: "two-paths".into(),
+                profile: Some(profile.to_proto()),
+                plan: Some(plan),
+                protocol_version: cwbench::PROTOCOL_VERSION,
+            };
+            let refusal = RunSpec::try_from(&start).expect_err(what);
+            assert_eq!(refusal.reason, expected, "{what}");
+            let agent = validate_start(&AgentConfig::default(), &start).expect_err(what);
+            assert_eq!(agent, refusal.to_string(), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_scenario_s_spec_passes_the_agent_s_check() {
+        let base = scenario::parse(PARITY_TOML, "parity.toml", &Limits::default()).unwrap();
+        let spec = base.run_spec(&base.profiles[0], "r");
+        let start = proto::Start {
+            run_id: "r".into(),
+            profile: Some(base.profiles[0].to_proto()),
+            plan: Some(base.to_proto()),
+            protocol_version: cwbench::PROTOCOL_VERSION,
+        };
+        assert_eq!(RunSpec::try_from(&start), Ok(spec));
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cwbench::generator::Job;
-use cwbench::proto::{Compute, Dispatch};
+use cwbench::spec::{Compute, Dispatch, Flavor};
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -24,24 +24,14 @@ use crate::queue::Queue;
 use crate::recorder::{Recorder, Timing};
 use crate::span::{End, Span, Warmup};
 
-/// Which runtime runs the jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Runtime {
-    /// A tokio runtime in this process (flavor per `current_thread`).
-    #[default]
-    Tokio,
-    /// An Erlang VM started as a child process (crate::beam); `threads`
-    /// is then its scheduler count.
-    Beam,
-}
-
 /// A validated execution configuration (see proto `Profile`).
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub runtime: Runtime,
+    /// A tokio runtime in this process, or an Erlang VM started as a child
+    /// process (crate::beam; `threads` is then its scheduler count).
+    pub runtime: Flavor,
     /// Worker threads (tokio) or schedulers (BEAM).
     pub threads: usize,
-    pub current_thread: bool,
     pub workers: usize,
     pub queue_bound: usize,
     pub producers: usize,
@@ -120,7 +110,7 @@ impl Workload {
     /// Builds the runtime on its own thread and starts producers and workers.
     /// Returns once the runtime exists, or the reason it could not be built.
     pub fn start(cfg: Config) -> Result<Self, String> {
-        if cfg.runtime == Runtime::Beam {
+        if cfg.runtime == Flavor::Beam {
             return crate::beam::start(cfg);
         }
         install_panic_hook();
@@ -147,7 +137,7 @@ impl Workload {
                 .collect(),
             // A timed run's producer hands over chunks too: each job is
             // admitted (or the run's end decided) as it enters the queue.
-            Dispatch::Pool | Dispatch::Unspecified if chunked(&cfg) && recorder.span.timed() => {
+            Dispatch::Pool if chunked(&cfg) && recorder.span.timed() => {
                 let rec = recorder.clone();
                 let gate = move |job: &Job, origin: u64| {
                     let admitted = rec.span.admit(job, origin);
@@ -158,7 +148,7 @@ impl Workload {
                 };
                 vec![Arc::new(Queue::with_gate(cfg.queue_bound, Box::new(gate)))]
             }
-            Dispatch::Pool | Dispatch::Unspecified => vec![Arc::new(Queue::new(cfg.queue_bound))],
+            Dispatch::Pool => vec![Arc::new(Queue::new(cfg.queue_bound))],
             _ => Vec::new(),
         };
         let cancel = CancellationToken::new();
@@ -186,7 +176,7 @@ impl Workload {
         let thread = std::thread::Builder::new()
             .name("cwbench-run".into())
             .spawn(move || {
-                let mut builder = if cfg.current_thread {
+                let mut builder = if cfg.runtime == Flavor::CurrentThread {
                     tokio::runtime::Builder::new_current_thread()
                 } else {
                     let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -603,10 +593,7 @@ async fn produce(
 /// Whether producers hand over whole chunks: closed loop, blocking
 /// backpressure, one producer, one pool queue.
 fn chunked(cfg: &Config) -> bool {
-    !cfg.open
-        && !cfg.shed
-        && cfg.producers == 1
-        && matches!(cfg.dispatch, Dispatch::Pool | Dispatch::Unspecified)
+    !cfg.open && !cfg.shed && cfg.producers == 1 && matches!(cfg.dispatch, Dispatch::Pool)
 }
 
 /// Waits until `at`: tokio's timer (1 ms ticks) for the long part, then
@@ -638,7 +625,7 @@ async fn pace_until(at: u64, cancel: &CancellationToken) -> bool {
 async fn release(ctx: &Arc<Ctx>, producer: usize, job: Job, origin: u64) -> Released {
     let cfg = &ctx.cfg;
     match cfg.dispatch {
-        Dispatch::Pool | Dispatch::Unspecified | Dispatch::Mailbox => {
+        Dispatch::Pool | Dispatch::Mailbox => {
             let q = if cfg.dispatch == Dispatch::Mailbox {
                 &ctx.queues[ctx.rr.fetch_add(1, Ordering::Relaxed) % ctx.queues.len()]
             } else {
@@ -756,8 +743,7 @@ fn in_flight(n: &std::sync::atomic::AtomicU64, on: bool) {
 /// its work computed inline (`run_now`).
 #[inline]
 fn never_awaits(cfg: &Config, job: &Job) -> bool {
-    job.sleep_us == 0
-        && (job.work_units == 0 || matches!(cfg.compute, Compute::Inline | Compute::Unspecified))
+    job.sleep_us == 0 && (job.work_units == 0 || matches!(cfg.compute, Compute::Inline))
 }
 
 /// Runs one job: the CPU step where the profile places it, an injected crash
@@ -891,7 +877,7 @@ async fn compute_step(ctx: &Ctx, job: &Job, deadline: Option<Instant>) -> Step {
         return Step::Done;
     }
     match ctx.cfg.compute {
-        Compute::Inline | Compute::Unspecified => compute(id, units, &ctx.cancel, deadline),
+        Compute::Inline => compute(id, units, &ctx.cancel, deadline),
         Compute::Yield => {
             let mut left = units;
             while left > 0 {
@@ -1191,9 +1177,8 @@ mod tests {
 
     fn closed_loop(workers: usize, warmup: Warmup, end: End) -> Config {
         Config {
-            runtime: Runtime::Tokio,
+            runtime: Flavor::MultiThread,
             threads: 2,
-            current_thread: false,
             workers,
             queue_bound: 16,
             producers: 1,

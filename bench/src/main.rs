@@ -14,10 +14,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cwbench::generator::{BatchBuilder, Generator, Job};
 use cwbench::histogram::{Hist, encode, new_hist, record};
-use cwbench::proto::{self, Compute, Dispatch};
+use cwbench::proto;
 use cwbench::scenario::{Limits, PARITY_NAME, PARITY_TOML, Plan, parse};
+use cwbench::spec::{Compute, Dispatch, Flavor};
 use cwbench_agent::span::{End, Warmup};
-use cwbench_agent::workload::{Config, Outcome, Runtime, Workload};
+use cwbench_agent::workload::{Config, Outcome, Workload};
 use cwbench_coordinator::driver::{DriveOptions, HostReplay, HostRun, Share};
 use cwbench_coordinator::result::{ProfileResult, RunResult, SCHEMA_VERSION};
 use cwbench_coordinator::run::{Agents, RunOptions};
@@ -632,9 +633,8 @@ fn overhead_once(
     const CHUNK: u64 = 8192;
     const WINDOW: u64 = 262_144;
     let cfg = Config {
-        runtime: Runtime::Tokio,
+        runtime: Flavor::MultiThread,
         threads: threads as usize,
-        current_thread: false,
         workers,
         queue_bound: 256,
         producers: 1,
