@@ -11,6 +11,8 @@ pub mod proto;
 pub mod scenario;
 pub mod spec;
 pub mod sysinfo;
+pub mod tls;
+pub mod token;
 
 /// Version of the wire protocol in `proto/cwbench/v1/agent.proto`.
 pub const PROTOCOL_VERSION: u32 = 2;

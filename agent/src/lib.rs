@@ -14,7 +14,6 @@ mod recovery;
 pub mod server;
 mod session;
 pub mod span;
-pub mod tls;
 pub mod workload;
 
 pub use auth::AuthInterceptor;

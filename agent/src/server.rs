@@ -57,7 +57,7 @@ pub struct AgentConfig {
     /// Pin every run's workload threads to these CPUs (`--cpus`).
     pub cpus: Option<Vec<usize>>,
     /// Serve over TLS with this certificate (`--tls-cert`, `--tls-key`).
-    pub tls: Option<crate::tls::ServerTls>,
+    pub tls: Option<cwbench::tls::ServerTls>,
     /// The token every rpc must carry (none: no check; loopback or
     /// `--insecure` only).
     pub auth: AuthInterceptor,

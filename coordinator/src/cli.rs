@@ -252,8 +252,8 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     let tls = match &args.tls_ca {
         None => None,
         Some(ca) => {
-            use cwbench_agent::tls::read_pem;
-            let bad = |e: cwbench_agent::tls::TlsFileError| CliError::BadInput(e.to_string());
+            use cwbench::tls::read_pem;
+            let bad = |e: cwbench::tls::TlsFileError| CliError::BadInput(e.to_string());
             let ca = read_pem("--tls-ca", ca, "a CA certificate").map_err(bad)?;
             let identity = match (&args.tls_cert, &args.tls_key) {
                 (Some(c), Some(k)) => Some((

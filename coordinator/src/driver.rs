@@ -93,10 +93,10 @@ pub struct BearerToken(MetadataValue<Ascii>);
 
 impl BearerToken {
     /// Checks `token` (non-empty printable ASCII) and builds the header value.
-    pub fn new(token: &str) -> Result<Self, cwbench_agent::auth::TokenError> {
-        cwbench_agent::auth::validate_token(token)?;
+    pub fn new(token: &str) -> Result<Self, cwbench::token::TokenError> {
+        cwbench::token::validate_token(token)?;
         let v = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| cwbench_agent::auth::TokenError::NotPrintable)?;
+            .map_err(|_| cwbench::token::TokenError::NotPrintable)?;
         Ok(Self(v))
     }
 }
@@ -115,7 +115,7 @@ impl Interceptor for SendToken {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(t) = &self.0 {
             req.metadata_mut()
-                .insert(cwbench_agent::auth::METADATA_KEY, t.0.clone());
+                .insert(cwbench::token::METADATA_KEY, t.0.clone());
         }
         Ok(req)
     }

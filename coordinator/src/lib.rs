@@ -10,6 +10,7 @@ pub mod driver;
 pub mod hlog;
 pub mod html;
 pub mod joblog;
+pub mod local;
 pub mod output;
 pub mod progress;
 pub mod report;

@@ -3,8 +3,8 @@
 //! an open loop is sized in jobs by the arrival schedule.
 
 use cwbench::scenario::{self, Limits, Plan};
-use cwbench_agent::{AgentConfig, LocalAgent};
 use cwbench_coordinator::compare;
+use cwbench_coordinator::local::{AgentConfig, LocalAgent};
 use cwbench_coordinator::result::{HostResult, HostStatus, RunResult};
 use cwbench_coordinator::run::{self, Agents, RunOptions};
 
