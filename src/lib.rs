@@ -2,6 +2,8 @@
 //! generator, the histogram codec and the result types shared by the agent and
 //! the coordinator.
 
+pub mod arrival;
+pub mod batch;
 pub mod digest;
 pub mod distribution;
 pub mod generator;
@@ -10,6 +12,7 @@ pub mod packed;
 pub mod proto;
 pub mod scenario;
 pub mod spec;
+pub mod stream;
 pub mod sysinfo;
 pub mod tls;
 pub mod token;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::arrival::Process;
 use crate::distribution::Dist;
 use crate::proto;
 use crate::spec::{self, Refusal};
@@ -166,15 +167,6 @@ pub enum ArrivalMode {
     #[default]
     Closed,
     Open,
-}
-
-/// Spacing of open-loop arrivals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Process {
-    #[default]
-    Constant,
-    Poisson,
 }
 
 /// How the stream is spread over agents.
@@ -986,25 +978,6 @@ fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioEr
     })
 }
 
-/// Open loop: the mean number of jobs intended to start in the first
-/// `span_us` of the schedule.
-fn expected_jobs(rates: &[(f64, u64)], span_us: u64) -> f64 {
-    let mut left = span_us as f64 / 1e6;
-    let mut jobs = 0.0;
-    for (k, &(rate, first)) in rates.iter().enumerate() {
-        let step_secs = rates
-            .get(k + 1)
-            .map_or(f64::INFINITY, |next| (next.1 - first) as f64 / rate);
-        let t = left.min(step_secs);
-        jobs += t * rate;
-        left -= t;
-        if left <= 0.0 {
-            break;
-        }
-    }
-    jobs
-}
-
 /// Most a warm-up or a measured part may last, milliseconds (a day).
 const MAX_SPAN_MS: u64 = 86_400_000;
 
@@ -1096,31 +1069,26 @@ fn validate_sizing(
         .unwrap_or(0)
         .saturating_add(r.duration_ms.unwrap_or(0))
         * 1000;
-    if expected_jobs(rates, span_us) > 2.0 * cap as f64 {
+    if crate::arrival::expected_jobs(rates, span_us) > 2.0 * cap as f64 {
         return Err(too_many());
     }
     let (warmup_jobs, measure_from_us) = match r.warmup_ms {
         Some(ms) => {
-            let n = crate::generator::jobs_before(seed, rates, process, ms * 1000, cap)
+            let n = crate::arrival::jobs_before(seed, rates, process, ms * 1000, cap)
                 .ok_or_else(too_many)?;
             (n, ms * 1000)
         }
         None => (
             r.warmup_jobs,
-            crate::generator::intended_us(seed, rates, process, r.warmup_jobs),
+            crate::arrival::intended_us(seed, rates, process, r.warmup_jobs),
         ),
     };
     let measured = match (jobs, r.duration_ms) {
         (Some(n), _) => n,
         (None, Some(ms)) => {
-            let end = crate::generator::jobs_before(
-                seed,
-                rates,
-                process,
-                measure_from_us + ms * 1000,
-                cap,
-            )
-            .ok_or_else(too_many)?;
+            let end =
+                crate::arrival::jobs_before(seed, rates, process, measure_from_us + ms * 1000, cap)
+                    .ok_or_else(too_many)?;
             end.saturating_sub(warmup_jobs)
         }
         (None, None) => unreachable!("validated above: jobs or duration_ms"),

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use cwbench::batch::for_each_job;
 use cwbench::digest::Digest;
-use cwbench::generator::{Job, for_each_job};
+use cwbench::generator::Job;
 use cwbench::proto::error::Code;
 use cwbench::proto::run_event::Msg as Out;
 use cwbench::proto::run_request::Msg as In;
@@ -481,8 +482,8 @@ impl Session {
                 if self.ended {
                     return Err((Code::Protocol, "JobBatch after EndOfJobs".into()));
                 }
-                let n = cwbench::generator::batch_len(&b)
-                    .map_err(|e| (Code::Protocol, e.to_string()))?;
+                let n =
+                    cwbench::batch::batch_len(&b).map_err(|e| (Code::Protocol, e.to_string()))?;
                 if n > self.max_batch {
                     return Err((
                         Code::Protocol,

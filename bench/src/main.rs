@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use cwbench::generator::{BatchBuilder, Generator, Job};
+use cwbench::batch::BatchBuilder;
+use cwbench::generator::{Generator, Job};
 use cwbench::histogram::{Hist, encode, new_hist, record};
 use cwbench::proto;
 use cwbench::scenario::{Limits, PARITY_NAME, PARITY_TOML, Plan, parse};

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cwbench::batch::BatchBuilder;
 use cwbench::digest::{Digest, hex};
-use cwbench::generator::{BatchBuilder, Generator};
+use cwbench::generator::Generator;
 use cwbench::histogram::{Dense, Hist, Summary, merge_encoded, new_hist, with_decoded};
 use cwbench::proto::agent_client::AgentClient;
 use cwbench::proto::run_event::Msg as In;
