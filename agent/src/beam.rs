@@ -19,8 +19,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::buffers::Buffers;
+use crate::engine::{Config, Outcome, Parts, Probe, Workload};
 use crate::recorder::{Recorder, Timing};
-use crate::workload::{Config, Outcome, Workload};
 
 /// The Erlang sources, compiled into the agent so it runs from anywhere.
 pub const SOURCES: [(&str, &str); 3] = [
@@ -260,6 +261,16 @@ impl BeamGauges {
     }
 }
 
+impl Probe for BeamGauges {
+    fn queue_depth(&self) -> u64 {
+        BeamGauges::queue_depth(self)
+    }
+
+    fn gauges(&self) -> proto::Gauges {
+        self.to_proto()
+    }
+}
+
 /// Starts a BEAM run: the thread that compiles the modules if needed and
 /// owns the VM. Errors say what is missing and how to install it.
 pub fn start(cfg: Config) -> Result<Workload, String> {
@@ -312,9 +323,16 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
             let _ = done_tx.send(outcome);
         })
         .map_err(|e| format!("cannot start the BEAM driver thread: {e}"))?;
-    Ok(Workload::from_parts(
-        feed_tx, credit_rx, done_rx, recorder, gauges, cancel, thread,
-    ))
+    Ok(Workload::from_parts(Parts {
+        feed: feed_tx,
+        credit: credit_rx,
+        finished: done_rx,
+        recorder,
+        buffers: Arc::new(Buffers::new(0)),
+        probe: gauges,
+        cancel,
+        thread,
+    }))
 }
 
 /// The driver's connections to the session.

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use clap::Parser;
 
 use crate::auth::AuthInterceptor;
-use crate::server::{AgentConfig, serve};
+use crate::host::AgentConfig;
+use crate::server::serve;
 use cwbench::token::validate_token;
 
 /// Exit codes of the `agent` binary.

@@ -8,6 +8,8 @@ mod buffers;
 pub mod cli;
 pub mod clock;
 mod compute;
+pub mod engine;
+pub mod host;
 mod queue;
 mod recorder;
 mod recovery;
@@ -17,4 +19,5 @@ pub mod span;
 pub mod workload;
 
 pub use auth::AuthInterceptor;
-pub use server::{AgentConfig, AgentService, Limits, LocalAgent, serve};
+pub use host::{AgentConfig, Limits};
+pub use server::{AgentService, LocalAgent, serve};

@@ -17,8 +17,8 @@ use cwbench::spec::{Backpressure, Compute, Flavor, RecoverySpec, RunSpec};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use crate::host::{AgentConfig, Slot, agent_info};
 use crate::recorder::Aggregator;
-use crate::server::{AgentConfig, Slot, agent_info, error_event};
 use crate::span::{End, Warmup};
 use crate::workload::{Config, Outcome, Workload};
 
@@ -199,6 +199,16 @@ pub fn recovery_params(plan: &proto::Plan) -> Result<crate::recovery::Params, St
     })
 }
 
+/// An Error event, the terminal message of a failed run.
+pub fn error_event(code: proto::error::Code, message: impl Into<String>) -> RunEvent {
+    RunEvent {
+        msg: Some(proto::run_event::Msg::Error(proto::Error {
+            code: code as i32,
+            message: message.into(),
+        })),
+    }
+}
+
 /// Drives one Run stream to its end.
 pub async fn run(
     cfg: Arc<AgentConfig>,
@@ -344,7 +354,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 send_job_log(&tx, &wl).await;
-                let snap = agg.snapshot(&wl.recorder, gauges(&wl));
+                let snap = agg.snapshot(&wl.recorder, wl.gauges());
                 if tx.send(ev(Out::Snapshot(snap))).await.is_err() {
                     tracing::warn!(run = %run_id, "coordinator gone; cancelling");
                     wl.cancel();
@@ -363,7 +373,7 @@ pub async fn run(
         }
     };
 
-    let snap = agg.snapshot(&wl.recorder, gauges(&wl));
+    let snap = agg.snapshot(&wl.recorder, wl.gauges());
     let _ = tx.send(ev(Out::Snapshot(snap))).await;
     // The pool has stopped: this drains every record left.
     send_job_log(&tx, &wl).await;
@@ -412,30 +422,6 @@ async fn send_job_log(tx: &Tx, wl: &Workload) {
         if tx.send(ev(Out::JobRecords(part))).await.is_err() {
             return;
         }
-    }
-}
-
-/// Gauges only the session can read: queue depth and the workload
-/// runtime's stable metrics.
-fn gauges(wl: &Workload) -> proto::Gauges {
-    if let Some(b) = &wl.beam {
-        return b.to_proto();
-    }
-    let Some(rt) = &wl.runtime else {
-        return proto::Gauges::default();
-    };
-    let m = rt.metrics();
-    let workers = m.num_workers();
-    proto::Gauges {
-        queue_depth: wl.queue_depth(),
-        runtime_workers: workers as u64,
-        alive_tasks: m.num_alive_tasks() as u64,
-        global_queue_depth: m.global_queue_depth() as u64,
-        workers_busy_us: (0..workers)
-            .map(|i| m.worker_total_busy_duration(i).as_micros() as u64)
-            .sum(),
-        workers_park_count: (0..workers).map(|i| m.worker_park_count(i)).sum(),
-        ..Default::default()
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cwbench::generator::Job;
+use cwbench::proto;
 use cwbench::spec::{Compute, Dispatch, Flavor};
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
@@ -20,63 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffers::Buffers;
 use crate::compute::{ComputePool, Step, compute};
+pub use crate::engine::{Config, Outcome, Workload};
+use crate::engine::{Parts, Probe};
 use crate::queue::Queue;
 use crate::recorder::{Recorder, Timing};
-use crate::span::{End, Span, Warmup};
-
-/// A validated execution configuration (see proto `Profile`).
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// A tokio runtime in this process, or an Erlang VM started as a child
-    /// process (crate::beam; `threads` is then its scheduler count).
-    pub runtime: Flavor,
-    /// Worker threads (tokio) or schedulers (BEAM).
-    pub threads: usize,
-    pub workers: usize,
-    pub queue_bound: usize,
-    pub producers: usize,
-    pub shed: bool,
-    /// Open loop: release each job at its intended time.
-    pub open: bool,
-    pub dispatch: Dispatch,
-    pub compute: Compute,
-    pub yield_every: u32,
-    pub compute_threads: usize,
-    /// What is warm-up, and when the measured part ends.
-    pub warmup: Warmup,
-    pub end: End,
-    pub classes: usize,
-    /// Jobs a producer releases before it returns them as credit.
-    pub credit_chunk: u64,
-    /// Jobs' worth of emptied batch buffers kept for reuse (the credit
-    /// window; 0 keeps none).
-    pub recycle_jobs: u64,
-    pub max_restarts: u32,
-    pub restart_window: Duration,
-    /// Restart backoff: first delay and cap (zero = restart at once).
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-    pub probe_interval: Duration,
-    /// Jobs running longer than this from pick-up are abandoned (timed out).
-    pub job_timeout: Option<Duration>,
-    /// Pin the workload's threads (runtime, blocking, compute pool) here.
-    pub cpus: Option<Vec<usize>>,
-    /// Keep per-job records for the coordinator's --job-log.
-    pub job_log: bool,
-    /// Jobs whose worker is killed from outside when it picks them up.
-    pub kill_jobs: std::collections::HashSet<u64>,
-}
-
-/// How a run's workload ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every job was run, shed or cancelled.
-    Finished,
-    /// The supervisor gave up (restart intensity exceeded).
-    PoolFailed(String),
-    /// A worker failed for a reason other than an injected crash.
-    Internal(String),
-}
+use crate::span::Span;
 
 /// The payload of an injected crash: a real panic, caught by the supervisor.
 #[derive(Debug)]
@@ -84,26 +33,6 @@ pub struct InjectedCrash {
     pub job: u64,
     /// ns, agent clock.
     pub at: u64,
-}
-
-/// The handle the session keeps on a running workload.
-#[derive(Debug)]
-pub struct Workload {
-    feed: Option<mpsc::UnboundedSender<Vec<Job>>>,
-    pub credit: mpsc::UnboundedReceiver<u64>,
-    pub finished: oneshot::Receiver<Outcome>,
-    pub recorder: Arc<Recorder>,
-    /// Cancelled when a timed run's measured part is over.
-    pub stopped: CancellationToken,
-    queues: Vec<Arc<Queue<Job>>>,
-    /// Emptied job buffers, for the next batch (`buffer`).
-    buffers: Arc<Buffers>,
-    /// The tokio workload runtime, for its metrics (None on the BEAM).
-    pub runtime: Option<tokio::runtime::Handle>,
-    /// The BEAM's own gauges (None on tokio).
-    pub beam: Option<Arc<crate::beam::BeamGauges>>,
-    cancel: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Workload {
@@ -212,100 +141,44 @@ impl Workload {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err("the run thread died while building the runtime".into()),
         };
-        Ok(Self {
-            feed: Some(feed_tx),
+        Ok(Self::from_parts(Parts {
+            feed: feed_tx,
             credit: credit_rx,
             finished: done_rx,
-            stopped: recorder.span.stopped.clone(),
             recorder,
-            queues,
             buffers,
-            runtime: Some(runtime),
-            beam: None,
+            probe: Arc::new(TokioProbe { queues, runtime }),
             cancel,
-            thread: Some(thread),
-        })
-    }
-
-    /// A workload run by the BEAM driver thread (crate::beam).
-    pub(crate) fn from_parts(
-        feed: mpsc::UnboundedSender<Vec<Job>>,
-        credit: mpsc::UnboundedReceiver<u64>,
-        finished: oneshot::Receiver<Outcome>,
-        recorder: Arc<Recorder>,
-        beam: Arc<crate::beam::BeamGauges>,
-        cancel: CancellationToken,
-        thread: std::thread::JoinHandle<()>,
-    ) -> Self {
-        Self {
-            feed: Some(feed),
-            credit,
-            finished,
-            // Cancelled by the driver when the VM says a timed run stopped.
-            stopped: recorder.span.stopped.clone(),
-            recorder,
-            queues: Vec::new(),
-            buffers: Arc::new(Buffers::new(0)),
-            runtime: None,
-            beam: Some(beam),
-            cancel,
-            thread: Some(thread),
-        }
-    }
-
-    /// An empty buffer for `n` received jobs (one the producers emptied,
-    /// if there is one), to `feed` with them.
-    pub fn buffer(&self, n: usize) -> Vec<Job> {
-        self.buffers.take(n)
-    }
-
-    /// Hands received jobs to the producers.
-    pub fn feed(&self, jobs: Vec<Job>) {
-        if let Some(f) = &self.feed {
-            // Fails only once producers are gone (cancelled): those jobs were
-            // counted as received and must be counted as cancelled.
-            if let Err(e) = f.send(jobs) {
-                self.recorder
-                    .cancelled
-                    .fetch_add(e.0.len() as u64, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// No more jobs: producers finish what is buffered, then the pool drains.
-    pub fn end_of_jobs(&mut self) {
-        self.feed = None;
-    }
-
-    /// Stops the run: everything not yet done is counted as cancelled.
-    pub fn cancel(&mut self) {
-        self.cancel.cancel();
-        self.feed = None;
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-
-    /// Jobs waiting in the bounded queue(s).
-    pub fn queue_depth(&self) -> u64 {
-        if let Some(b) = &self.beam {
-            return b.queue_depth();
-        }
-        self.queues.iter().map(|q| q.len() as u64).sum()
+            thread,
+        }))
     }
 }
 
-impl Drop for Workload {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-        self.feed = None;
-        if let Some(t) = self.thread.take() {
-            // The runtime thread ends within the cancel bound; joining on
-            // another thread keeps a server task from blocking on it.
-            std::thread::spawn(move || {
-                let _ = t.join();
-            });
+/// The tokio engine's gauges: queue depth and the runtime's stable metrics.
+#[derive(Debug)]
+struct TokioProbe {
+    queues: Vec<Arc<Queue<Job>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Probe for TokioProbe {
+    fn queue_depth(&self) -> u64 {
+        self.queues.iter().map(|q| q.len() as u64).sum()
+    }
+
+    fn gauges(&self) -> proto::Gauges {
+        let m = self.runtime.metrics();
+        let workers = m.num_workers();
+        proto::Gauges {
+            queue_depth: self.queue_depth(),
+            runtime_workers: workers as u64,
+            alive_tasks: m.num_alive_tasks() as u64,
+            global_queue_depth: m.global_queue_depth() as u64,
+            workers_busy_us: (0..workers)
+                .map(|i| m.worker_total_busy_duration(i).as_micros() as u64)
+                .sum(),
+            workers_park_count: (0..workers).map(|i| m.worker_park_count(i)).sum(),
+            ..Default::default()
         }
     }
 }
@@ -1173,6 +1046,7 @@ fn install_panic_hook() {
 mod tests {
     use super::*;
     use crate::recorder::Aggregator;
+    use crate::span::{End, Warmup};
     use cwbench::proto;
 
     fn closed_loop(workers: usize, warmup: Warmup, end: End) -> Config {
