@@ -10,6 +10,7 @@ pub mod clock;
 mod compute;
 pub mod engine;
 pub mod host;
+mod phase;
 mod queue;
 mod recorder;
 mod recovery;

@@ -15,18 +15,16 @@ use cwbench::proto::run_request::Msg as In;
 use cwbench::proto::{self, RunEvent, RunRequest};
 use cwbench::spec::{Backpressure, Compute, Flavor, RecoverySpec, RunSpec};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
 use crate::host::{AgentConfig, Slot, agent_info};
+use crate::phase::{CANCEL_GRACE, Effect, Event, Machine, Phase};
 use crate::recorder::Aggregator;
 use crate::span::{End, Warmup};
 use crate::workload::{Config, Outcome, Workload};
 
 type Tx = mpsc::Sender<Result<RunEvent, Status>>;
-
-/// How long a cancelled workload may take to stop before the agent reports
-/// and moves on regardless.
-const CANCEL_GRACE: Duration = Duration::from_millis(1500);
 
 fn ev(msg: Out) -> Result<RunEvent, Status> {
     Ok(RunEvent { msg: Some(msg) })
@@ -209,7 +207,46 @@ pub fn error_event(code: proto::error::Code, message: impl Into<String>) -> RunE
     }
 }
 
-/// Drives one Run stream to its end.
+/// Waits for the Start that opens a Run stream and checks its protocol
+/// version; None once the stream was answered with an error or is gone.
+async fn first_start(
+    cfg: &AgentConfig,
+    inbound: &mut Streaming<RunRequest>,
+    tx: &Tx,
+) -> Option<proto::Start> {
+    let first = tokio::time::timeout(cfg.handshake_timeout, inbound.message()).await;
+    let start = match first {
+        Ok(Ok(Some(RunRequest {
+            msg: Some(In::Start(s)),
+        }))) => s,
+        Ok(Ok(Some(_))) => {
+            let m = "the first message of a Run must be Start";
+            fail(tx, Code::Protocol, m.into()).await;
+            return None;
+        }
+        Ok(Ok(None)) | Ok(Err(_)) => return None,
+        Err(_) => {
+            let secs = cfg.handshake_timeout.as_secs();
+            let m = format!("no Start within {secs} s of opening the Run stream");
+            fail(tx, Code::Protocol, m).await;
+            return None;
+        }
+    };
+    if start.protocol_version != cwbench::PROTOCOL_VERSION {
+        let m = format!(
+            "protocol version mismatch: coordinator speaks {}, agent {} speaks {}",
+            start.protocol_version,
+            cwbench::VERSION,
+            cwbench::PROTOCOL_VERSION
+        );
+        fail(tx, Code::Version, m).await;
+        return None;
+    }
+    Some(start)
+}
+
+/// Drives one Run stream to its end: the handshake (Start, checks, the
+/// slot, the workload, Ready), then [`drive`], then the report.
 pub async fn run(
     cfg: Arc<AgentConfig>,
     slot: Arc<Slot>,
@@ -217,45 +254,9 @@ pub async fn run(
     tx: Tx,
     peer: String,
 ) {
-    let first = tokio::time::timeout(cfg.handshake_timeout, inbound.message()).await;
-    let start = match first {
-        Ok(Ok(Some(RunRequest {
-            msg: Some(In::Start(s)),
-        }))) => s,
-        Ok(Ok(Some(_))) => {
-            return fail(
-                &tx,
-                Code::Protocol,
-                "the first message of a Run must be Start".into(),
-            )
-            .await;
-        }
-        Ok(Ok(None)) | Ok(Err(_)) => return,
-        Err(_) => {
-            return fail(
-                &tx,
-                Code::Protocol,
-                format!(
-                    "no Start within {} s of opening the Run stream",
-                    cfg.handshake_timeout.as_secs()
-                ),
-            )
-            .await;
-        }
+    let Some(start) = first_start(&cfg, &mut inbound, &tx).await else {
+        return;
     };
-    if start.protocol_version != cwbench::PROTOCOL_VERSION {
-        return fail(
-            &tx,
-            Code::Version,
-            format!(
-                "protocol version mismatch: coordinator speaks {}, agent {} speaks {}",
-                start.protocol_version,
-                cwbench::VERSION,
-                cwbench::PROTOCOL_VERSION
-            ),
-        )
-        .await;
-    }
     let mut wcfg = match validate_start(&cfg, &start) {
         Ok(c) => c,
         Err(e) => return fail(&tx, Code::Invalid, e).await,
@@ -264,12 +265,8 @@ pub async fn run(
     let _guard = match slot.claim(&run_id) {
         Ok(g) => g,
         Err(busy) => {
-            return fail(
-                &tx,
-                Code::Busy,
-                format!("agent is busy with run {busy}; run {run_id} refused"),
-            )
-            .await;
+            let m = format!("agent is busy with run {busy}; run {run_id} refused");
+            return fail(&tx, Code::Busy, m).await;
         }
     };
     let plan = start.plan.unwrap_or_default();
@@ -277,8 +274,14 @@ pub async fn run(
     wcfg.credit_chunk = (window / (4 * wcfg.producers as u64)).max(1);
     wcfg.recycle_jobs = window;
     let threads = wcfg.threads as u32;
-    let nclasses = wcfg.classes;
-    let wcfg_open = wcfg.open;
+    let mut s = Session {
+        credit: window,
+        digest: Digest::new(),
+        next_id: 0,
+        nclasses: wcfg.classes,
+        open: wcfg.open,
+        max_batch: cfg.limits.max_batch_jobs,
+    };
     let runtime = wcfg.runtime;
     let mut wl = match Workload::start(wcfg) {
         Ok(w) => w,
@@ -299,84 +302,104 @@ pub async fn run(
     if tx.send(ev(Out::Ready(ready))).await.is_err() {
         return;
     }
-
-    let mut s = Session {
-        credit: window,
-        digest: Digest::new(),
-        next_id: 0,
-        ended: false,
-        nclasses,
-        open: wcfg_open,
-        max_batch: cfg.limits.max_batch_jobs,
-    };
-    let mut agg = Aggregator::new(nclasses, recovery_params(&plan).unwrap_or_default());
+    let mut agg = Aggregator::new(s.nclasses, recovery_params(&plan).unwrap_or_default());
     let period = Duration::from_millis(plan.snapshot_interval_ms.into());
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut inbound_open = true;
-    let mut failure: Option<(Code, String)> = None;
-    let mut cancel_deadline: Option<tokio::time::Instant> = None;
-    let stopped = wl.stopped.clone();
-    let mut stop_sent = false;
+    let (outcome, m) = drive(
+        &mut s,
+        &mut wl,
+        &mut agg,
+        &mut inbound,
+        &tx,
+        period,
+        &run_id,
+    )
+    .await;
+    report(&s, &wl, &mut agg, &tx, &run_id, outcome, m).await;
+    // Dropping the workload (and the slot guard) ends the run.
+    drop(wl);
+    // A client that is gone must not keep this alive: dropping tx closes the stream.
+}
 
+/// The run's loop: inbound messages, credit, snapshots on a timer, and the
+/// end of a timed run's measured part, until the workload finishes (or a
+/// cancelled one overstays its grace).
+async fn drive(
+    s: &mut Session,
+    wl: &mut Workload,
+    agg: &mut Aggregator,
+    inbound: &mut Streaming<RunRequest>,
+    tx: &Tx,
+    period: Duration,
+    run_id: &str,
+) -> (Outcome, Machine) {
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut m = Machine::default();
+    let stopped = wl.stopped.clone();
     let outcome = loop {
-        tokio::select! {
-            msg = inbound.message(), if inbound_open => {
-                match s.handle(msg, &mut wl) {
-                    Ok(true) => {}
-                    Ok(false) => inbound_open = false,
-                    Err((code, m)) => {
-                        inbound_open = false;
-                        if failure.is_none() {
-                            failure = Some((code, m));
-                        }
-                        wl.cancel();
-                    }
-                }
-                if wl.is_cancelled() && cancel_deadline.is_none() {
-                    cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
-                }
-            }
+        let event = tokio::select! {
+            msg = inbound.message(), if m.inbound_open => s.inbound(msg, &m, wl),
             Some(n) = wl.credit.recv() => {
                 s.credit += n;
-                if tx.send(ev(Out::Credit(proto::Credit { jobs: n }))).await.is_err() {
-                    wl.cancel();
+                match tx.send(ev(Out::Credit(proto::Credit { jobs: n }))).await {
+                    Ok(()) => continue,
+                    Err(_) => Event::OutboundGone,
                 }
             }
-            _ = stopped.cancelled(), if !stop_sent => {
-                stop_sent = true;
-                let released = wl.recorder.released.load(Ordering::Relaxed);
-                tracing::info!(run = %run_id, released, "measured part over; stop feeding");
-                let stop = proto::StopFeeding { released };
-                if tx.send(ev(Out::StopFeeding(stop))).await.is_err() {
-                    wl.cancel();
-                }
-            }
+            _ = stopped.cancelled(), if !m.stop_sent() => Event::MeasuredPartOver,
             _ = tick.tick() => {
-                send_job_log(&tx, &wl).await;
+                send_job_log(tx, wl).await;
                 let snap = agg.snapshot(&wl.recorder, wl.gauges());
-                if tx.send(ev(Out::Snapshot(snap))).await.is_err() {
-                    tracing::warn!(run = %run_id, "coordinator gone; cancelling");
-                    wl.cancel();
-                    inbound_open = false;
+                if tx.send(ev(Out::Snapshot(snap))).await.is_ok() {
+                    continue;
                 }
+                tracing::warn!(run = %run_id, "coordinator gone; cancelling");
+                Event::OutboundGone
             }
             r = &mut wl.finished => {
                 break r.unwrap_or_else(|_| Outcome::Internal("the run thread died".into()));
             }
-            _ = sleep_until(cancel_deadline) => {
+            _ = sleep_until(m.deadline()) => {
                 break Outcome::Internal(format!(
                     "the workload did not stop within {} ms of being cancelled",
                     CANCEL_GRACE.as_millis()
                 ));
             }
+        };
+        match m.on(event, Instant::now()) {
+            Effect::Nothing => {}
+            Effect::EndJobs => wl.end_of_jobs(),
+            Effect::Cancel => wl.cancel(),
+            Effect::SendStopFeeding => {
+                let released = wl.recorder.released.load(Ordering::Relaxed);
+                tracing::info!(run = %run_id, released, "measured part over; stop feeding");
+                let stop = proto::StopFeeding { released };
+                if tx.send(ev(Out::StopFeeding(stop))).await.is_err()
+                    && m.on(Event::OutboundGone, Instant::now()) == Effect::Cancel
+                {
+                    wl.cancel();
+                }
+            }
         }
     };
+    (outcome, m)
+}
 
+/// The end of a run: the last snapshot and job records, then Done (or the
+/// first failure as an Error).
+async fn report(
+    s: &Session,
+    wl: &Workload,
+    agg: &mut Aggregator,
+    tx: &Tx,
+    run_id: &str,
+    outcome: Outcome,
+    m: Machine,
+) {
     let snap = agg.snapshot(&wl.recorder, wl.gauges());
     let _ = tx.send(ev(Out::Snapshot(snap))).await;
     // The pool has stopped: this drains every record left.
-    send_job_log(&tx, &wl).await;
+    send_job_log(tx, wl).await;
     let done = agg.done(&wl.recorder, s.digest.value());
     let t = done.totals.unwrap_or_default();
     tracing::info!(
@@ -387,7 +410,7 @@ pub async fn run(
         cancelled = t.cancelled,
         "run ended"
     );
-    let terminal = match (failure, outcome) {
+    let terminal = match (m.failure, outcome) {
         (Some((code, m)), _) => error_event(code, m),
         (None, Outcome::PoolFailed(m)) => error_event(Code::PoolFailed, m),
         (None, Outcome::Internal(m)) => error_event(Code::Internal, m),
@@ -396,9 +419,6 @@ pub async fn run(
         },
     };
     let _ = tx.send(Ok(terminal)).await;
-    // Dropping the workload (and the slot guard) ends the run.
-    drop(wl);
-    // A client that is gone must not keep this alive: dropping tx closes the stream.
 }
 
 /// Sends the job records logged since the last call, in messages of at most
@@ -425,104 +445,104 @@ async fn send_job_log(tx: &Tx, wl: &Workload) {
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
 
+/// What the session tracks of the job stream: credit, the digest, ids.
 struct Session {
     credit: u64,
     digest: Digest,
     next_id: u64,
-    ended: bool,
     nclasses: usize,
     open: bool,
     max_batch: usize,
 }
 
 impl Session {
-    /// Handles one inbound message. Ok(false): the inbound side is finished.
-    fn handle(
+    /// One inbound message as an event of the run (a batch is checked and
+    /// fed on the way).
+    fn inbound(
         &mut self,
         msg: Result<Option<RunRequest>, Status>,
+        m: &Machine,
         wl: &mut Workload,
-    ) -> Result<bool, (Code, String)> {
+    ) -> Event {
         let msg = match msg {
-            Ok(Some(RunRequest { msg: Some(m) })) => m,
+            Ok(Some(RunRequest { msg: Some(msg) })) => msg,
             Ok(Some(RunRequest { msg: None })) => {
-                return Err((Code::Protocol, "empty RunRequest".into()));
+                return Event::Violation(Code::Protocol, "empty RunRequest".into());
             }
             Ok(None) | Err(_) => {
-                if !self.ended {
-                    // The coordinator vanished mid-run.
+                if m.phase == Phase::Feeding {
                     tracing::warn!("coordinator stream ended before EndOfJobs; cancelling");
-                    wl.cancel();
                 }
-                return Ok(false);
+                return Event::InboundClosed;
             }
         };
         match msg {
-            In::Jobs(b) => {
-                if self.ended {
-                    return Err((Code::Protocol, "JobBatch after EndOfJobs".into()));
-                }
-                let n =
-                    cwbench::batch::batch_len(&b).map_err(|e| (Code::Protocol, e.to_string()))?;
-                if n > self.max_batch {
-                    return Err((
-                        Code::Protocol,
-                        format!("JobBatch of {n} jobs: must be at most {}", self.max_batch),
-                    ));
-                }
-                if n as u64 > self.credit {
-                    return Err((
-                        Code::Protocol,
-                        format!(
-                            "credit exceeded: batch of {n} jobs with {} jobs of credit left",
-                            self.credit
-                        ),
-                    ));
-                }
-                if b.first_id < self.next_id {
-                    return Err((
-                        Code::Protocol,
-                        format!(
-                            "JobBatch.first_id {} goes backwards (next id at least {})",
-                            b.first_id, self.next_id
-                        ),
-                    ));
-                }
-                let mut jobs: Vec<Job> = wl.buffer(n);
-                let digest = &mut self.digest;
-                for_each_job(&b, self.nclasses, self.open, |j| {
-                    digest.push(&j);
-                    jobs.push(j);
-                })
-                .map_err(|e| (Code::Protocol, e.to_string()))?;
-                self.credit -= n as u64;
-                self.next_id = b.first_id + n as u64;
-                wl.recorder.received.fetch_add(n as u64, Ordering::Relaxed);
-                wl.feed(jobs);
-                Ok(true)
+            In::Jobs(_) if !m.accepts_jobs() => {
+                Event::Violation(Code::Protocol, "JobBatch after EndOfJobs".into())
             }
-            In::End(_) => {
-                self.ended = true;
-                wl.end_of_jobs();
-                Ok(true)
-            }
+            In::Jobs(b) => match self.jobs(&b, wl) {
+                Ok(()) => Event::Fed,
+                Err((code, message)) => Event::Violation(code, message),
+            },
+            In::End(_) => Event::EndOfJobs,
             In::Cancel(c) => {
                 tracing::info!("run cancelled by the coordinator: {}", c.reason);
-                self.ended = true;
-                wl.cancel();
-                Ok(true)
+                Event::Cancelled
             }
-            In::Start(_) => Err((
+            In::Start(_) => Event::Violation(
                 Code::Protocol,
                 "a second Start on the same Run stream".into(),
-            )),
+            ),
         }
+    }
+
+    /// Checks a batch against the credit and the ids so far, decodes it
+    /// into the digest and feeds it.
+    fn jobs(&mut self, b: &proto::JobBatch, wl: &mut Workload) -> Result<(), (Code, String)> {
+        let n = cwbench::batch::batch_len(b).map_err(|e| (Code::Protocol, e.to_string()))?;
+        if n > self.max_batch {
+            return Err((
+                Code::Protocol,
+                format!("JobBatch of {n} jobs: must be at most {}", self.max_batch),
+            ));
+        }
+        if n as u64 > self.credit {
+            return Err((
+                Code::Protocol,
+                format!(
+                    "credit exceeded: batch of {n} jobs with {} jobs of credit left",
+                    self.credit
+                ),
+            ));
+        }
+        if b.first_id < self.next_id {
+            return Err((
+                Code::Protocol,
+                format!(
+                    "JobBatch.first_id {} goes backwards (next id at least {})",
+                    b.first_id, self.next_id
+                ),
+            ));
+        }
+        let mut jobs: Vec<Job> = wl.buffer(n);
+        let digest = &mut self.digest;
+        for_each_job(b, self.nclasses, self.open, |j| {
+            digest.push(&j);
+            jobs.push(j);
+        })
+        .map_err(|e| (Code::Protocol, e.to_string()))?;
+        self.credit -= n as u64;
+        self.next_id = b.first_id + n as u64;
+        wl.recorder.received.fetch_add(n as u64, Ordering::Relaxed);
+        wl.feed(jobs);
+        Ok(())
     }
 }
 
