@@ -4,9 +4,11 @@
 pub mod chart;
 pub mod cli;
 pub mod compare;
+pub mod connection;
 pub mod csv;
 pub mod discovery;
 pub mod driver;
+pub mod feed;
 pub mod hlog;
 pub mod html;
 pub mod joblog;
