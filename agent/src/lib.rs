@@ -17,6 +17,7 @@ mod recovery;
 pub mod server;
 mod session;
 pub mod span;
+mod tokio_engine;
 pub mod workload;
 
 pub use auth::AuthInterceptor;

@@ -11,6 +11,7 @@ use crate::distribution::Dist;
 use crate::proto;
 use crate::spec;
 
+mod checker;
 mod limits;
 mod sweep;
 mod validate;

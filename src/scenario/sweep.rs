@@ -1,6 +1,6 @@
 //! The profile sweep: `[profile]`'s lists expanded into the profiles of a run.
 
-use super::validate::{Checker, nonempty};
+use super::checker::{Checker, nonempty};
 use super::*;
 
 /// Checks `[profile]` and expands its sweep lists into profiles (the
