@@ -250,7 +250,19 @@ fn validate_sizing(
         }
         return Ok(closed);
     }
-    // Open loop: the arrival schedule says which jobs fall in each span.
+    open_loop_sizing(c, s, rates, jobs, limits)
+}
+
+/// Open loop: the arrival schedule says which jobs fall in the warm-up and
+/// the measured part given as durations (every host gets the same jobs).
+fn open_loop_sizing(
+    c: &Checker<'_>,
+    s: &Scenario,
+    rates: &[(f64, u64)],
+    jobs: Option<u64>,
+    limits: &Limits,
+) -> Result<Sizing, ScenarioError> {
+    let r = &s.run;
     let (seed, process) = (s.seed, s.arrival.process);
     let key = if r.duration_ms.is_some() {
         "run.duration_ms"

@@ -125,13 +125,7 @@ where
     let writer = tokio::spawn(write_all(to, wrx));
     let _ = wtx.send(header(cfg).into_bytes()).await;
     let rec = io.rec.clone();
-    let mut st = State {
-        anchor: None,
-        failed: None,
-        nclasses: cfg.classes as u32,
-        records: 0,
-        credited: 0,
-    };
+    let mut st = State::new(cfg.classes as u32);
     let mut out = Outbox {
         wtx,
         buf: VecDeque::new(),
@@ -352,6 +346,16 @@ pub(crate) struct State {
 pub(crate) const CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 impl State {
+    fn new(nclasses: u32) -> Self {
+        Self {
+            anchor: None,
+            failed: None,
+            nclasses,
+            records: 0,
+            credited: 0,
+        }
+    }
+
     /// Records one line; returns the lines the loop acts on (credit, end).
     fn apply(
         &mut self,

@@ -77,44 +77,10 @@ pub(super) async fn produce(
             t
         });
         if chunked(&ctx.cfg) {
-            // Closed loop, one producer, one pool queue: the whole chunk is
-            // handed over at once (see Queue::send_all). A timed run's jobs
-            // are admitted one by one as they enter the queue (its gate).
-            let n = chunk.len() as u64;
-            if ctx.cancel.is_cancelled() {
-                rec.cancelled.fetch_add(n, Ordering::Relaxed);
+            let Some(released) = hand_over(&ctx, chunk).await else {
                 break;
-            }
-            let now = crate::clock::now_ns();
-            if !rec.span.timed()
-                && let Some(j) = chunk.iter().find(|j| rec.is_measured(j, now))
-            {
-                rec.released(j, now, now);
-            }
-            let r = tokio::select! {
-                // send_all first: its first poll takes the whole chunk (into
-                // the queue or the hand), so none of it is left behind.
-                biased;
-                r = ctx.queues[0].send_all(&mut chunk, now) => r,
-                // What is still in the producer's hand is drained and counted
-                // as cancelled with the queue.
-                _ = ctx.cancel.cancelled() => Ok(0),
             };
-            debug_assert!(chunk.is_empty());
-            ctx.buffers.give(chunk);
-            // Refused by the gate: the measured part was over.
-            let refused = match r {
-                Ok(k) => k as u64,
-                Err(left) => {
-                    rec.cancelled.fetch_add(left as u64, Ordering::Relaxed);
-                    0
-                }
-            };
-            if refused > 0 {
-                rec.unreleased.fetch_add(refused, Ordering::Relaxed);
-            }
-            rec.released.fetch_add(n - refused, Ordering::Relaxed);
-            unreturned += n - refused;
+            unreturned += released;
             if unreturned >= ctx.cfg.credit_chunk {
                 let _ = credit.send(unreturned);
                 unreturned = 0;
@@ -175,6 +141,49 @@ pub(super) async fn produce(
     if unreturned > 0 {
         let _ = credit.send(unreturned);
     }
+}
+
+/// Closed loop, one producer, one pool queue: the whole chunk is handed
+/// over at once (see Queue::send_all). A timed run's jobs are admitted one
+/// by one as they enter the queue (its gate). Returns the jobs released;
+/// None if the run was cancelled before.
+async fn hand_over(ctx: &Ctx, mut chunk: Vec<Job>) -> Option<u64> {
+    let rec = &ctx.rec;
+    let n = chunk.len() as u64;
+    if ctx.cancel.is_cancelled() {
+        rec.cancelled.fetch_add(n, Ordering::Relaxed);
+        return None;
+    }
+    let now = crate::clock::now_ns();
+    if !rec.span.timed()
+        && let Some(j) = chunk.iter().find(|j| rec.is_measured(j, now))
+    {
+        rec.released(j, now, now);
+    }
+    let r = tokio::select! {
+        // send_all first: its first poll takes the whole chunk (into
+        // the queue or the hand), so none of it is left behind.
+        biased;
+        r = ctx.queues[0].send_all(&mut chunk, now) => r,
+        // What is still in the producer's hand is drained and counted
+        // as cancelled with the queue.
+        _ = ctx.cancel.cancelled() => Ok(0),
+    };
+    debug_assert!(chunk.is_empty());
+    ctx.buffers.give(chunk);
+    // Refused by the gate: the measured part was over.
+    let refused = match r {
+        Ok(k) => k as u64,
+        Err(left) => {
+            rec.cancelled.fetch_add(left as u64, Ordering::Relaxed);
+            0
+        }
+    };
+    if refused > 0 {
+        rec.unreleased.fetch_add(refused, Ordering::Relaxed);
+    }
+    rec.released.fetch_add(n - refused, Ordering::Relaxed);
+    Some(n - refused)
 }
 
 /// Whether producers hand over whole chunks: closed loop, blocking

@@ -86,19 +86,11 @@ pub(super) async fn supervise(
             continue;
         };
         if ctx.cfg.max_restarts > 0 {
-            let now = crate::clock::now_ns();
-            recent.push_back(now);
-            let window = ctx.cfg.restart_window.as_nanos() as u64;
-            while recent
-                .front()
-                .is_some_and(|t| now.saturating_sub(*t) > window)
-            {
-                recent.pop_front();
-            }
-            if recent.len() > ctx.cfg.max_restarts as usize {
+            let crashes = crashes_in_window(&mut recent, &ctx.cfg, crate::clock::now_ns());
+            if crashes > ctx.cfg.max_restarts as usize {
                 outcome = Outcome::PoolFailed(format!(
                     "supervisor gave up: {} crashes within {} ms (max_restarts = {}), last on job {}",
-                    recent.len(),
+                    crashes,
                     ctx.cfg.restart_window.as_millis(),
                     ctx.cfg.max_restarts,
                     job.map_or_else(|| "(worker killed)".to_string(), |j| j.to_string())
@@ -109,18 +101,7 @@ pub(super) async fn supervise(
             }
         }
         ctx.rec.restarts.fetch_add(1, Ordering::Relaxed);
-        let delay = if ctx.cfg.backoff.is_zero() {
-            Duration::ZERO
-        } else {
-            let d = match backoff.get(&i) {
-                Some((d, last)) if at.saturating_sub(*last) < 1_000_000_000 => {
-                    (*d * 2).min(ctx.cfg.max_backoff)
-                }
-                _ => ctx.cfg.backoff,
-            };
-            backoff.insert(i, (d, at));
-            d
-        };
+        let delay = restart_delay(&mut backoff, &ctx.cfg, i, at);
         let (c, q) = (ctx.clone(), ctx.queues[i % nq].clone());
         let h = set.spawn(async move {
             if !delay.is_zero() {
@@ -147,6 +128,42 @@ pub(super) async fn supervise(
             .fetch_add(refused as u64, Ordering::Relaxed);
     }
     outcome
+}
+
+/// Records a crash at `now` (ns) and returns how many fell within the
+/// restart window (OTP's intensity).
+fn crashes_in_window(recent: &mut VecDeque<u64>, cfg: &Config, now: u64) -> usize {
+    recent.push_back(now);
+    let window = cfg.restart_window.as_nanos() as u64;
+    while recent
+        .front()
+        .is_some_and(|t| now.saturating_sub(*t) > window)
+    {
+        recent.pop_front();
+    }
+    recent.len()
+}
+
+/// The delay before worker `i`, crashed at `at` (ns), restarts: the
+/// backoff, doubled for each crash within a second of its last, up to the
+/// cap; zero without a backoff.
+fn restart_delay(
+    backoff: &mut HashMap<usize, (Duration, u64)>,
+    cfg: &Config,
+    i: usize,
+    at: u64,
+) -> Duration {
+    if cfg.backoff.is_zero() {
+        return Duration::ZERO;
+    }
+    let d = match backoff.get(&i) {
+        Some((d, last)) if at.saturating_sub(*last) < 1_000_000_000 => {
+            (*d * 2).min(cfg.max_backoff)
+        }
+        _ => cfg.backoff,
+    };
+    backoff.insert(i, (d, at));
+    d
 }
 
 pub(super) fn panic_message(p: &Box<dyn Any + Send>) -> String {
