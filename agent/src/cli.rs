@@ -47,6 +47,11 @@ pub struct Args {
     /// the host's cores and CPU set.
     #[arg(long, env = "CWBENCH_CPUS", value_name = "LIST")]
     pub cpus: Option<String>,
+    /// A name for this machine's kind (e.g. `c6i.xlarge`, `arm-4c`): the
+    /// coordinator's report groups hosts that share a label, cores and
+    /// worker threads. 1 to 64 characters: letters, digits, `.`, `_`, `-`, `:`, `/`.
+    #[arg(long, env = "CWBENCH_LABEL", value_parser = parse_label)]
+    pub label: Option<String>,
     /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -56,6 +61,21 @@ pub struct Args {
     /// Require client certificates signed by this CA (PEM); needs --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
+}
+
+/// A `--label` as reports show it: short, and safe in file names, tables
+/// and tags (`host=…;label=…` never needs quoting).
+fn parse_label(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: must be 1 to 64 characters of letters, digits, '.', '_', '-', ':' or '/'"
+        ))
+    }
 }
 
 /// Why the agent refuses to start.
@@ -82,6 +102,7 @@ pub fn config(args: &Args) -> Result<AgentConfig, CliError> {
     }
     let mut cfg = AgentConfig {
         auth: AuthInterceptor::new(args.token.as_deref()),
+        label: args.label.clone().unwrap_or_default(),
         ..AgentConfig::default()
     };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -200,5 +221,18 @@ mod tests {
         let c = config(&args(&["--listen", "0.0.0.0:7070", "--token", "abc"])).unwrap();
         assert!(c.auth.required());
         assert!(config(&args(&["--listen", "0.0.0.0:7070", "--token", ""])).is_err());
+    }
+
+    #[test]
+    fn labels_are_short_and_plain() {
+        assert_eq!(
+            config(&args(&["--label", "c6i.xlarge"])).unwrap().label,
+            "c6i.xlarge"
+        );
+        assert_eq!(config(&args(&[])).unwrap().label, "");
+        for bad in ["", "a b", "x;y", "é", &"x".repeat(65)] {
+            let e = Args::try_parse_from(["agent", "--label", bad]).unwrap_err();
+            assert!(e.to_string().contains("--label"), "{e}");
+        }
     }
 }

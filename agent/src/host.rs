@@ -52,6 +52,9 @@ pub struct AgentConfig {
     /// The token every rpc must carry (none: no check; loopback or
     /// `--insecure` only).
     pub auth: AuthInterceptor,
+    /// The operator's name for this machine's kind (`--label`), reported in
+    /// AgentInfo so the coordinator can group hosts by it.
+    pub label: String,
 }
 
 impl Default for AgentConfig {
@@ -63,6 +66,7 @@ impl Default for AgentConfig {
             cpus: None,
             tls: None,
             auth: AuthInterceptor::default(),
+            label: String::new(),
         }
     }
 }
@@ -125,5 +129,6 @@ pub fn agent_info(cfg: &AgentConfig, busy: Option<String>) -> AgentInfo {
             .as_deref()
             .map(crate::affinity::format_cpu_list)
             .unwrap_or_default(),
+        label: cfg.label.clone(),
     }
 }

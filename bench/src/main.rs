@@ -21,7 +21,8 @@ use cwbench::spec::{Compute, Dispatch, Flavor};
 use cwbench_agent::span::{End, Warmup};
 use cwbench_agent::workload::{Config, Outcome, Workload};
 use cwbench_coordinator::driver::{DriveOptions, HostReplay, HostRun, Share};
-use cwbench_coordinator::result::{ProfileResult, RunResult, SCHEMA_VERSION};
+use cwbench_coordinator::groups::Grouper;
+use cwbench_coordinator::result::{ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
 use cwbench_coordinator::run::{Agents, RunOptions};
 use prost::Message;
 
@@ -791,7 +792,7 @@ fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
     println!(
         "  {threads} merge thread(s): the coordinator runtime's worker threads (cores, at most 8)"
     );
-    let replay = |a: usize| -> Result<cwbench_coordinator::result::HostResult> {
+    let replay = |a: usize| -> Result<cwbench_coordinator::driver::HostOutcome> {
         let run = HostRun {
             addr: format!("10.0.{}.{}:7070", a / 250, a % 250),
             label: format!("agent-{a}"),
@@ -846,7 +847,7 @@ fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
     };
     let rss0 = cwbench::sysinfo::rss_bytes();
     let t0 = Instant::now();
-    let mut hosts: Vec<Option<cwbench_coordinator::result::HostResult>> =
+    let mut hosts: Vec<Option<cwbench_coordinator::driver::HostOutcome>> =
         (0..agents).map(|_| None).collect();
     std::thread::scope(|scope| -> Result<()> {
         let shards: Vec<_> = (0..threads)
@@ -870,7 +871,18 @@ fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
         }
         Ok(())
     })?;
-    let hosts: Vec<_> = hosts.into_iter().flatten().collect();
+    // The groups merge the hosts' histograms, as `run` does.
+    let mut groups = Grouper::new(ThroughputBasis::PerHostMean);
+    let hosts: Vec<_> = hosts
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, h)| {
+            groups.add(i, &h.result, &h.completion);
+            h.result
+        })
+        .collect();
+    let groups = groups.finish(&hosts);
     let merged = t0.elapsed();
     let result = RunResult {
         schema_version: SCHEMA_VERSION,
@@ -884,7 +896,9 @@ fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
             label: plan.profiles[0].label(),
             profile: plan.profiles[0].clone(),
             hosts,
+            groups,
         }],
+        scaling: Vec::new(),
         warnings: Vec::new(),
     };
     let dir = std::env::temp_dir().join(format!("cwbench-coord-scale-{}", std::process::id()));

@@ -149,6 +149,9 @@ pub struct Series {
     pub name: String,
     pub color: &'static str,
     pub points: Vec<(f64, f64)>,
+    /// Drawn dashed without markers and left out of the legend: a fitted
+    /// curve beside the measured series of the same colour.
+    pub fit: bool,
 }
 
 /// A line chart.
@@ -226,6 +229,7 @@ pub fn line_chart(c: &LineChart) -> String {
     let names: Vec<(&str, &str)> = c
         .series
         .iter()
+        .filter(|s| !s.fit)
         .map(|s| (s.name.as_str(), s.color))
         .collect();
     let (leg, leg_h) = legend(&names, left, right, 46.0);
@@ -292,12 +296,19 @@ pub fn line_chart(c: &LineChart) -> String {
             .collect();
         let _ = write!(
             out,
-            r##"<g class="series"><title>{}</title><polyline fill="none" stroke="{}" stroke-width="2.2" stroke-linejoin="round" stroke-linecap="round" points="{}"/>"##,
+            r##"<g class="{}"><title>{}</title><polyline fill="none" stroke="{}" stroke-width="{}" stroke-linejoin="round" stroke-linecap="round"{} points="{}"/>"##,
+            if s.fit { "fit" } else { "series" },
             esc(&s.name),
             s.color,
+            if s.fit { "1.6" } else { "2.2" },
+            if s.fit {
+                r#" stroke-dasharray="6 4""#
+            } else {
+                ""
+            },
             pts.join(" ")
         );
-        if pts.len() <= 80 {
+        if pts.len() <= 80 && !s.fit {
             for p in &pts {
                 let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
                 let _ = write!(
@@ -320,6 +331,8 @@ pub struct Bar {
     pub value: f64,
     pub text: String,
     pub color: &'static str,
+    /// A whisker from min to max (e.g. across a group's hosts).
+    pub range: Option<(f64, f64)>,
 }
 
 /// A horizontal bar chart: one bar per row, value printed at its end.
@@ -339,7 +352,10 @@ pub fn bar_chart(
     let row = 26.0;
     let bottom = top + row * bars.len().max(1) as f64 + 6.0;
     let h = bottom + 46.0;
-    let max = bars.iter().map(|b| b.value).fold(0.0, f64::max);
+    let max = bars
+        .iter()
+        .map(|b| b.range.map_or(b.value, |r| r.1.max(b.value)))
+        .fold(0.0, f64::max);
     let axis = Axis::linear_from_zero(axis_label, max, fmt);
     let px = |v: f64| left + axis.frac(v).clamp(0.0, 1.0) * (right - left);
     let mut out = String::new();
@@ -356,6 +372,8 @@ pub fn bar_chart(
     for (i, b) in bars.iter().enumerate() {
         let y = top + 4.0 + i as f64 * row;
         let x1 = px(b.value.max(0.0));
+        // The value is written past the bar and its whisker.
+        let text_x = b.range.map_or(x1, |r| x1.max(px(r.1.max(0.0)))) + 6.0;
         let _ = write!(
             out,
             r##"<g class="bar"><title>{full}: {text}</title><text x="{:.1}" y="{:.1}" font-size="12" fill="#333" text-anchor="end">{}</text><rect x="{left}" y="{y:.1}" width="{:.1}" height="{:.1}" rx="2" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="12" fill="#222">{text}</text></g>"##,
@@ -365,11 +383,22 @@ pub fn bar_chart(
             (x1 - left).max(1.0),
             row - 8.0,
             b.color,
-            x1 + 6.0,
+            text_x,
             y + row / 2.0 + 1.0,
             full = esc(&b.label),
             text = esc(&b.text),
         );
+        if let Some((lo, hi)) = b.range {
+            let (x0, x1, ym) = (px(lo.max(0.0)), px(hi.max(0.0)), y + row / 2.0 - 4.0);
+            let _ = write!(
+                out,
+                r##"<g class="whisker" stroke="#222" stroke-width="1.2"><line x1="{x0:.1}" y1="{ym:.1}" x2="{x1:.1}" y2="{ym:.1}"/><line x1="{x0:.1}" y1="{:.1}" x2="{x0:.1}" y2="{:.1}"/><line x1="{x1:.1}" y1="{:.1}" x2="{x1:.1}" y2="{:.1}"/></g>"##,
+                ym - 5.0,
+                ym + 5.0,
+                ym - 5.0,
+                ym + 5.0
+            );
+        }
     }
     let _ = write!(
         out,
@@ -414,6 +443,7 @@ mod tests {
                 value: 1.0,
                 text: "1".into(),
                 color: color(0),
+                range: None,
             }],
             num,
         );

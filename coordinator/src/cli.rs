@@ -51,7 +51,7 @@ pub enum Cmd {
     /// Re-render report.md, report.html, summary.csv and intervals.csv from
     /// a saved result.json, and print the table.
     Report(ReportArgs),
-    /// Compare two saved results per host, profile and metric; exit 1 when a
+    /// Compare two saved results per group, host, profile and metric; exit 1 when a
     /// --fail-if gate trips.
     Compare(CompareArgs),
     /// Write a scenario's exact job stream as JSON Lines (one job per line;
@@ -103,7 +103,9 @@ pub struct CompareArgs {
     #[arg(value_name = "NEW.json")]
     pub new: PathBuf,
     /// Fail (exit 1) when a metric changes past a limit: METRIC>+PCT% or
-    /// METRIC<-PCT%, e.g. 'p99>+10%' or 'throughput<-5%'. Metrics:
+    /// METRIC<-PCT%, e.g. 'p99>+10%' or 'throughput<-5%', on every host and
+    /// group; prefixed 'group:' or 'host:', on those only (fleets whose
+    /// hosts are renamed between runs: 'group:p99>+10%'). Metrics:
     /// throughput, p50, p95, p99, p99.9, max, errors. Repeatable.
     #[arg(long = "fail-if", value_name = "GATE")]
     pub fail_if: Vec<String>,
@@ -533,6 +535,12 @@ pub fn compare_command(a: &CompareArgs) -> u8 {
     for u in &c.unmatched {
         println!("not compared: {u}");
     }
+    let (only_base, only_new) = c.unmatched_hosts;
+    if only_base + only_new > 0 {
+        println!(
+            "not compared: {only_base} host(s) only in BASE, {only_new} only in NEW (host names differ between the runs; groups match by name)"
+        );
+    }
     for m in &c.mismatches {
         eprintln!("warning: different workloads (allowed): {m}");
     }
@@ -545,9 +553,14 @@ pub fn compare_command(a: &CompareArgs) -> u8 {
     } else {
         for r in &tripped {
             eprintln!(
-                "gate tripped: {} on {} [{}]: {} -> {} ({})",
+                "gate tripped: {} on {}{} [{}]: {} -> {} ({})",
                 r.tripped.join(" "),
-                r.host,
+                if r.scope == compare::Scope::Group {
+                    "group "
+                } else {
+                    ""
+                },
+                r.name,
                 r.profile,
                 r.metric.show(r.base),
                 r.metric.show(r.new),

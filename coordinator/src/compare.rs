@@ -1,11 +1,13 @@
-//! `coordinator compare`: two saved results side by side, per (host,
-//! profile) and metric, with regression gates such as `p99>+10%`.
+//! `coordinator compare`: two saved results side by side, per (group,
+//! profile), per (host, profile) and metric, with regression gates such as
+//! `p99>+10%` or `group:p99>+10%`. Groups match by name, so two fleet runs
+//! whose hosts were renamed still compare.
 
 use std::fmt::Write as _;
 use std::str::FromStr;
 
 use crate::report::{fmt_rate, fmt_us};
-use crate::result::{HostResult, RunResult};
+use crate::result::{GroupResult, HostResult, ProfileResult, RunResult};
 
 /// A compared figure of a host's run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,17 +57,25 @@ impl Metric {
         })
     }
 
-    /// The figure: jobs/s, µs or a count.
+    /// The figure of a host: jobs/s, µs or a count.
     pub fn value(self, h: &HostResult) -> f64 {
-        let c = &h.latency.completion;
+        self.of(h.throughput, &h.latency.completion, h.accounting.errors())
+    }
+
+    /// The figure of a group (merged latencies, the group's throughput).
+    pub fn group_value(self, g: &GroupResult) -> f64 {
+        self.of(g.throughput, &g.completion, g.accounting.errors())
+    }
+
+    fn of(self, throughput: f64, c: &cwbench::histogram::Summary, errors: u64) -> f64 {
         match self {
-            Metric::Throughput => h.throughput,
+            Metric::Throughput => throughput,
             Metric::P50 => c.p50 as f64,
             Metric::P95 => c.p95 as f64,
             Metric::P99 => c.p99 as f64,
             Metric::P999 => c.p999 as f64,
             Metric::Max => c.max as f64,
-            Metric::Errors => h.accounting.errors() as f64,
+            Metric::Errors => errors as f64,
         }
     }
 
@@ -86,9 +96,18 @@ pub enum Direction {
     Below,
 }
 
-/// A regression gate: `METRIC>+PCT%` or `METRIC<-PCT%`.
+/// What a row compares: a host group, or one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Group,
+    Host,
+}
+
+/// A regression gate: `[group:|host:]METRIC>+PCT%` or `…METRIC<-PCT%`;
+/// without a scope it applies to groups and hosts alike.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gate {
+    pub scope: Option<Scope>,
     pub metric: Metric,
     pub direction: Direction,
     /// Signed percent.
@@ -99,7 +118,7 @@ pub struct Gate {
 /// A gate that does not parse; the message names it and says why.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "bad --fail-if gate {gate:?}: {reason} (form: METRIC>+PCT% or METRIC<-PCT%, e.g. 'p99>+10%', 'throughput<-5%'; metrics: throughput, p50, p95, p99, p99.9, max, errors)"
+    "bad --fail-if gate {gate:?}: {reason} (form: [group:|host:]METRIC>+PCT% or [group:|host:]METRIC<-PCT%, e.g. 'p99>+10%', 'group:throughput<-5%'; metrics: throughput, p50, p95, p99, p99.9, max, errors)"
 )]
 pub struct GateError {
     pub gate: String,
@@ -114,10 +133,17 @@ impl FromStr for Gate {
             gate: s.to_string(),
             reason: reason.to_string(),
         };
-        let Some(op) = s.find(['>', '<']) else {
+        let (scope, body) = if let Some(b) = s.strip_prefix("group:") {
+            (Some(Scope::Group), b)
+        } else if let Some(b) = s.strip_prefix("host:") {
+            (Some(Scope::Host), b)
+        } else {
+            (None, s)
+        };
+        let Some(op) = body.find(['>', '<']) else {
             return Err(bad("no comparison: use > or <"));
         };
-        let (name, rest) = s.split_at(op);
+        let (name, rest) = body.split_at(op);
         let metric = Metric::parse(name).ok_or_else(|| bad(&format!("unknown metric {name:?}")))?;
         let direction = if rest.starts_with('>') {
             Direction::Above
@@ -144,6 +170,7 @@ impl FromStr for Gate {
             return Err(bad(&format!("{digits:?} is not a plain number")));
         };
         Ok(Gate {
+            scope,
             metric,
             direction,
             percent: sign * value,
@@ -153,6 +180,11 @@ impl FromStr for Gate {
 }
 
 impl Gate {
+    /// Whether the gate judges rows of this scope and metric.
+    pub fn applies(&self, scope: Scope, metric: Metric) -> bool {
+        self.metric == metric && self.scope.is_none_or(|s| s == scope)
+    }
+
     /// Whether a change (percent; +inf for growth from 0) trips the gate.
     pub fn trips(&self, change: f64) -> bool {
         match self.direction {
@@ -172,10 +204,12 @@ pub fn change(base: f64, new: f64) -> f64 {
     }
 }
 
-/// One metric of one (host, profile) pair.
+/// One metric of one (group or host, profile) pair.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub host: String,
+    pub scope: Scope,
+    /// The group's or the host's name.
+    pub name: String,
     pub profile: String,
     pub metric: Metric,
     pub base: f64,
@@ -189,8 +223,11 @@ pub struct Row {
 #[derive(Debug, Clone, Default)]
 pub struct Comparison {
     pub rows: Vec<Row>,
-    /// (host, profile) present in only one of the results.
+    /// (group or host, profile) present in only one of the results.
     pub unmatched: Vec<String>,
+    /// Hosts present in only one of the results: (only in base, only in
+    /// new). Fleets get new host names every run; their groups still match.
+    pub unmatched_hosts: (usize, usize),
     /// Differences in workload that were allowed.
     pub mismatches: Vec<String>,
 }
@@ -209,12 +246,12 @@ pub enum CompareError {
         "the results ran different workloads ({0}); compare anyway with --allow-digest-mismatch"
     )]
     Mismatch(String),
-    #[error("nothing to compare: no (host, profile) pair is in both results")]
+    #[error("nothing to compare: no (group, profile) or (host, profile) pair is in both results")]
     Nothing,
 }
 
-/// Pairs hosts by (label, profile label), checks they ran the same jobs
-/// and applies the gates.
+/// Pairs groups by (name, profile label) and hosts by (label, profile
+/// label), checks they ran the same jobs and applies the gates.
 pub fn compare(
     base: &RunResult,
     new: &RunResult,
@@ -240,54 +277,44 @@ pub fn compare(
         ));
     }
     for bp in &base.profiles {
-        for bh in &bp.hosts {
-            let Some(nh) = new
-                .profiles
-                .iter()
-                .filter(|p| p.label == bp.label)
-                .flat_map(|p| p.hosts.iter())
-                .find(|h| h.label == bh.label)
-            else {
-                c.unmatched
-                    .push(format!("{} [{}] only in BASE", bh.label, bp.label));
-                continue;
-            };
-            if !by_stream && bh.digest_sent != nh.digest_sent {
-                c.mismatches.push(format!(
-                    "{} [{}]: job digest {} vs {}",
-                    bh.label, bp.label, bh.digest_sent, nh.digest_sent
-                ));
+        let np = new.profiles.iter().find(|p| p.label == bp.label);
+        if !by_stream && let Some(np) = np {
+            check_digests(&mut c, bp, np);
+        }
+        for bg in &bp.groups {
+            match np.and_then(|p| p.groups.iter().find(|g| g.name == bg.name)) {
+                Some(ng) => c
+                    .rows
+                    .extend(rows(Scope::Group, &bg.name, &bp.label, gates, |m| {
+                        (m.group_value(bg), m.group_value(ng))
+                    })),
+                None => c
+                    .unmatched
+                    .push(format!("group {} [{}] only in BASE", bg.name, bp.label)),
             }
-            for m in Metric::ALL {
-                let (b, n) = (m.value(bh), m.value(nh));
-                let ch = change(b, n);
-                let tripped = gates
-                    .iter()
-                    .filter(|g| g.metric == m && g.trips(ch))
-                    .map(|g| g.text.clone())
-                    .collect();
-                c.rows.push(Row {
-                    host: bh.label.clone(),
-                    profile: bp.label.clone(),
-                    metric: m,
-                    base: b,
-                    new: n,
-                    change: ch,
-                    tripped,
-                });
+        }
+        for bh in &bp.hosts {
+            match np.and_then(|p| p.hosts.iter().find(|h| h.label == bh.label)) {
+                Some(nh) => c
+                    .rows
+                    .extend(rows(Scope::Host, &bh.label, &bp.label, gates, |m| {
+                        (m.value(bh), m.value(nh))
+                    })),
+                None => c.unmatched_hosts.0 += 1,
             }
         }
     }
     for np in &new.profiles {
-        for nh in &np.hosts {
-            let in_base = base
-                .profiles
-                .iter()
-                .filter(|p| p.label == np.label)
-                .any(|p| p.hosts.iter().any(|h| h.label == nh.label));
-            if !in_base {
+        let bp = base.profiles.iter().find(|p| p.label == np.label);
+        for ng in &np.groups {
+            if !bp.is_some_and(|p| p.groups.iter().any(|g| g.name == ng.name)) {
                 c.unmatched
-                    .push(format!("{} [{}] only in NEW", nh.label, np.label));
+                    .push(format!("group {} [{}] only in NEW", ng.name, np.label));
+            }
+        }
+        for nh in &np.hosts {
+            if !bp.is_some_and(|p| p.hosts.iter().any(|h| h.label == nh.label)) {
+                c.unmatched_hosts.1 += 1;
             }
         }
     }
@@ -300,6 +327,66 @@ pub fn compare(
     Ok(c)
 }
 
+/// The same jobs on both sides: host by host where hosts match by name,
+/// else as the set of streams the profile's hosts were sent.
+fn check_digests(c: &mut Comparison, bp: &ProfileResult, np: &ProfileResult) {
+    let mut matched = false;
+    for bh in &bp.hosts {
+        if let Some(nh) = np.hosts.iter().find(|h| h.label == bh.label) {
+            matched = true;
+            if bh.digest_sent != nh.digest_sent {
+                c.mismatches.push(format!(
+                    "{} [{}]: job digest {} vs {}",
+                    bh.label, bp.label, bh.digest_sent, nh.digest_sent
+                ));
+            }
+        }
+    }
+    let streams = |p: &ProfileResult| {
+        p.hosts
+            .iter()
+            .map(|h| h.digest_sent.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    if !matched && streams(bp) != streams(np) {
+        c.mismatches.push(format!(
+            "[{}]: the hosts were sent different job streams",
+            bp.label
+        ));
+    }
+}
+
+/// Every metric of one matched pair, with the gates it trips.
+fn rows(
+    scope: Scope,
+    name: &str,
+    profile: &str,
+    gates: &[Gate],
+    figures: impl Fn(Metric) -> (f64, f64),
+) -> Vec<Row> {
+    Metric::ALL
+        .iter()
+        .map(|&m| {
+            let (b, n) = figures(m);
+            let ch = change(b, n);
+            Row {
+                scope,
+                name: name.to_string(),
+                profile: profile.to_string(),
+                metric: m,
+                base: b,
+                new: n,
+                change: ch,
+                tripped: gates
+                    .iter()
+                    .filter(|g| g.applies(scope, m) && g.trips(ch))
+                    .map(|g| g.text.clone())
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 fn show_change(ch: f64) -> String {
     if ch.is_infinite() {
         "new (base 0)".into()
@@ -310,13 +397,24 @@ fn show_change(ch: f64) -> String {
 
 /// The side-by-side table as aligned text.
 pub fn table(c: &Comparison) -> String {
-    let header = ["host", "profile", "metric", "base", "new", "change", ""];
+    let header = [
+        "group / host",
+        "profile",
+        "metric",
+        "base",
+        "new",
+        "change",
+        "",
+    ];
     let rows: Vec<[String; 7]> = c
         .rows
         .iter()
         .map(|r| {
             [
-                r.host.clone(),
+                match r.scope {
+                    Scope::Group => format!("group {}", r.name),
+                    Scope::Host => r.name.clone(),
+                },
                 r.profile.clone(),
                 r.metric.name().to_string(),
                 r.metric.show(r.base),
@@ -375,6 +473,13 @@ mod tests {
         );
         let g: Gate = "p99.9>+2.5%".parse().unwrap();
         assert_eq!((g.metric, g.percent), (Metric::P999, 2.5));
+        assert_eq!(g.scope, None);
+        let g: Gate = "group:p99>+10%".parse().unwrap();
+        assert_eq!((g.scope, g.metric), (Some(Scope::Group), Metric::P99));
+        assert!(g.applies(Scope::Group, Metric::P99) && !g.applies(Scope::Host, Metric::P99));
+        let g: Gate = "host:throughput<-5%".parse().unwrap();
+        assert!(g.applies(Scope::Host, Metric::Throughput));
+        assert!(!g.applies(Scope::Group, Metric::Throughput));
         for bad in [
             "",
             "p99",
@@ -389,6 +494,9 @@ mod tests {
             "P99>+10%",
             "p99>+.5%",
             "p99>+1e3%",
+            "groups:p99>+10%",
+            "group:",
+            "group:p99",
         ] {
             let e = bad.parse::<Gate>().expect_err(bad);
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");

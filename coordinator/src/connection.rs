@@ -165,7 +165,11 @@ pub async fn connect(addr: &str, opts: &DriveOptions) -> Result<Client, Unavaila
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
+        // A backstop only: the run loop marks an agent lost when it is
+        // silent past two snapshot intervals plus a grace. A 2 s timeout
+        // here threw away healthy hosts whenever the coordinator itself
+        // fell behind (half of 256 agents on one 2-core machine).
+        .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
     let ch = tokio::time::timeout(opts.connect_timeout, ep.connect())
         .await

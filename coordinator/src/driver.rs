@@ -45,6 +45,14 @@ pub struct HostRun {
 /// Progress callback: (host label, snapshot) as each arrives.
 pub type Progress = Arc<dyn Fn(&str, &proto::Snapshot) + Send + Sync>;
 
+/// A host's result and its whole-run completion histogram, which the host
+/// groups merge (result.json keeps only its summary).
+#[derive(Debug)]
+pub struct HostOutcome {
+    pub result: HostResult,
+    pub completion: Hist,
+}
+
 /// Why a host's run ended without a trustworthy Done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
@@ -70,7 +78,7 @@ impl HostError {
 
 /// Runs one profile on one agent. Never fails: every problem ends up in the
 /// returned result's status and error, with the data received until then.
-pub async fn drive(run: HostRun, opts: DriveOptions, progress: Option<Progress>) -> HostResult {
+pub async fn drive(run: HostRun, opts: DriveOptions, progress: Option<Progress>) -> HostOutcome {
     let mut st = HostState::new(&run);
     if let Err(e) = drive_inner(&run, &opts, &mut st, progress).await {
         if let HostError::Lost(m) = &e {
@@ -302,6 +310,7 @@ fn host_info(a: &AgentInfo) -> HostInfo {
         agent_version: a.agent_version.clone(),
         runtime: a.runtime.clone(),
         cpu_set: a.cpu_set.clone(),
+        label: a.label.clone(),
     }
 }
 
@@ -338,8 +347,8 @@ impl HostReplay {
         self.st.done(d)
     }
 
-    /// The host's result, as `drive` returns it.
-    pub fn finish(self, run: &HostRun) -> HostResult {
+    /// The host's result and histogram, as `drive` returns them.
+    pub fn finish(self, run: &HostRun) -> HostOutcome {
         self.st.finish(run)
     }
 }
@@ -575,7 +584,7 @@ impl HostState {
         Ok(())
     }
 
-    fn finish(mut self, run: &HostRun) -> HostResult {
+    fn finish(mut self, run: &HostRun) -> HostOutcome {
         if self.digest_received.is_none() && self.overall[0].is_empty() {
             // No Done: what the snapshots told us is all there is. The window
             // is then the time covered by the snapshots.
@@ -595,7 +604,7 @@ impl HostState {
         } else {
             0.0
         };
-        HostResult {
+        let result = HostResult {
             label: run.label.clone(),
             addr: run.addr.clone(),
             info: self.info,
@@ -625,7 +634,9 @@ impl HostState {
             lateness: self.lateness,
             recovery: self.recovery,
             spectrum: crate::result::spectrum(&self.overall[0]),
-        }
+        };
+        let [completion, ..] = self.overall;
+        HostOutcome { result, completion }
     }
 }
 

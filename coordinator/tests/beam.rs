@@ -97,11 +97,7 @@ fn one_agent_runs_the_parity_sweep_on_tokio_and_on_the_beam() {
     assert_eq!(beam["info"]["runtime"], "beam");
     assert_eq!(hosts[0]["info"]["runtime"], "tokio");
     // BEAM rows are ordinary rows of the checked-in schema.
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let v = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = v.iter_errors(&result).map(|e| e.to_string()).collect();
+    let errors = common::schema_errors(&common::schema(), &result);
     assert!(errors.is_empty(), "{errors:?}");
     let md = std::fs::read_to_string(out.path().join("beam/report.md")).unwrap();
     assert!(md.contains("beam s1 w16 q64 p1 pool"), "{md}");

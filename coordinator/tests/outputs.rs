@@ -4,7 +4,6 @@
 //! counts, the CSVs, report.html (rendered by headless Chromium when it is
 //! installed), and the `report` and `compare` commands on the saved result.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -16,6 +15,9 @@ use cwbench_coordinator::result::RunResult;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
+
+mod common;
+use common::{chromium, decode_png, pixels_of, schema, schema_errors as errors, screenshot};
 
 /// The run directory of one smoke run, shared by every test here
 /// (target/tmp/outputs/outputs/).
@@ -61,18 +63,6 @@ fn result_value() -> Value {
 
 fn result() -> RunResult {
     serde_json::from_value(result_value()).unwrap()
-}
-
-fn schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::validator_for(&s).expect("the schema is a valid JSON Schema")
-}
-
-fn errors(v: &jsonschema::Validator, doc: &Value) -> Vec<String> {
-    v.iter_errors(doc)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect()
 }
 
 #[test]
@@ -228,92 +218,17 @@ fn html_is_self_contained() {
         html.matches("http://").count() + html.matches("https://").count(),
         html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
     );
-    // Comparison (2) + spectrum, throughput, p99, scheduler lateness for
-    // the one profile.
-    assert_eq!(html.matches("<svg").count(), 6);
+    // The one group's throughput, p99, spectrum and throughput over time
+    // (4), then per host: comparison (2) + spectrum, throughput, p99 and
+    // scheduler lateness for the one profile (4).
+    assert_eq!(html.matches("<svg").count(), 10);
+    let groups = html.find("Host groups").expect("the groups come first");
+    assert!(groups < html.find("Per host").unwrap());
+    assert!(html.contains("Latency by percentile, groups overlaid"));
     assert!(html.contains("Scheduler lateness over time"));
     assert!(html.contains("Latency by percentile"));
     assert!(html.contains("<polyline"));
     assert!(html.contains("Breakdown and accounting"));
-}
-
-fn chromium() -> Option<PathBuf> {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(c).exists() {
-            return Some(c.into());
-        }
-    }
-    None
-}
-
-/// Decodes an 8-bit RGB or RGBA, non-interlaced PNG (what Chromium writes)
-/// into (width, height, RGBA pixels).
-fn decode_png(bytes: &[u8]) -> (usize, usize, Vec<[u8; 4]>) {
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    let (mut w, mut h, mut ch) = (0, 0, 0);
-    let mut idat = Vec::new();
-    let mut i = 8;
-    while i + 8 <= bytes.len() {
-        let len = u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
-        let kind = &bytes[i + 4..i + 8];
-        let data = &bytes[i + 8..i + 8 + len];
-        match kind {
-            b"IHDR" => {
-                w = u32::from_be_bytes(data[0..4].try_into().unwrap()) as usize;
-                h = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
-                assert_eq!(data[8], 8, "bit depth");
-                ch = match data[9] {
-                    2 => 3,
-                    6 => 4,
-                    t => panic!("colour type {t}"),
-                };
-                assert_eq!(data[12], 0, "interlaced");
-            }
-            b"IDAT" => idat.extend_from_slice(data),
-            _ => {}
-        }
-        i += 12 + len;
-    }
-    let mut raw = Vec::new();
-    flate2::read::ZlibDecoder::new(&idat[..])
-        .read_to_end(&mut raw)
-        .unwrap();
-    let stride = w * ch;
-    let mut prev = vec![0u8; stride];
-    let mut px = Vec::with_capacity(w * h);
-    for row in raw.chunks(stride + 1).take(h) {
-        let (f, src) = (row[0], &row[1..]);
-        let mut cur = vec![0u8; stride];
-        for x in 0..stride {
-            let a = if x >= ch { cur[x - ch] } else { 0 } as i32;
-            let b = prev[x] as i32;
-            let c = if x >= ch { prev[x - ch] } else { 0 } as i32;
-            let pred = match f {
-                0 => 0,
-                1 => a,
-                2 => b,
-                3 => (a + b) / 2,
-                4 => {
-                    let p = a + b - c;
-                    let (pa, pb, pc) = ((p - a).abs(), (p - b).abs(), (p - c).abs());
-                    if pa <= pb && pa <= pc {
-                        a
-                    } else if pb <= pc {
-                        b
-                    } else {
-                        c
-                    }
-                }
-                _ => panic!("filter {f}"),
-            };
-            cur[x] = (src[x] as i32 + pred) as u8;
-        }
-        for p in cur.chunks(ch) {
-            px.push([p[0], p[1], p[2], if ch == 4 { p[3] } else { 255 }]);
-        }
-        prev = cur;
-    }
-    (w, h, px)
 }
 
 #[test]
@@ -326,31 +241,7 @@ fn html_renders_in_headless_chromium() {
     };
     let html = run_dir().join("report.html");
     let png = run_dir().join("report.png");
-    let profile = tempfile::tempdir().unwrap();
-    let o = Command::new(&bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg("--window-size=1400,3000")
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("chromium starts");
-    assert!(
-        png.exists(),
-        "no screenshot; chromium said: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let bytes = std::fs::read(&png).unwrap();
+    let bytes = screenshot(&bin, &html, &png, (1400, 3000));
     assert!(
         bytes.len() > 50_000,
         "screenshot is only {} bytes",
@@ -360,14 +251,8 @@ fn html_renders_in_headless_chromium() {
     assert_eq!((w, h), (1400, 3000));
     // Each host's colour (the first two of the palette) must cover a fair
     // number of pixels: lines, markers and bars were drawn.
-    for (name, rgb) in [
-        ("#4e79a7", [0x4e_u8, 0x79, 0xa7]),
-        ("#f28e2b", [0xf2, 0x8e, 0x2b]),
-    ] {
-        let n = px
-            .iter()
-            .filter(|p| (0..3).all(|k| (p[k] as i32 - rgb[k] as i32).abs() <= 6))
-            .count();
+    for name in ["#4e79a7", "#f28e2b"] {
+        let n = pixels_of(&px, name);
         assert!(n > 3000, "colour {name}: only {n} pixels");
     }
     // Mostly light background, some dark text.

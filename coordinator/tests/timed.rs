@@ -2,6 +2,8 @@
 //! loop is timed by each agent (the coordinator streams until told to stop),
 //! an open loop is sized in jobs by the arrival schedule.
 
+mod common;
+
 use cwbench::scenario::{self, Limits, Plan};
 use cwbench_coordinator::compare;
 use cwbench_coordinator::local::{AgentConfig, LocalAgent};
@@ -127,16 +129,11 @@ async fn closed_loop_warm_up_and_measured_part_by_time() {
 
 /// The result, as written to result.json, matches docs/result.schema.json.
 fn check_schema(r: &RunResult) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let v = jsonschema::validator_for(&s).unwrap();
     let doc = serde_json::to_value(r).unwrap();
-    let errs: Vec<String> = v
-        .iter_errors(&doc)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
-    assert_eq!(errs, Vec::<String>::new());
+    assert_eq!(
+        common::schema_errors(&common::schema(), &doc),
+        Vec::<String>::new()
+    );
     assert!(doc["sizing"]["measured_jobs"].is_null());
     assert!(doc["profiles"][0]["hosts"][0]["accounting"]["unreleased"].as_u64() > Some(0));
 }

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -36,21 +36,45 @@ pub fn coordinator_env(args: &[&str], token: Option<&str>) -> Output {
         Some(t) => cmd.env("CWBENCH_TOKEN", t),
         None => cmd.env_remove("CWBENCH_TOKEN"),
     };
+    cmd.args(args);
+    output_within(cmd, Duration::from_secs(120))
+}
+
+/// Runs `cmd` to its end and returns its output, reading stdout and stderr
+/// as it writes them (a full pipe would block it); kills it and panics past
+/// `limit`.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
     let mut child = cmd
-        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("coordinator starts");
+        .expect("the program starts");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
     let t = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if t.elapsed() > Duration::from_secs(120) {
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if t.elapsed() > limit {
             let _ = child.kill();
-            panic!("coordinator ran past 120 s");
+            let _ = child.wait();
+            panic!("{cmd:?} ran past {} s", limit.as_secs());
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
     }
-    child.wait_with_output().expect("output")
 }
 
 /// Runs the coordinator with no token, with the 120 s deadline.
@@ -87,8 +111,16 @@ impl AgentProc {
     /// Starts an agent with exactly these flags and no token in its
     /// environment; waits for the line that names its address.
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(agent_bin())
-            .args(args)
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(args);
+        Self::from_command(cmd)
+    }
+
+    /// Starts `cmd` (an agent, or a wrapper such as `nice` that execs one)
+    /// with no token in its environment; waits for the line that names its
+    /// address.
+    pub fn from_command(mut cmd: Command) -> Self {
+        let mut child = cmd
             .env_remove("CWBENCH_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -116,4 +148,135 @@ impl Drop for AgentProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// docs/result.schema.json, compiled.
+pub fn schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&s).expect("the schema is a valid JSON Schema")
+}
+
+/// Where `doc` breaks the schema: `path: reason` each.
+pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<String> {
+    v.iter_errors(doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+/// Debian's Chromium, when installed (`.ci/run` installs it).
+pub fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Renders `html` in headless Chromium at `size` (width, height) into
+/// `png`; returns the PNG's bytes.
+pub fn screenshot(bin: &Path, html: &Path, png: &Path, size: (u32, u32)) -> Vec<u8> {
+    let profile = tempfile::tempdir().unwrap();
+    let o = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("--window-size={},{}", size.0, size.1))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium starts");
+    assert!(
+        png.exists(),
+        "no screenshot; chromium said: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read(png).unwrap()
+}
+
+/// Pixels within ±6 per channel of `#rrggbb`.
+pub fn pixels_of(px: &[[u8; 4]], hex: &str) -> usize {
+    let c = |i: usize| i32::from(u8::from_str_radix(&hex[1 + 2 * i..3 + 2 * i], 16).unwrap());
+    px.iter()
+        .filter(|p| (0..3).all(|k| (i32::from(p[k]) - c(k)).abs() <= 6))
+        .count()
+}
+
+/// Decodes an 8-bit RGB or RGBA, non-interlaced PNG (what Chromium writes)
+/// into (width, height, RGBA pixels).
+pub fn decode_png(bytes: &[u8]) -> (usize, usize, Vec<[u8; 4]>) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let (mut w, mut h, mut ch) = (0, 0, 0);
+    let mut idat = Vec::new();
+    let mut i = 8;
+    while i + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
+        let kind = &bytes[i + 4..i + 8];
+        let data = &bytes[i + 8..i + 8 + len];
+        match kind {
+            b"IHDR" => {
+                w = u32::from_be_bytes(data[0..4].try_into().unwrap()) as usize;
+                h = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
+                assert_eq!(data[8], 8, "bit depth");
+                ch = match data[9] {
+                    2 => 3,
+                    6 => 4,
+                    t => panic!("colour type {t}"),
+                };
+                assert_eq!(data[12], 0, "interlaced");
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            _ => {}
+        }
+        i += 12 + len;
+    }
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let stride = w * ch;
+    let mut prev = vec![0u8; stride];
+    let mut px = Vec::with_capacity(w * h);
+    for row in raw.chunks(stride + 1).take(h) {
+        let (f, src) = (row[0], &row[1..]);
+        let mut cur = vec![0u8; stride];
+        for x in 0..stride {
+            let a = if x >= ch { cur[x - ch] } else { 0 } as i32;
+            let b = prev[x] as i32;
+            let c = if x >= ch { prev[x - ch] } else { 0 } as i32;
+            let pred = match f {
+                0 => 0,
+                1 => a,
+                2 => b,
+                3 => (a + b) / 2,
+                4 => {
+                    let p = a + b - c;
+                    let (pa, pb, pc) = ((p - a).abs(), (p - b).abs(), (p - c).abs());
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
+                }
+                _ => panic!("filter {f}"),
+            };
+            cur[x] = (src[x] as i32 + pred) as u8;
+        }
+        for p in cur.chunks(ch) {
+            px.push([p[0], p[1], p[2], if ch == 4 { p[3] } else { 255 }]);
+        }
+        prev = cur;
+    }
+    (w, h, px)
 }
