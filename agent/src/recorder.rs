@@ -676,10 +676,11 @@ impl Aggregator {
             faults: r
                 .marks
                 .len()
-                .max((r.intervals.len() + r.unrecovered + r.no_baseline) as usize)
+                .max((r.intervals.len() + r.unrecovered + r.no_baseline + r.no_dip) as usize)
                 as u64,
             unrecovered: r.unrecovered,
             no_baseline: r.no_baseline,
+            no_dip: r.no_dip,
             marks: r
                 .marks
                 .iter()

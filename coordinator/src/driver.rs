@@ -301,7 +301,7 @@ fn agent_error(addr: &str, e: &proto::Error) -> String {
     format!("agent {addr}: {} ({code})", e.message)
 }
 
-fn host_info(a: &AgentInfo) -> HostInfo {
+pub(crate) fn host_info(a: &AgentInfo) -> HostInfo {
     HostInfo {
         hostname: a.hostname.clone(),
         logical_cores: a.logical_cores,
@@ -572,6 +572,7 @@ impl HostState {
             interval: Summary::of(&rv),
             unrecovered: d.unrecovered,
             no_baseline: d.no_baseline,
+            no_dip: d.no_dip,
             marks: d
                 .marks
                 .iter()

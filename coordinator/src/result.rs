@@ -280,8 +280,12 @@ pub struct RecoveryResult {
     pub unrecovered: u64,
     /// Events too early in the run for a baseline.
     pub no_baseline: u64,
+    /// Events after which the rate never left the band: no measurable dip.
+    /// Absent in older files.
+    #[serde(default)]
+    pub no_dip: u64,
     /// The first events: (time since the host's run start in s, recovery in
-    /// ms when measured), for timelines.
+    /// ms when measured: 0 for no measurable dip), for timelines.
     pub marks: Vec<FaultMark>,
 }
 

@@ -283,7 +283,13 @@ pub async fn run(
         });
         for (i, t) in tasks.into_iter().enumerate() {
             match t.await {
-                Ok(h) => {
+                Ok(mut h) => {
+                    if h.result.info.logical_cores == 0 {
+                        // Lost or failed before Ready: the check before the
+                        // run said what it is, so it joins its group.
+                        h.result.info = driver::host_info(&infos[i]);
+                        h.result.threads = profile.threads.unwrap_or(infos[i].default_threads);
+                    }
                     groups.add(hosts.len(), &h.result, &h.completion);
                     hosts.push(h.result);
                 }

@@ -3,7 +3,7 @@
 //! single-host loopback test CI gates on.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 mod common;
 
@@ -456,4 +456,33 @@ fn safety_limits_name_their_flag_and_the_flag_raises_them() {
     let o = coordinator(&["--limit", "bogus=1", "--quiet"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("unknown limit \"bogus\""));
+}
+
+/// Log lines written to a pipe or a file carry no colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let mut child = Command::new(agent_bin())
+        .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+        .env("CWBENCH_TOKEN", "a-token-for-the-log-line")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // The log line follows the address line.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("every rpc must carry the shared token"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
 }
