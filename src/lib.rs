@@ -2,6 +2,8 @@
 //! generator, the histogram codec and the result types shared by the agent and
 //! the coordinator.
 
+pub mod arrival;
+pub mod batch;
 pub mod digest;
 pub mod distribution;
 pub mod generator;
@@ -9,7 +11,11 @@ pub mod histogram;
 pub mod packed;
 pub mod proto;
 pub mod scenario;
+pub mod spec;
+pub mod stream;
 pub mod sysinfo;
+pub mod tls;
+pub mod token;
 
 /// Version of the wire protocol in `proto/cwbench/v1/agent.proto`.
 pub const PROTOCOL_VERSION: u32 = 2;

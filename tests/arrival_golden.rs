@@ -3,7 +3,7 @@
 //! own arrival word `w[6]` at job i's rate. An implementation that takes job
 //! i+1's word or rate gets other values.
 
-use cwbench::generator::intended_us;
+use cwbench::arrival::intended_us;
 use cwbench::scenario::Process;
 
 #[test]

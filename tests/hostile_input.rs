@@ -1,7 +1,7 @@
 //! Property tests: the scenario parser and the batch decoder get arbitrary
 //! and mutated input; they must answer Ok or a clear error, never panic.
 
-use cwbench::generator::{batch_len, for_each_job};
+use cwbench::batch::{batch_len, for_each_job};
 use cwbench::packed::{Columns, pack, unpack};
 use cwbench::proto::JobBatch;
 use cwbench::scenario::{Limits, PARITY_TOML, parse};

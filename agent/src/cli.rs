@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
-use crate::auth::{AuthInterceptor, validate_token};
-use crate::server::{AgentConfig, serve};
+use crate::auth::AuthInterceptor;
+use crate::host::AgentConfig;
+use crate::server::serve;
+use cwbench::token::validate_token;
 
 /// Exit codes of the `agent` binary.
 pub mod exit {
@@ -80,13 +82,13 @@ fn parse_label(s: &str) -> Result<String, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("--token / CWBENCH_TOKEN: {0}")]
-    Token(#[from] crate::auth::TokenError),
+    Token(#[from] cwbench::token::TokenError),
     #[error(
         "refusing to listen on {0} with neither a token nor TLS: set --token or CWBENCH_TOKEN, or --tls-cert and --tls-key (or pass --insecure to accept anyone who reaches the port)"
     )]
     NoToken(SocketAddr),
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsFileError),
+    Tls(#[from] cwbench::tls::TlsFileError),
     #[error("{0}")]
     Cpus(String),
 }
@@ -104,7 +106,7 @@ pub fn config(args: &Args) -> Result<AgentConfig, CliError> {
         ..AgentConfig::default()
     };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        use crate::tls::{ServerTls, read_pem};
+        use cwbench::tls::{ServerTls, read_pem};
         let cert = read_pem("--tls-cert", cert, "a certificate")?;
         let key = read_pem("--tls-key", key, "a private key")?;
         let ca = match &args.tls_client_ca {

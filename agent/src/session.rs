@@ -6,25 +6,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use cwbench::batch::for_each_job;
 use cwbench::digest::Digest;
-use cwbench::generator::{Job, for_each_job};
+use cwbench::generator::Job;
 use cwbench::proto::error::Code;
 use cwbench::proto::run_event::Msg as Out;
 use cwbench::proto::run_request::Msg as In;
 use cwbench::proto::{self, RunEvent, RunRequest};
+use cwbench::spec::{Backpressure, Compute, Flavor, RecoverySpec, RunSpec};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
+use crate::host::{AgentConfig, Slot, agent_info};
+use crate::phase::{CANCEL_GRACE, Effect, Event, Machine, Phase};
 use crate::recorder::Aggregator;
-use crate::server::{AgentConfig, Slot, agent_info, error_event};
 use crate::span::{End, Warmup};
-use crate::workload::{Config, Outcome, Runtime, Workload};
+use crate::workload::{Config, Outcome, Workload};
 
 type Tx = mpsc::Sender<Result<RunEvent, Status>>;
-
-/// How long a cancelled workload may take to stop before the agent reports
-/// and moves on regardless.
-const CANCEL_GRACE: Duration = Duration::from_millis(1500);
 
 fn ev(msg: Out) -> Result<RunEvent, Status> {
     Ok(RunEvent { msg: Some(msg) })
@@ -44,29 +44,14 @@ fn range(name: &str, v: u64, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
-/// Checks a Start against the agent's limits; returns the workload config.
+/// Checks a Start: the run spec's rules (`cwbench::spec`, shared with the
+/// scenario), then this agent's own host limits. Returns the workload config.
 pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config, String> {
-    let l = &cfg.limits;
-    let p = start.profile.as_ref().ok_or("Start.profile is missing")?;
+    let spec = RunSpec::try_from(start).map_err(|r| r.to_string())?;
     let plan = start.plan.as_ref().ok_or("Start.plan is missing")?;
-    if start.run_id.is_empty() || start.run_id.len() > 128 {
-        return Err("Start.run_id: must be 1..=128 characters".into());
-    }
-    let threads = if p.threads == 0 {
-        cfg.threads
-    } else {
-        p.threads
-    };
+    let (l, p) = (&cfg.limits, &spec.profile);
+    let threads = p.threads.unwrap_or(cfg.threads);
     range("profile.threads", threads.into(), 1, l.max_threads.into())?;
-    let runtime = match p.runtime.as_str() {
-        "" | "tokio" => Runtime::Tokio,
-        "beam" => Runtime::Beam,
-        other => {
-            return Err(format!(
-                "profile.runtime = {other:?}: must be \"tokio\" or \"beam\""
-            ));
-        }
-    };
     let workers = range("profile.workers", p.workers.into(), 1, l.max_workers.into())?;
     let bound = range(
         "profile.queue_bound",
@@ -80,74 +65,23 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         1,
         l.max_producers.into(),
     )?;
-    let dispatch = match proto::Dispatch::try_from(p.dispatch) {
-        Ok(proto::Dispatch::Unspecified) => proto::Dispatch::Pool,
-        Ok(d) => d,
-        Err(_) => return Err(format!("profile.dispatch = {}: must be 0..=5", p.dispatch)),
-    };
-    let compute = match proto::Compute::try_from(p.compute) {
-        Ok(proto::Compute::Unspecified) => proto::Compute::Inline,
-        Ok(c) => c,
-        Err(_) => return Err(format!("profile.compute = {}: must be 0..=4", p.compute)),
-    };
-    let no_pool = matches!(
-        dispatch,
-        proto::Dispatch::TaskPerJob | proto::Dispatch::Serial | proto::Dispatch::SpawnAwait
-    );
-    if no_pool && workers != 1 {
+    if p.runtime == Flavor::Beam
+        && let Some(reason) = crate::beam::unavailable_reason()
+    {
         return Err(format!(
-            "profile.workers = {workers}: dispatch {} has no worker pool, must be 1",
-            dispatch.as_str_name()
+            "profile.runtime = \"beam\": unavailable here: {reason}"
         ));
     }
-    if runtime == Runtime::Beam {
-        if let Some(reason) = crate::beam::unavailable_reason() {
-            return Err(format!(
-                "profile.runtime = \"beam\": unavailable here: {reason}"
-            ));
-        }
-        let beam_only = |what: &str, ok: bool| {
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("profile.runtime = \"beam\" takes {what} only"))
-            }
-        };
-        beam_only("dispatch pool", dispatch == proto::Dispatch::Pool)?;
-        beam_only("compute inline", compute == proto::Compute::Inline)?;
-        beam_only(
-            "backpressure block",
-            p.backpressure != proto::Backpressure::Shed as i32,
-        )?;
-        beam_only("producers = 1", producers == 1)?;
-        beam_only("a multi-thread runtime", !p.current_thread)?;
-    }
-    let threads = if runtime == Runtime::Beam && p.schedulers != 0 {
-        range(
+    let threads = match p.schedulers {
+        Some(s) => range(
             "profile.schedulers",
-            p.schedulers.into(),
+            s.into(),
             1,
             l.max_threads.min(1024).into(),
-        )? as u32
-    } else {
-        threads
+        )? as u32,
+        None => threads,
     };
-    if p.current_thread && threads != 1 && p.threads != 0 {
-        return Err(format!(
-            "profile.threads = {threads}: a current-thread runtime has exactly 1"
-        ));
-    }
-    let yield_every = if compute == proto::Compute::Yield {
-        range(
-            "profile.yield_every",
-            p.yield_every.into(),
-            1,
-            u64::from(u32::MAX),
-        )? as u32
-    } else {
-        p.yield_every.max(1)
-    };
-    let compute_threads = if compute == proto::Compute::Pool {
+    let compute_threads = if p.compute == Compute::Pool {
         range(
             "profile.compute_threads",
             p.compute_threads.into(),
@@ -157,51 +91,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
     } else {
         0
     };
-    let shed = match proto::Backpressure::try_from(p.backpressure) {
-        Ok(proto::Backpressure::Shed) => true,
-        Ok(_) => false,
-        Err(_) => {
-            return Err(format!(
-                "profile.backpressure = {}: must be 0..=2",
-                p.backpressure
-            ));
-        }
-    };
-    let open = match proto::Arrival::try_from(plan.arrival) {
-        Ok(proto::Arrival::Closed | proto::Arrival::Unspecified) => false,
-        Ok(proto::Arrival::Open) => true,
-        Err(_) => return Err(format!("plan.arrival = {}: must be 0..=2", plan.arrival)),
-    };
-    recovery_params(plan)?;
-    let (warmup, end) = span_of(plan, open)?;
-    range(
-        "plan.kill_jobs (count)",
-        plan.kill_jobs.len() as u64,
-        0,
-        1024,
-    )?;
-    if !plan.kill_jobs.is_empty() && no_pool {
-        return Err(format!(
-            "plan.kill_jobs: dispatch {} has no worker to kill",
-            dispatch.as_str_name()
-        ));
-    }
-    let probe_us = if plan.probe_interval_us == 0 {
-        1000
-    } else {
-        range(
-            "plan.probe_interval_us",
-            plan.probe_interval_us.into(),
-            100,
-            1_000_000,
-        )?
-    };
-    range(
-        "plan.snapshot_interval_ms",
-        plan.snapshot_interval_ms.into(),
-        100,
-        60_000,
-    )?;
+    let (warmup, end) = span_of(plan, spec.open)?;
     range(
         "plan.classes (count)",
         plan.classes.len() as u64,
@@ -209,59 +99,39 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         l.max_classes as u64,
     )?;
     range("plan.prefetch_jobs", plan.prefetch_jobs.into(), 1, u64::MAX)?;
-    if plan.max_restarts > 0 {
-        range(
-            "plan.restart_window_ms",
-            plan.restart_window_ms.into(),
-            1,
-            3_600_000,
-        )?;
-    }
+    let sup = &spec.supervisor;
     Ok(Config {
-        runtime,
-        threads: if p.current_thread {
+        runtime: p.runtime,
+        threads: if p.runtime == Flavor::CurrentThread {
             1
         } else {
             threads as usize
         },
-        current_thread: p.current_thread,
         workers: workers as usize,
         queue_bound: bound as usize,
         producers: producers as usize,
-        shed,
-        open,
-        dispatch,
-        compute,
-        yield_every,
+        shed: p.backpressure == Backpressure::Shed,
+        open: spec.open,
+        dispatch: p.dispatch,
+        compute: p.compute,
+        yield_every: p.yield_every.max(1),
         compute_threads,
-        probe_interval: Duration::from_micros(probe_us),
+        probe_interval: Duration::from_micros(spec.probe_interval_us.into()),
         cpus: cfg.cpus.clone(),
         job_log: plan.job_log,
-        kill_jobs: plan.kill_jobs.iter().copied().collect(),
-        job_timeout: (plan.job_timeout_ms > 0)
-            .then(|| Duration::from_millis(plan.job_timeout_ms.into())),
+        kill_jobs: spec.kill_jobs.iter().copied().collect(),
+        job_timeout: spec
+            .job_timeout_ms
+            .map(|ms| Duration::from_millis(ms.into())),
         warmup,
         end,
         classes: plan.classes.len(),
         credit_chunk: 0, // set by the caller from the granted window
         recycle_jobs: 0, // the window too
-        max_restarts: plan.max_restarts,
-        restart_window: Duration::from_millis(plan.restart_window_ms.into()),
-        backoff: Duration::from_millis(range(
-            "plan.backoff_ms",
-            plan.backoff_ms.into(),
-            0,
-            60_000,
-        )?),
-        max_backoff: Duration::from_millis(
-            range(
-                "plan.max_backoff_ms",
-                plan.max_backoff_ms.into(),
-                0,
-                600_000,
-            )?
-            .max(plan.backoff_ms.into()),
-        ),
+        max_restarts: sup.max_restarts,
+        restart_window: Duration::from_millis(sup.restart_window_ms.into()),
+        backoff: Duration::from_millis(sup.backoff_ms.into()),
+        max_backoff: Duration::from_millis(sup.max_backoff_ms.max(sup.backoff_ms).into()),
     })
 }
 
@@ -317,42 +187,66 @@ fn span_of(plan: &proto::Plan, open: bool) -> Result<(Warmup, End), String> {
 
 /// Recovery-interval parameters of a plan (0 = default), validated.
 pub fn recovery_params(plan: &proto::Plan) -> Result<crate::recovery::Params, String> {
-    let d = crate::recovery::Params::default();
+    let r = RecoverySpec::from_wire(plan);
+    r.check().map_err(|e| e.to_string())?;
     let bucket_ms = crate::recovery::BUCKET_US / 1000;
-    let window = match plan.recovery_window_ms {
-        0 => d.window,
-        w if (10..=60_000).contains(&w) && u64::from(w) % bucket_ms == 0 => {
-            u64::from(w) / bucket_ms
-        }
-        w => {
-            return Err(format!(
-                "plan.recovery_window_ms = {w}: must be a multiple of 10 in 10..=60000"
-            ));
-        }
-    };
-    let band = match plan.recovery_band {
-        0.0 => d.band,
-        b if b.is_finite() && b > 0.0 && b < 1.0 => b,
-        b => return Err(format!("plan.recovery_band = {b}: must be in (0, 1)")),
-    };
-    let baseline = match plan.recovery_baseline_ms {
-        0 => d.baseline,
-        b if u64::from(b) >= 3 * window * bucket_ms && b <= 600_000 => u64::from(b) / bucket_ms,
-        b => {
-            return Err(format!(
-                "plan.recovery_baseline_ms = {b}: must be in {}..=600000 (three windows)",
-                3 * window * bucket_ms
-            ));
-        }
-    };
     Ok(crate::recovery::Params {
-        window,
-        band,
-        baseline,
+        window: u64::from(r.window_ms) / bucket_ms,
+        band: r.band,
+        baseline: u64::from(r.baseline_ms) / bucket_ms,
     })
 }
 
-/// Drives one Run stream to its end.
+/// An Error event, the terminal message of a failed run.
+pub fn error_event(code: proto::error::Code, message: impl Into<String>) -> RunEvent {
+    RunEvent {
+        msg: Some(proto::run_event::Msg::Error(proto::Error {
+            code: code as i32,
+            message: message.into(),
+        })),
+    }
+}
+
+/// Waits for the Start that opens a Run stream and checks its protocol
+/// version; None once the stream was answered with an error or is gone.
+async fn first_start(
+    cfg: &AgentConfig,
+    inbound: &mut Streaming<RunRequest>,
+    tx: &Tx,
+) -> Option<proto::Start> {
+    let first = tokio::time::timeout(cfg.handshake_timeout, inbound.message()).await;
+    let start = match first {
+        Ok(Ok(Some(RunRequest {
+            msg: Some(In::Start(s)),
+        }))) => s,
+        Ok(Ok(Some(_))) => {
+            let m = "the first message of a Run must be Start";
+            fail(tx, Code::Protocol, m.into()).await;
+            return None;
+        }
+        Ok(Ok(None)) | Ok(Err(_)) => return None,
+        Err(_) => {
+            let secs = cfg.handshake_timeout.as_secs();
+            let m = format!("no Start within {secs} s of opening the Run stream");
+            fail(tx, Code::Protocol, m).await;
+            return None;
+        }
+    };
+    if start.protocol_version != cwbench::PROTOCOL_VERSION {
+        let m = format!(
+            "protocol version mismatch: coordinator speaks {}, agent {} speaks {}",
+            start.protocol_version,
+            cwbench::VERSION,
+            cwbench::PROTOCOL_VERSION
+        );
+        fail(tx, Code::Version, m).await;
+        return None;
+    }
+    Some(start)
+}
+
+/// Drives one Run stream to its end: the handshake (Start, checks, the
+/// slot, the workload, Ready), then [`drive`], then the report.
 pub async fn run(
     cfg: Arc<AgentConfig>,
     slot: Arc<Slot>,
@@ -360,45 +254,9 @@ pub async fn run(
     tx: Tx,
     peer: String,
 ) {
-    let first = tokio::time::timeout(cfg.handshake_timeout, inbound.message()).await;
-    let start = match first {
-        Ok(Ok(Some(RunRequest {
-            msg: Some(In::Start(s)),
-        }))) => s,
-        Ok(Ok(Some(_))) => {
-            return fail(
-                &tx,
-                Code::Protocol,
-                "the first message of a Run must be Start".into(),
-            )
-            .await;
-        }
-        Ok(Ok(None)) | Ok(Err(_)) => return,
-        Err(_) => {
-            return fail(
-                &tx,
-                Code::Protocol,
-                format!(
-                    "no Start within {} s of opening the Run stream",
-                    cfg.handshake_timeout.as_secs()
-                ),
-            )
-            .await;
-        }
+    let Some(start) = first_start(&cfg, &mut inbound, &tx).await else {
+        return;
     };
-    if start.protocol_version != cwbench::PROTOCOL_VERSION {
-        return fail(
-            &tx,
-            Code::Version,
-            format!(
-                "protocol version mismatch: coordinator speaks {}, agent {} speaks {}",
-                start.protocol_version,
-                cwbench::VERSION,
-                cwbench::PROTOCOL_VERSION
-            ),
-        )
-        .await;
-    }
     let mut wcfg = match validate_start(&cfg, &start) {
         Ok(c) => c,
         Err(e) => return fail(&tx, Code::Invalid, e).await,
@@ -407,12 +265,8 @@ pub async fn run(
     let _guard = match slot.claim(&run_id) {
         Ok(g) => g,
         Err(busy) => {
-            return fail(
-                &tx,
-                Code::Busy,
-                format!("agent is busy with run {busy}; run {run_id} refused"),
-            )
-            .await;
+            let m = format!("agent is busy with run {busy}; run {run_id} refused");
+            return fail(&tx, Code::Busy, m).await;
         }
     };
     let plan = start.plan.unwrap_or_default();
@@ -420,8 +274,14 @@ pub async fn run(
     wcfg.credit_chunk = (window / (4 * wcfg.producers as u64)).max(1);
     wcfg.recycle_jobs = window;
     let threads = wcfg.threads as u32;
-    let nclasses = wcfg.classes;
-    let wcfg_open = wcfg.open;
+    let mut s = Session {
+        credit: window,
+        digest: Digest::new(),
+        next_id: 0,
+        nclasses: wcfg.classes,
+        open: wcfg.open,
+        max_batch: cfg.limits.max_batch_jobs,
+    };
     let runtime = wcfg.runtime;
     let mut wl = match Workload::start(wcfg) {
         Ok(w) => w,
@@ -429,7 +289,7 @@ pub async fn run(
     };
     tracing::info!(run = %run_id, %peer, threads, "run started");
     let mut info = agent_info(&cfg, Some(run_id.clone()));
-    if runtime == Runtime::Beam {
+    if runtime == Flavor::Beam {
         // This run's runtime, for the report's host table.
         info.runtime = "beam".into();
     }
@@ -442,84 +302,104 @@ pub async fn run(
     if tx.send(ev(Out::Ready(ready))).await.is_err() {
         return;
     }
-
-    let mut s = Session {
-        credit: window,
-        digest: Digest::new(),
-        next_id: 0,
-        ended: false,
-        nclasses,
-        open: wcfg_open,
-        max_batch: cfg.limits.max_batch_jobs,
-    };
-    let mut agg = Aggregator::new(nclasses, recovery_params(&plan).unwrap_or_default());
+    let mut agg = Aggregator::new(s.nclasses, recovery_params(&plan).unwrap_or_default());
     let period = Duration::from_millis(plan.snapshot_interval_ms.into());
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut inbound_open = true;
-    let mut failure: Option<(Code, String)> = None;
-    let mut cancel_deadline: Option<tokio::time::Instant> = None;
-    let stopped = wl.stopped.clone();
-    let mut stop_sent = false;
+    let (outcome, m) = drive(
+        &mut s,
+        &mut wl,
+        &mut agg,
+        &mut inbound,
+        &tx,
+        period,
+        &run_id,
+    )
+    .await;
+    report(&s, &wl, &mut agg, &tx, &run_id, outcome, m).await;
+    // Dropping the workload (and the slot guard) ends the run.
+    drop(wl);
+    // A client that is gone must not keep this alive: dropping tx closes the stream.
+}
 
+/// The run's loop: inbound messages, credit, snapshots on a timer, and the
+/// end of a timed run's measured part, until the workload finishes (or a
+/// cancelled one overstays its grace).
+async fn drive(
+    s: &mut Session,
+    wl: &mut Workload,
+    agg: &mut Aggregator,
+    inbound: &mut Streaming<RunRequest>,
+    tx: &Tx,
+    period: Duration,
+    run_id: &str,
+) -> (Outcome, Machine) {
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut m = Machine::default();
+    let stopped = wl.stopped.clone();
     let outcome = loop {
-        tokio::select! {
-            msg = inbound.message(), if inbound_open => {
-                match s.handle(msg, &mut wl) {
-                    Ok(true) => {}
-                    Ok(false) => inbound_open = false,
-                    Err((code, m)) => {
-                        inbound_open = false;
-                        if failure.is_none() {
-                            failure = Some((code, m));
-                        }
-                        wl.cancel();
-                    }
-                }
-                if wl.is_cancelled() && cancel_deadline.is_none() {
-                    cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
-                }
-            }
+        let event = tokio::select! {
+            msg = inbound.message(), if m.inbound_open => s.inbound(msg, &m, wl),
             Some(n) = wl.credit.recv() => {
                 s.credit += n;
-                if tx.send(ev(Out::Credit(proto::Credit { jobs: n }))).await.is_err() {
-                    wl.cancel();
+                match tx.send(ev(Out::Credit(proto::Credit { jobs: n }))).await {
+                    Ok(()) => continue,
+                    Err(_) => Event::OutboundGone,
                 }
             }
-            _ = stopped.cancelled(), if !stop_sent => {
-                stop_sent = true;
-                let released = wl.recorder.released.load(Ordering::Relaxed);
-                tracing::info!(run = %run_id, released, "measured part over; stop feeding");
-                let stop = proto::StopFeeding { released };
-                if tx.send(ev(Out::StopFeeding(stop))).await.is_err() {
-                    wl.cancel();
-                }
-            }
+            _ = stopped.cancelled(), if !m.stop_sent() => Event::MeasuredPartOver,
             _ = tick.tick() => {
-                send_job_log(&tx, &wl).await;
-                let snap = agg.snapshot(&wl.recorder, gauges(&wl));
-                if tx.send(ev(Out::Snapshot(snap))).await.is_err() {
-                    tracing::warn!(run = %run_id, "coordinator gone; cancelling");
-                    wl.cancel();
-                    inbound_open = false;
+                send_job_log(tx, wl).await;
+                let snap = agg.snapshot(&wl.recorder, wl.gauges());
+                if tx.send(ev(Out::Snapshot(snap))).await.is_ok() {
+                    continue;
                 }
+                tracing::warn!(run = %run_id, "coordinator gone; cancelling");
+                Event::OutboundGone
             }
             r = &mut wl.finished => {
                 break r.unwrap_or_else(|_| Outcome::Internal("the run thread died".into()));
             }
-            _ = sleep_until(cancel_deadline) => {
+            _ = sleep_until(m.deadline()) => {
                 break Outcome::Internal(format!(
                     "the workload did not stop within {} ms of being cancelled",
                     CANCEL_GRACE.as_millis()
                 ));
             }
+        };
+        match m.on(event, Instant::now()) {
+            Effect::Nothing => {}
+            Effect::EndJobs => wl.end_of_jobs(),
+            Effect::Cancel => wl.cancel(),
+            Effect::SendStopFeeding => {
+                let released = wl.recorder.released.load(Ordering::Relaxed);
+                tracing::info!(run = %run_id, released, "measured part over; stop feeding");
+                let stop = proto::StopFeeding { released };
+                if tx.send(ev(Out::StopFeeding(stop))).await.is_err()
+                    && m.on(Event::OutboundGone, Instant::now()) == Effect::Cancel
+                {
+                    wl.cancel();
+                }
+            }
         }
     };
+    (outcome, m)
+}
 
-    let snap = agg.snapshot(&wl.recorder, gauges(&wl));
+/// The end of a run: the last snapshot and job records, then Done (or the
+/// first failure as an Error).
+async fn report(
+    s: &Session,
+    wl: &Workload,
+    agg: &mut Aggregator,
+    tx: &Tx,
+    run_id: &str,
+    outcome: Outcome,
+    m: Machine,
+) {
+    let snap = agg.snapshot(&wl.recorder, wl.gauges());
     let _ = tx.send(ev(Out::Snapshot(snap))).await;
     // The pool has stopped: this drains every record left.
-    send_job_log(&tx, &wl).await;
+    send_job_log(tx, wl).await;
     let done = agg.done(&wl.recorder, s.digest.value());
     let t = done.totals.unwrap_or_default();
     tracing::info!(
@@ -530,7 +410,7 @@ pub async fn run(
         cancelled = t.cancelled,
         "run ended"
     );
-    let terminal = match (failure, outcome) {
+    let terminal = match (m.failure, outcome) {
         (Some((code, m)), _) => error_event(code, m),
         (None, Outcome::PoolFailed(m)) => error_event(Code::PoolFailed, m),
         (None, Outcome::Internal(m)) => error_event(Code::Internal, m),
@@ -539,9 +419,6 @@ pub async fn run(
         },
     };
     let _ = tx.send(Ok(terminal)).await;
-    // Dropping the workload (and the slot guard) ends the run.
-    drop(wl);
-    // A client that is gone must not keep this alive: dropping tx closes the stream.
 }
 
 /// Sends the job records logged since the last call, in messages of at most
@@ -568,128 +445,104 @@ async fn send_job_log(tx: &Tx, wl: &Workload) {
     }
 }
 
-/// Gauges only the session can read: queue depth and the workload
-/// runtime's stable metrics.
-fn gauges(wl: &Workload) -> proto::Gauges {
-    if let Some(b) = &wl.beam {
-        return b.to_proto();
-    }
-    let Some(rt) = &wl.runtime else {
-        return proto::Gauges::default();
-    };
-    let m = rt.metrics();
-    let workers = m.num_workers();
-    proto::Gauges {
-        queue_depth: wl.queue_depth(),
-        runtime_workers: workers as u64,
-        alive_tasks: m.num_alive_tasks() as u64,
-        global_queue_depth: m.global_queue_depth() as u64,
-        workers_busy_us: (0..workers)
-            .map(|i| m.worker_total_busy_duration(i).as_micros() as u64)
-            .sum(),
-        workers_park_count: (0..workers).map(|i| m.worker_park_count(i)).sum(),
-        ..Default::default()
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
 
+/// What the session tracks of the job stream: credit, the digest, ids.
 struct Session {
     credit: u64,
     digest: Digest,
     next_id: u64,
-    ended: bool,
     nclasses: usize,
     open: bool,
     max_batch: usize,
 }
 
 impl Session {
-    /// Handles one inbound message. Ok(false): the inbound side is finished.
-    fn handle(
+    /// One inbound message as an event of the run (a batch is checked and
+    /// fed on the way).
+    fn inbound(
         &mut self,
         msg: Result<Option<RunRequest>, Status>,
+        m: &Machine,
         wl: &mut Workload,
-    ) -> Result<bool, (Code, String)> {
+    ) -> Event {
         let msg = match msg {
-            Ok(Some(RunRequest { msg: Some(m) })) => m,
+            Ok(Some(RunRequest { msg: Some(msg) })) => msg,
             Ok(Some(RunRequest { msg: None })) => {
-                return Err((Code::Protocol, "empty RunRequest".into()));
+                return Event::Violation(Code::Protocol, "empty RunRequest".into());
             }
             Ok(None) | Err(_) => {
-                if !self.ended {
-                    // The coordinator vanished mid-run.
+                if m.phase == Phase::Feeding {
                     tracing::warn!("coordinator stream ended before EndOfJobs; cancelling");
-                    wl.cancel();
                 }
-                return Ok(false);
+                return Event::InboundClosed;
             }
         };
         match msg {
-            In::Jobs(b) => {
-                if self.ended {
-                    return Err((Code::Protocol, "JobBatch after EndOfJobs".into()));
-                }
-                let n = cwbench::generator::batch_len(&b)
-                    .map_err(|e| (Code::Protocol, e.to_string()))?;
-                if n > self.max_batch {
-                    return Err((
-                        Code::Protocol,
-                        format!("JobBatch of {n} jobs: must be at most {}", self.max_batch),
-                    ));
-                }
-                if n as u64 > self.credit {
-                    return Err((
-                        Code::Protocol,
-                        format!(
-                            "credit exceeded: batch of {n} jobs with {} jobs of credit left",
-                            self.credit
-                        ),
-                    ));
-                }
-                if b.first_id < self.next_id {
-                    return Err((
-                        Code::Protocol,
-                        format!(
-                            "JobBatch.first_id {} goes backwards (next id at least {})",
-                            b.first_id, self.next_id
-                        ),
-                    ));
-                }
-                let mut jobs: Vec<Job> = wl.buffer(n);
-                let digest = &mut self.digest;
-                for_each_job(&b, self.nclasses, self.open, |j| {
-                    digest.push(&j);
-                    jobs.push(j);
-                })
-                .map_err(|e| (Code::Protocol, e.to_string()))?;
-                self.credit -= n as u64;
-                self.next_id = b.first_id + n as u64;
-                wl.recorder.received.fetch_add(n as u64, Ordering::Relaxed);
-                wl.feed(jobs);
-                Ok(true)
+            In::Jobs(_) if !m.accepts_jobs() => {
+                Event::Violation(Code::Protocol, "JobBatch after EndOfJobs".into())
             }
-            In::End(_) => {
-                self.ended = true;
-                wl.end_of_jobs();
-                Ok(true)
-            }
+            In::Jobs(b) => match self.jobs(&b, wl) {
+                Ok(()) => Event::Fed,
+                Err((code, message)) => Event::Violation(code, message),
+            },
+            In::End(_) => Event::EndOfJobs,
             In::Cancel(c) => {
                 tracing::info!("run cancelled by the coordinator: {}", c.reason);
-                self.ended = true;
-                wl.cancel();
-                Ok(true)
+                Event::Cancelled
             }
-            In::Start(_) => Err((
+            In::Start(_) => Event::Violation(
                 Code::Protocol,
                 "a second Start on the same Run stream".into(),
-            )),
+            ),
         }
+    }
+
+    /// Checks a batch against the credit and the ids so far, decodes it
+    /// into the digest and feeds it.
+    fn jobs(&mut self, b: &proto::JobBatch, wl: &mut Workload) -> Result<(), (Code, String)> {
+        let n = cwbench::batch::batch_len(b).map_err(|e| (Code::Protocol, e.to_string()))?;
+        if n > self.max_batch {
+            return Err((
+                Code::Protocol,
+                format!("JobBatch of {n} jobs: must be at most {}", self.max_batch),
+            ));
+        }
+        if n as u64 > self.credit {
+            return Err((
+                Code::Protocol,
+                format!(
+                    "credit exceeded: batch of {n} jobs with {} jobs of credit left",
+                    self.credit
+                ),
+            ));
+        }
+        if b.first_id < self.next_id {
+            return Err((
+                Code::Protocol,
+                format!(
+                    "JobBatch.first_id {} goes backwards (next id at least {})",
+                    b.first_id, self.next_id
+                ),
+            ));
+        }
+        let mut jobs: Vec<Job> = wl.buffer(n);
+        let digest = &mut self.digest;
+        for_each_job(b, self.nclasses, self.open, |j| {
+            digest.push(&j);
+            jobs.push(j);
+        })
+        .map_err(|e| (Code::Protocol, e.to_string()))?;
+        self.credit -= n as u64;
+        self.next_id = b.first_id + n as u64;
+        wl.recorder.received.fetch_add(n as u64, Ordering::Relaxed);
+        wl.feed(jobs);
+        Ok(())
     }
 }
 
@@ -740,5 +593,223 @@ mod tests {
         assert!(e.contains("give one of them"), "{e}");
         let e = span_of(&plan(0, 0, 86_400_001, 0), false).unwrap_err();
         assert_eq!(e, "plan.duration_ms = 86400001: must be in 1..=86400000");
+    }
+}
+
+/// The run spec's rules reached from both ends: a scenario file (the
+/// coordinator) and a `Start` (the agent) must refuse the same bad runs for
+/// the same reason.
+#[cfg(test)]
+mod two_paths {
+    use cwbench::scenario::{self, Limits, PARITY_TOML, ScenarioError};
+    use cwbench::spec::{Backpressure, Compute, Dispatch, Flavor, Profile, RunSpec};
+
+    use super::*;
+
+    type Edit = fn(&mut Profile, &mut proto::Plan);
+    /// (what, TOML replacements on the parity scenario, the scenario key
+    /// refused, the same change on the wire).
+    type Row = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        Edit,
+    );
+
+    fn rows() -> Vec<Row> {
+        let workers1 = ("workers = 64", "workers = 1");
+        vec![
+            (
+                "shed with serial",
+                vec![
+                    workers1,
+                    ("\"block\"", "\"shed\""),
+                    ("\"pool\"", "\"serial\""),
+                ],
+                "profile.backpressure",
+                |p, _| {
+                    p.workers = 1;
+                    p.backpressure = Backpressure::Shed;
+                    p.dispatch = Dispatch::Serial;
+                },
+            ),
+            (
+                "shed with spawn-await",
+                vec![
+                    workers1,
+                    ("\"block\"", "\"shed\""),
+                    ("\"pool\"", "\"spawn-await\""),
+                ],
+                "profile.backpressure",
+                |p, _| {
+                    p.workers = 1;
+                    p.backpressure = Backpressure::Shed;
+                    p.dispatch = Dispatch::SpawnAwait;
+                },
+            ),
+            (
+                "a worker pool size without a pool",
+                vec![("\"pool\"", "\"task-per-job\"")],
+                "profile.workers",
+                |p, _| p.dispatch = Dispatch::TaskPerJob,
+            ),
+            (
+                "the BEAM with a mailbox",
+                vec![("\"pool\"", "\"mailbox\"\nruntime = \"beam\"")],
+                "profile.dispatch",
+                |p, _| {
+                    p.runtime = Flavor::Beam;
+                    p.dispatch = Dispatch::Mailbox;
+                },
+            ),
+            (
+                "the BEAM computing in a blocking pool",
+                vec![("\"inline\"", "\"blocking\"\nruntime = \"beam\"")],
+                "profile.compute",
+                |p, _| {
+                    p.runtime = Flavor::Beam;
+                    p.compute = Compute::Blocking;
+                },
+            ),
+            (
+                "the BEAM shedding",
+                vec![("\"block\"", "\"shed\"\nruntime = \"beam\"")],
+                "profile.backpressure",
+                |p, _| {
+                    p.runtime = Flavor::Beam;
+                    p.backpressure = Backpressure::Shed;
+                },
+            ),
+            (
+                "the BEAM with two producers",
+                vec![("producers = 1", "producers = 2\nruntime = \"beam\"")],
+                "profile.producers",
+                |p, _| {
+                    p.runtime = Flavor::Beam;
+                    p.producers = 2;
+                },
+            ),
+            (
+                "a current-thread runtime on two threads",
+                vec![(
+                    "workers = 64",
+                    "workers = 64\nthreads = 2\nruntime = \"current-thread\"",
+                )],
+                "profile.threads",
+                |p, _| {
+                    p.runtime = Flavor::CurrentThread;
+                    p.threads = Some(2);
+                },
+            ),
+            (
+                "killing a worker where there is none",
+                vec![
+                    workers1,
+                    ("\"pool\"", "\"task-per-job\""),
+                    (
+                        "[[class]]",
+                        "[[fault]]\nkind = \"kill-worker\"\nat_job = 5\n\n[[class]]",
+                    ),
+                ],
+                "fault[0].kind",
+                |p, plan| {
+                    p.workers = 1;
+                    p.dispatch = Dispatch::TaskPerJob;
+                    plan.kill_jobs = vec![5];
+                },
+            ),
+            (
+                "a recovery window of part of a bucket",
+                vec![("[supervisor]", "[recovery]\nwindow_ms = 15\n\n[supervisor]")],
+                "recovery.window_ms",
+                |_, plan| plan.recovery_window_ms = 15,
+            ),
+            (
+                "a recovery band of 150%",
+                vec![("[supervisor]", "[recovery]\nband = 1.5\n\n[supervisor]")],
+                "recovery.band",
+                |_, plan| plan.recovery_band = 1.5,
+            ),
+            (
+                "a short baseline",
+                vec![(
+                    "[supervisor]",
+                    "[recovery]\nbaseline_ms = 200\n\n[supervisor]",
+                )],
+                "recovery.baseline_ms",
+                |_, plan| plan.recovery_baseline_ms = 200,
+            ),
+            (
+                "a restart backoff over a minute",
+                vec![("max_restarts = 0", "max_restarts = 0\nbackoff_ms = 70000")],
+                "supervisor.backoff_ms",
+                |_, plan| plan.backoff_ms = 70_000,
+            ),
+            (
+                "restarts limited in no window",
+                vec![("max_restarts = 0", "max_restarts = 3")],
+                "supervisor.restart_window_ms",
+                |_, plan| plan.max_restarts = 3,
+            ),
+            (
+                "a job timeout over an hour",
+                vec![("[profile]", "job_timeout_ms = 3600001\n\n[profile]")],
+                "run.job_timeout_ms",
+                |_, plan| plan.job_timeout_ms = 3_600_001,
+            ),
+            (
+                "snapshots too often",
+                vec![("snapshot_interval_ms = 1000", "snapshot_interval_ms = 50")],
+                "run.snapshot_interval_ms",
+                |_, plan| plan.snapshot_interval_ms = 50,
+            ),
+        ]
+    }
+
+    #[test]
+    fn both_ends_refuse_the_same_runs_for_the_same_reason() {
+        let base = scenario::parse(PARITY_TOML, "parity.toml", &Limits::default()).unwrap();
+        for (what, edits, key, edit) in rows() {
+            let mut text = PARITY_TOML.to_string();
+            for (from, to) in edits {
+                assert!(
+                    text.contains(from),
+                    "{what}: {from:?} not in the parity scenario"
+                );
+                text = text.replacen(from, to, 1);
+            }
+            let (toml_key, expected) = match scenario::parse(&text, "t.toml", &Limits::default()) {
+                Err(ScenarioError::Invalid { key, expected, .. }) => (key, expected),
+                other => panic!("{what}: the scenario was not refused: {other:?}"),
+            };
+            assert_eq!(toml_key, key, "{what}: {expected}");
+
+            let mut profile = base.profiles[0].clone();
+            let mut plan = base.to_proto();
+            edit(&mut profile, &mut plan);
+            let start = proto::Start {
+                run_id: "two-paths".into(),
+                profile: Some(profile.to_proto()),
+                plan: Some(plan),
+                protocol_version: cwbench::PROTOCOL_VERSION,
+            };
+            let refusal = RunSpec::try_from(&start).expect_err(what);
+            assert_eq!(refusal.reason, expected, "{what}");
+            let agent = validate_start(&AgentConfig::default(), &start).expect_err(what);
+            assert_eq!(agent, refusal.to_string(), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_scenario_s_spec_passes_the_agent_s_check() {
+        let base = scenario::parse(PARITY_TOML, "parity.toml", &Limits::default()).unwrap();
+        let spec = base.run_spec(&base.profiles[0], "r");
+        let start = proto::Start {
+            run_id: "r".into(),
+            profile: Some(base.profiles[0].to_proto()),
+            plan: Some(base.to_proto()),
+            protocol_version: cwbench::PROTOCOL_VERSION,
+        };
+        assert_eq!(RunSpec::try_from(&start), Ok(spec));
     }
 }

@@ -230,47 +230,14 @@ pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliErro
 /// Runs the benchmark as the flags say; returns the result and where it went.
 pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     let plan = load_plan(args.scenario.as_deref(), &args.limits)?;
-    if args.job_log && plan.sizing.timed() {
-        return Err(CliError::BadInput(format!(
-            "--job-log: scenario {} is timed ({}), so its job count is not known before the run; the job log is for runs sized in jobs (at most {})",
-            plan.scenario.name,
-            plan.sizing.describe(),
-            crate::joblog::MAX_JOBS
-        )));
-    }
-    if args.job_log && plan.total_jobs() > crate::joblog::MAX_JOBS {
-        return Err(CliError::BadInput(format!(
-            "--job-log: the scenario has {} jobs per agent; the job log is for runs of at most {}",
-            plan.total_jobs(),
-            crate::joblog::MAX_JOBS
-        )));
-    }
+    check_job_log(&args, &plan)?;
     let token = args
         .token
         .as_deref()
         .map(BearerToken::new)
         .transpose()
         .map_err(|e| CliError::BadInput(format!("--token / CWBENCH_TOKEN: {e}")))?;
-    let tls = match &args.tls_ca {
-        None => None,
-        Some(ca) => {
-            use cwbench_agent::tls::read_pem;
-            let bad = |e: cwbench_agent::tls::TlsFileError| CliError::BadInput(e.to_string());
-            let ca = read_pem("--tls-ca", ca, "a CA certificate").map_err(bad)?;
-            let identity = match (&args.tls_cert, &args.tls_key) {
-                (Some(c), Some(k)) => Some((
-                    read_pem("--tls-cert", c, "a certificate").map_err(bad)?,
-                    read_pem("--tls-key", k, "a private key").map_err(bad)?,
-                )),
-                _ => None,
-            };
-            Some(crate::driver::ClientTls {
-                ca,
-                domain: args.tls_domain.clone(),
-                identity,
-            })
-        }
-    };
+    let tls = client_tls(&args)?;
     let connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
     let remote = discovery::discover(
         &args.agents,
@@ -340,40 +307,7 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
         ..RunOptions::default()
     };
     if !args.quiet {
-        let (work, sleep) = plan.mean_job();
-        let length = if plan.sizing.timed() {
-            format!("timed on each agent, {}", plan.sizing.describe())
-        } else {
-            format!(
-                "{} jobs each ({} warm-up)",
-                plan.total_jobs(),
-                plan.sizing.warmup_jobs
-            )
-        };
-        eprintln!(
-            "cwbench: scenario {} from {}: {} profile(s), {length}, mean job {:.0} work units + {:.2} ms sleep",
-            plan.scenario.name,
-            plan.source,
-            plan.profiles.len(),
-            work,
-            sleep / 1000.0
-        );
-        let default_threads = match &opts.agents {
-            Agents::Local { threads, .. } => *threads,
-            Agents::Remote(_) => cwbench::sysinfo::logical_cores(),
-        };
-        let mut total = 0.0;
-        let mut how = "";
-        for p in &plan.profiles {
-            let (s, h) = plan.estimate_secs(p, default_threads);
-            total += s;
-            how = h;
-        }
-        eprintln!(
-            "cwbench: {} profile(s) to run one after another, about {} in all ({how}; agents that leave threads unset counted with {default_threads})",
-            plan.profiles.len(),
-            fmt_secs(total)
-        );
+        announce(&plan, &opts.agents);
     }
     let progress: Option<Progress> = (!args.quiet).then(|| progress::reporter(per_host));
     let result = run::run(plan, opts, progress).await.map_err(|e| match e {
@@ -383,6 +317,91 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
     output::write_all(&result, &dir)
         .map_err(|e| CliError::Failed(format!("cannot write results to {}: {e}", dir.display())))?;
     Ok((result, dir))
+}
+
+/// `--job-log` keeps every job's record: only for runs sized in jobs, and
+/// not too many of them.
+fn check_job_log(args: &Args, plan: &Plan) -> Result<(), CliError> {
+    if args.job_log && plan.sizing.timed() {
+        return Err(CliError::BadInput(format!(
+            "--job-log: scenario {} is timed ({}), so its job count is not known before the run; the job log is for runs sized in jobs (at most {})",
+            plan.scenario.name,
+            plan.sizing.describe(),
+            crate::joblog::MAX_JOBS
+        )));
+    }
+    if args.job_log && plan.total_jobs() > crate::joblog::MAX_JOBS {
+        return Err(CliError::BadInput(format!(
+            "--job-log: the scenario has {} jobs per agent; the job log is for runs of at most {}",
+            plan.total_jobs(),
+            crate::joblog::MAX_JOBS
+        )));
+    }
+    Ok(())
+}
+
+/// The TLS material of `--tls-ca` (and `--tls-cert`, `--tls-key`), read and
+/// checked.
+fn client_tls(args: &Args) -> Result<Option<crate::driver::ClientTls>, CliError> {
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => {
+            use cwbench::tls::read_pem;
+            let bad = |e: cwbench::tls::TlsFileError| CliError::BadInput(e.to_string());
+            let ca = read_pem("--tls-ca", ca, "a CA certificate").map_err(bad)?;
+            let identity = match (&args.tls_cert, &args.tls_key) {
+                (Some(c), Some(k)) => Some((
+                    read_pem("--tls-cert", c, "a certificate").map_err(bad)?,
+                    read_pem("--tls-key", k, "a private key").map_err(bad)?,
+                )),
+                _ => None,
+            };
+            Some(crate::driver::ClientTls {
+                ca,
+                domain: args.tls_domain.clone(),
+                identity,
+            })
+        }
+    };
+    Ok(tls)
+}
+
+/// What is about to run and roughly how long it takes, on stderr.
+fn announce(plan: &Plan, agents: &Agents) {
+    let (work, sleep) = plan.mean_job();
+    let length = if plan.sizing.timed() {
+        format!("timed on each agent, {}", plan.sizing.describe())
+    } else {
+        format!(
+            "{} jobs each ({} warm-up)",
+            plan.total_jobs(),
+            plan.sizing.warmup_jobs
+        )
+    };
+    eprintln!(
+        "cwbench: scenario {} from {}: {} profile(s), {length}, mean job {:.0} work units + {:.2} ms sleep",
+        plan.scenario.name,
+        plan.source,
+        plan.profiles.len(),
+        work,
+        sleep / 1000.0
+    );
+    let default_threads = match agents {
+        Agents::Local { threads, .. } => *threads,
+        Agents::Remote(_) => cwbench::sysinfo::logical_cores(),
+    };
+    let mut total = 0.0;
+    let mut how = "";
+    for p in &plan.profiles {
+        let (s, h) = plan.estimate_secs(p, default_threads);
+        total += s;
+        how = h;
+    }
+    eprintln!(
+        "cwbench: {} profile(s) to run one after another, about {} in all ({how}; agents that leave threads unset counted with {default_threads})",
+        plan.profiles.len(),
+        fmt_secs(total)
+    );
 }
 
 fn fmt_secs(s: f64) -> String {

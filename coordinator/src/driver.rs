@@ -1,308 +1,31 @@
-//! Drives one agent through one run: dial, Start, stream seeded job batches
-//! within the agent's credit, collect snapshots, check Done.
+//! Drives one agent through one run: Start and Ready, the run's events until
+//! Done (the feeding runs beside it, `crate::feed`; dialling is
+//! `crate::connection`), and what the coordinator keeps of the host
+//! (`HostState`) and checks in its Done.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cwbench::digest::{Digest, hex};
-use cwbench::generator::{BatchBuilder, Generator};
 use cwbench::histogram::{Dense, Hist, Summary, merge_encoded, new_hist, with_decoded};
-use cwbench::proto::agent_client::AgentClient;
 use cwbench::proto::run_event::Msg as In;
 use cwbench::proto::run_request::Msg as Out;
-use cwbench::proto::{self, AgentInfo, DescribeRequest, RunRequest};
-use cwbench::scenario::{Distribution, Plan, Profile};
+use cwbench::proto::{self, AgentInfo, RunEvent, RunRequest};
+use cwbench::scenario::{Plan, Profile};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
 
+pub use crate::connection::{
+    BearerToken, Client, ClientTls, DriveOptions, SendToken, Unavailable, connect, preflight,
+};
+use crate::feed::feed;
+pub use crate::feed::{SHARD_CHUNK, Share};
 use crate::result::{
     Accounting, ClassResult, FaultMark, HostInfo, HostResult, HostStatus, IntervalPoint, Latencies,
     RecoveryResult,
 };
-
-/// Jobs per shard chunk: in shard mode, chunk k of the stream goes to agent
-/// k mod n (docs/workload.md).
-pub const SHARD_CHUNK: u64 = 1024;
-
-/// Timeouts and sizes of the coordinator side of a run.
-#[derive(Debug, Clone)]
-pub struct DriveOptions {
-    pub connect_timeout: Duration,
-    /// Start -> Ready.
-    pub ready_timeout: Duration,
-    /// Added to two snapshot intervals: silence longer than this is a lost host.
-    pub silence_grace: Duration,
-    /// Jobs per JobBatch message.
-    pub batch_jobs: usize,
-    /// Send job columns packed (JobBatch.packed) to agents that read them.
-    pub packed_batches: bool,
-    pub max_message_bytes: usize,
-    /// Shared token sent as `authorization: Bearer <token>` on every call.
-    pub token: Option<BearerToken>,
-    /// Dial over TLS.
-    pub tls: Option<ClientTls>,
-}
-
-/// TLS settings for dialling agents (PEM bytes).
-#[derive(Clone)]
-pub struct ClientTls {
-    /// The CA that signed the agents' certificates.
-    pub ca: Vec<u8>,
-    /// Expected certificate name; default: the host part of the address.
-    pub domain: Option<String>,
-    /// Client certificate and key, for agents that require one.
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl std::fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls")
-            .field("domain", &self.domain)
-            .field("client_identity", &self.identity.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClientTls {
-    fn config(&self, addr: &str) -> tonic::transport::ClientTlsConfig {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let host = addr
-            .rsplit_once(':')
-            .map_or(addr, |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let mut c = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .domain_name(self.domain.clone().unwrap_or_else(|| host.to_string()));
-        if let Some((cert, key)) = &self.identity {
-            c = c.identity(Identity::from_pem(cert, key));
-        }
-        c
-    }
-}
-
-/// A shared token ready to be sent; its Debug output never shows it.
-#[derive(Clone)]
-pub struct BearerToken(MetadataValue<Ascii>);
-
-impl BearerToken {
-    /// Checks `token` (non-empty printable ASCII) and builds the header value.
-    pub fn new(token: &str) -> Result<Self, cwbench_agent::auth::TokenError> {
-        cwbench_agent::auth::validate_token(token)?;
-        let v = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| cwbench_agent::auth::TokenError::NotPrintable)?;
-        Ok(Self(v))
-    }
-}
-
-impl std::fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BearerToken(<hidden>)")
-    }
-}
-
-/// Adds the token (if any) to every outgoing request.
-#[derive(Debug, Clone)]
-pub struct SendToken(Option<BearerToken>);
-
-impl Interceptor for SendToken {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(t) = &self.0 {
-            req.metadata_mut()
-                .insert(cwbench_agent::auth::METADATA_KEY, t.0.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// The coordinator's client of one agent.
-pub type Client = AgentClient<InterceptedService<Channel, SendToken>>;
-
-impl Default for DriveOptions {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            ready_timeout: Duration::from_secs(30),
-            silence_grace: Duration::from_secs(5),
-            batch_jobs: 8192,
-            packed_batches: true,
-            max_message_bytes: 16 << 20,
-            token: None,
-            tls: None,
-        }
-    }
-}
-
-/// Why an agent cannot take part.
-#[derive(Debug, thiserror::Error)]
-pub enum Unavailable {
-    #[error("cannot reach agent {addr}: {reason}")]
-    Unreachable { addr: String, reason: String },
-    #[error("agent {addr} refused us: {reason}")]
-    Unauthenticated { addr: String, reason: String },
-    #[error("agent {addr} is busy with run {run}")]
-    Busy { addr: String, run: String },
-    #[error(
-        "agent {addr} speaks protocol {agent} (cwbench {agent_version}); this coordinator speaks {ours} (cwbench {our_version})"
-    )]
-    Version {
-        addr: String,
-        agent: u32,
-        agent_version: String,
-        ours: u32,
-        our_version: String,
-    },
-    #[error("agent {addr} cannot run {runtime} (profile {profile}): {reason}")]
-    Runtime {
-        addr: String,
-        runtime: String,
-        profile: String,
-        reason: String,
-    },
-}
-
-/// Opens a channel to an agent (HTTP/2 over TCP).
-pub async fn connect(addr: &str, opts: &DriveOptions) -> Result<Client, Unavailable> {
-    let unreachable = |reason: String| Unavailable::Unreachable {
-        addr: addr.to_string(),
-        reason,
-    };
-    let scheme = if opts.tls.is_some() { "https" } else { "http" };
-    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .map_err(|e| unreachable(format!("bad address: {e}")))?;
-    if let Some(t) = &opts.tls {
-        ep = ep
-            .tls_config(t.config(addr))
-            .map_err(|e| unreachable(format!("TLS set-up: {}", error_chain(&e))))?;
-    }
-    let ep = ep
-        .connect_timeout(opts.connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        // A backstop only: the run loop marks an agent lost when it is
-        // silent past two snapshot intervals plus a grace. A 2 s timeout
-        // here threw away healthy hosts whenever the coordinator itself
-        // fell behind (half of 256 agents on one 2-core machine).
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
-    let ch = tokio::time::timeout(opts.connect_timeout, ep.connect())
-        .await
-        .map_err(|_| {
-            unreachable(format!(
-                "no connection within {} s",
-                opts.connect_timeout.as_secs()
-            ))
-        })?
-        .map_err(|e| unreachable(error_chain(&e)))?;
-    Ok(
-        AgentClient::with_interceptor(ch, SendToken(opts.token.clone()))
-            .max_decoding_message_size(opts.max_message_bytes)
-            .max_encoding_message_size(opts.max_message_bytes),
-    )
-}
-
-/// Describes an agent and checks it can take a run.
-pub async fn preflight(addr: &str, opts: &DriveOptions) -> Result<AgentInfo, Unavailable> {
-    let mut client = connect(addr, opts).await?;
-    let info = tokio::time::timeout(
-        opts.connect_timeout,
-        client.describe(DescribeRequest {
-            protocol_version: cwbench::PROTOCOL_VERSION,
-        }),
-    )
-    .await
-    .map_err(|_| Unavailable::Unreachable {
-        addr: addr.into(),
-        reason: format!(
-            "no answer to Describe within {} s",
-            opts.connect_timeout.as_secs()
-        ),
-    })?
-    .map_err(|s| {
-        if s.code() == tonic::Code::Unauthenticated {
-            Unavailable::Unauthenticated {
-                addr: addr.into(),
-                reason: unauthenticated_reason(opts.token.is_some(), s.message()),
-            }
-        } else {
-            Unavailable::Unreachable {
-                addr: addr.into(),
-                reason: format!("Describe failed: {}", s.message()),
-            }
-        }
-    })?
-    .into_inner();
-    if info.protocol_version != cwbench::PROTOCOL_VERSION {
-        return Err(Unavailable::Version {
-            addr: addr.into(),
-            agent: info.protocol_version,
-            agent_version: info.agent_version,
-            ours: cwbench::PROTOCOL_VERSION,
-            our_version: cwbench::VERSION.into(),
-        });
-    }
-    if !info.busy_run_id.is_empty() {
-        return Err(Unavailable::Busy {
-            addr: addr.into(),
-            run: info.busy_run_id,
-        });
-    }
-    Ok(info)
-}
-
-/// What to tell the user when an agent answers UNAUTHENTICATED.
-fn unauthenticated_reason(sent_token: bool, agent_says: &str) -> String {
-    if sent_token {
-        format!("the token was rejected (agent says: {agent_says}); check --token / CWBENCH_TOKEN")
-    } else {
-        format!("the token was missing (agent says: {agent_says}); set --token or CWBENCH_TOKEN")
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        let m = x.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = x.source();
-    }
-    s
-}
-
-/// Which ids an agent gets.
-#[derive(Debug, Clone, Copy)]
-pub struct Share {
-    pub index: u64,
-    pub of: u64,
-}
-
-impl Share {
-    /// Number of jobs of a `total`-job stream in this share.
-    pub fn jobs(&self, total: u64, mode: Distribution) -> u64 {
-        if mode == Distribution::Replicate || self.of <= 1 {
-            return total;
-        }
-        let full_chunks = total / SHARD_CHUNK;
-        let rest = total % SHARD_CHUNK;
-        let mine = full_chunks / self.of + u64::from(full_chunks % self.of > self.index);
-        let tail = if full_chunks % self.of == self.index {
-            rest
-        } else {
-            0
-        };
-        mine * SHARD_CHUNK + tail
-    }
-}
 
 /// Everything needed to run one profile on one agent.
 #[derive(Debug, Clone)]
@@ -330,40 +53,97 @@ pub struct HostOutcome {
     pub completion: Hist,
 }
 
+/// Why a host's run ended without a trustworthy Done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The agent failed the run: it reported an error, refused the start,
+    /// broke the protocol, or its Done did not pass the checks.
+    #[error("{0}")]
+    Failed(String),
+    /// The host was lost: it went silent, or its stream broke or closed
+    /// before Done.
+    #[error("{0}")]
+    Lost(String),
+}
+
+impl HostError {
+    /// The host's status in the result.
+    pub fn status(&self) -> HostStatus {
+        match self {
+            HostError::Failed(_) => HostStatus::Failed,
+            HostError::Lost(_) => HostStatus::Lost,
+        }
+    }
+}
+
 /// Runs one profile on one agent. Never fails: every problem ends up in the
 /// returned result's status and error, with the data received until then.
 pub async fn drive(run: HostRun, opts: DriveOptions, progress: Option<Progress>) -> HostOutcome {
     let mut st = HostState::new(&run);
     if let Err(e) = drive_inner(&run, &opts, &mut st, progress).await {
-        if e.0 == HostStatus::Lost {
-            tracing::warn!("host {} lost: {}", run.label, e.1);
+        if let HostError::Lost(m) = &e {
+            tracing::warn!("host {} lost: {m}", run.label);
         }
-        st.status = e.0;
-        st.error = Some(e.1);
+        st.status = e.status();
+        st.error = Some(e.to_string());
     }
     st.finish(&run)
 }
-
-type Failure = (HostStatus, String);
 
 async fn drive_inner(
     run: &HostRun,
     opts: &DriveOptions,
     st: &mut HostState,
     progress: Option<Progress>,
-) -> Result<(), Failure> {
-    let failed = |m: String| (HostStatus::Failed, m);
+) -> Result<(), HostError> {
+    let plan = &run.plan;
+    let jobs = run
+        .share
+        .jobs(plan.total_jobs(), plan.scenario.run.distribution);
+    let (req_tx, mut inbound, ready) = open_run(run, opts, jobs).await?;
+    st.threads = ready.threads;
+    if let Some(a) = &ready.agent {
+        st.info = host_info(a);
+    }
+
+    // Credit: permits are jobs the agent allows us to send.
+    let credit = Arc::new(Semaphore::new(0));
+    credit.add_permits(ready.initial_credit.min(Semaphore::MAX_PERMITS as u64) as usize);
+    let stop = CancellationToken::new();
+    let packed = opts.packed_batches && ready.batch_encoding >= u32::from(cwbench::packed::VERSION);
+    let feeder = tokio::spawn(feed(
+        run.plan.clone(),
+        run.share,
+        jobs,
+        (opts.batch_jobs, packed),
+        credit.clone(),
+        stop.clone(),
+        req_tx,
+    ));
+    let result = receive(run, opts, st, &mut inbound, &credit, &stop, progress).await;
+    credit.close();
+    let fed = feeder.await.unwrap_or((0, Digest::new()));
+    st.accounting.sent = fed.0;
+    st.digest_sent = fed.1.value();
+    check_done(st, &result?)
+}
+
+/// Dials the agent, sends Start and waits for Ready; returns the request
+/// stream's sender, the event stream and the Ready.
+async fn open_run(
+    run: &HostRun,
+    opts: &DriveOptions,
+    jobs: u64,
+) -> Result<(mpsc::Sender<RunRequest>, Streaming<RunEvent>, proto::Ready), HostError> {
+    let failed = HostError::Failed;
     let mut client = connect(&run.addr, opts)
         .await
         .map_err(|e| failed(e.to_string()))?;
     let plan = &run.plan;
-    let mode = plan.scenario.run.distribution;
-    let jobs = run.share.jobs(plan.total_jobs(), mode);
     let mut wire_plan = plan.to_proto();
-    let timed = plan.sizing.timed();
     // A timed run keeps total_jobs = 0 (the agent says when it is over;
     // `jobs` only bounds the feed); otherwise it is this agent's share.
-    if !timed {
+    if !plan.sizing.timed() {
         wire_plan.total_jobs = jobs;
     }
     wire_plan.job_log = run.job_log.is_some();
@@ -395,67 +175,55 @@ async fn drive_inner(
             ))
         })?
         .map_err(|s| failed(format!("agent {}: {}", run.addr, s.message())))?;
-    let ready = match first.and_then(|m| m.msg) {
-        Some(In::Ready(r)) => r,
-        Some(In::Error(e)) => return Err(failed(agent_error(&run.addr, &e))),
-        other => {
-            return Err(failed(format!(
-                "agent {} answered Start with {other:?} instead of Ready",
-                run.addr
-            )));
-        }
-    };
-    st.threads = ready.threads;
-    if let Some(a) = &ready.agent {
-        st.info = host_info(a);
+    match first.and_then(|m| m.msg) {
+        Some(In::Ready(r)) => Ok((req_tx, inbound, r)),
+        Some(In::Error(e)) => Err(failed(agent_error(&run.addr, &e))),
+        other => Err(failed(format!(
+            "agent {} answered Start with {other:?} instead of Ready",
+            run.addr
+        ))),
     }
+}
 
-    // Credit: permits are jobs the agent allows us to send.
-    let credit = Arc::new(Semaphore::new(0));
-    credit.add_permits(ready.initial_credit.min(Semaphore::MAX_PERMITS as u64) as usize);
-    let stop = CancellationToken::new();
-    let packed = opts.packed_batches && ready.batch_encoding >= u32::from(cwbench::packed::VERSION);
-    let feeder = tokio::spawn(feed(
-        run.plan.clone(),
-        run.share,
-        jobs,
-        (opts.batch_jobs, packed),
-        credit.clone(),
-        stop.clone(),
-        req_tx,
-    ));
-    let silence = Duration::from_millis(2 * u64::from(plan.scenario.run.snapshot_interval_ms))
+/// The run's events until Done: credit, snapshots, job records, and a
+/// timed run's StopFeeding. Silence past two snapshot intervals and the
+/// grace is a lost host.
+async fn receive(
+    run: &HostRun,
+    opts: &DriveOptions,
+    st: &mut HostState,
+    inbound: &mut Streaming<RunEvent>,
+    credit: &Semaphore,
+    stop: &CancellationToken,
+    progress: Option<Progress>,
+) -> Result<proto::Done, HostError> {
+    let failed = HostError::Failed;
+    let timed = run.plan.sizing.timed();
+    let silence = Duration::from_millis(2 * u64::from(run.plan.scenario.run.snapshot_interval_ms))
         + opts.silence_grace;
-
     let mut last_msg = std::time::Instant::now();
-    let result = loop {
+    loop {
         let msg = match tokio::time::timeout(silence, inbound.message()).await {
             Err(_) => {
-                break Err((
-                    HostStatus::Lost,
-                    format!(
-                        "agent {} went silent for {:.1} s (no snapshot); marked lost",
-                        run.addr,
-                        silence.as_secs_f64()
-                    ),
-                ));
+                return Err(HostError::Lost(format!(
+                    "agent {} went silent for {:.1} s (no snapshot); marked lost",
+                    run.addr,
+                    silence.as_secs_f64()
+                )));
             }
             Ok(Err(s)) => {
-                break Err((
-                    HostStatus::Lost,
-                    format!(
-                        "agent {} connection lost {:.1} s after its last message: {}",
-                        run.addr,
-                        last_msg.elapsed().as_secs_f64(),
-                        s.message()
-                    ),
-                ));
+                return Err(HostError::Lost(format!(
+                    "agent {} connection lost {:.1} s after its last message: {}",
+                    run.addr,
+                    last_msg.elapsed().as_secs_f64(),
+                    s.message()
+                )));
             }
             Ok(Ok(None)) => {
-                break Err((
-                    HostStatus::Lost,
-                    format!("agent {} closed the run stream before Done", run.addr),
-                ));
+                return Err(HostError::Lost(format!(
+                    "agent {} closed the run stream before Done",
+                    run.addr
+                )));
             }
             Ok(Ok(Some(m))) => {
                 last_msg = std::time::Instant::now();
@@ -480,7 +248,7 @@ async fn drive_inner(
                     }
                 }
                 None => {
-                    break Err(failed(format!(
+                    return Err(failed(format!(
                         "agent {} sent job records nobody asked for",
                         run.addr
                     )));
@@ -491,34 +259,32 @@ async fn drive_inner(
                 stop.cancel();
             }
             Some(In::StopFeeding(_)) => {
-                break Err(failed(format!(
+                return Err(failed(format!(
                     "agent {} sent StopFeeding in a run sized in jobs",
                     run.addr
                 )));
             }
-            Some(In::Done(d)) => break Ok(d),
-            Some(In::Error(e)) => break Err(failed(agent_error(&run.addr, &e))),
+            Some(In::Done(d)) => return Ok(d),
+            Some(In::Error(e)) => return Err(failed(agent_error(&run.addr, &e))),
             Some(In::Ready(_)) => {
-                break Err(failed(format!("agent {} sent a second Ready", run.addr)));
+                return Err(failed(format!("agent {} sent a second Ready", run.addr)));
             }
-            None => break Err(failed(format!("agent {} sent an empty message", run.addr))),
+            None => return Err(failed(format!("agent {} sent an empty message", run.addr))),
         }
-    };
-    credit.close();
-    let fed = feeder.await.unwrap_or((0, Digest::new()));
-    st.accounting.sent = fed.0;
-    st.digest_sent = fed.1.value();
-    let done = result?;
-    st.done(&done).map_err(failed)?;
-    // The checks that make a run trustworthy.
+    }
+}
+
+/// Takes in the Done and runs the checks that make a run trustworthy.
+fn check_done(st: &mut HostState, done: &proto::Done) -> Result<(), HostError> {
+    st.done(done).map_err(HostError::Failed)?;
     if !st.accounting.balances() {
-        return Err(failed(format!(
+        return Err(HostError::Failed(format!(
             "accounting does not balance: {:?}",
             st.accounting
         )));
     }
     if done.digest != st.digest_sent {
-        return Err(failed(format!(
+        return Err(HostError::Failed(format!(
             "job digest mismatch: sent {}, agent received {}",
             hex(st.digest_sent),
             hex(done.digest)
@@ -546,98 +312,6 @@ pub(crate) fn host_info(a: &AgentInfo) -> HostInfo {
         cpu_set: a.cpu_set.clone(),
         label: a.label.clone(),
         in_process: false,
-    }
-}
-
-/// Generates this agent's share of the stream and sends it within credit.
-/// Returns the jobs sent and their digest.
-async fn feed(
-    plan: Arc<Plan>,
-    share: Share,
-    jobs: u64,
-    (batch_jobs, packed): (usize, bool),
-    credit: Arc<Semaphore>,
-    stop: CancellationToken,
-    tx: mpsc::Sender<RunRequest>,
-) -> (u64, Digest) {
-    let mut g = Generator::new(&plan);
-    let mode = plan.scenario.run.distribution;
-    let sharded = mode == Distribution::Shard && share.of > 1;
-    let mut digest = Digest::new();
-    let mut b =
-        BatchBuilder::new(plan.classes.len() > 1, plan.is_open(), batch_jobs).packed(packed);
-    let mut sent = 0u64;
-    while sent < jobs {
-        // Wait for at least one job of credit, then take what is there.
-        let p = tokio::select! {
-            biased;
-            // A timed run is over: end the stream now.
-            _ = stop.cancelled() => break,
-            p = credit.acquire() => p,
-        };
-        let Ok(p) = p else {
-            return (sent, digest);
-        };
-        p.forget();
-        let mut n = 1usize;
-        let want = (batch_jobs as u64).min(jobs - sent) as usize;
-        let more = (want - 1).min(credit.available_permits());
-        if more > 0
-            && let Ok(p) = credit.try_acquire_many(more as u32)
-        {
-            p.forget();
-            n += more;
-        }
-        let mut expect = None;
-        for _ in 0..n {
-            if sharded {
-                next_in_share(&mut g, share);
-                // A batch never spans a gap between this agent's chunks.
-                if expect.is_some_and(|e| e != g.next_id()) {
-                    break;
-                }
-            }
-            expect = Some(g.next_id() + 1);
-            let j = g.next_job();
-            digest.push(&j);
-            b.push(&j);
-        }
-        let taken = b.len();
-        // Credit taken but not used (a batch cut at a chunk boundary) goes back.
-        if taken < n {
-            credit.add_permits(n - taken);
-        }
-        sent += taken as u64;
-        if tx
-            .send(RunRequest {
-                msg: Some(Out::Jobs(b.take())),
-            })
-            .await
-            .is_err()
-        {
-            return (sent - taken as u64, digest);
-        }
-    }
-    let _ = tx
-        .send(RunRequest {
-            msg: Some(Out::End(proto::EndOfJobs {
-                jobs_sent: sent,
-                digest: digest.value(),
-            })),
-        })
-        .await;
-    // Dropping the sender half-closes the request stream: after EndOfJobs
-    // the agent reads that as the normal end, not as a vanished coordinator.
-    (sent, digest)
-}
-
-/// Moves the generator to the next id of `share` (no-op inside its chunks).
-fn next_in_share(g: &mut Generator, share: Share) {
-    let id = g.next_id();
-    let chunk = id / SHARD_CHUNK;
-    if chunk % share.of != share.index {
-        let skip = (share.index + share.of - chunk % share.of) % share.of;
-        g.seek((chunk + skip) * SHARD_CHUNK);
     }
 }
 
@@ -974,26 +648,5 @@ fn latencies(h: &[Hist; 4]) -> Latencies {
         queue_wait: Summary::of(&h[1]),
         service: Summary::of(&h[2]),
         sleep_overshoot: Summary::of(&h[3]),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shares_cover_the_stream_exactly() {
-        for total in [0, 1, 1023, 1024, 1025, 5000, 100_000] {
-            for of in 1..=5 {
-                let sum: u64 = (0..of)
-                    .map(|index| Share { index, of }.jobs(total, Distribution::Shard))
-                    .sum();
-                assert_eq!(sum, total, "total {total} over {of}");
-            }
-        }
-        assert_eq!(
-            Share { index: 1, of: 3 }.jobs(77, Distribution::Replicate),
-            77
-        );
     }
 }

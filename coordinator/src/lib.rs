@@ -4,13 +4,16 @@
 pub mod chart;
 pub mod cli;
 pub mod compare;
+pub mod connection;
 pub mod csv;
 pub mod discovery;
 pub mod driver;
+pub mod feed;
 pub mod groups;
 pub mod hlog;
 pub mod html;
 pub mod joblog;
+pub mod local;
 pub mod output;
 pub mod progress;
 pub mod report;

@@ -27,7 +27,7 @@ pub struct RunResult {
     /// Throughput and p99 against every dimension that varies across the
     /// groups and profiles (docs/reports.md, Scaling). Absent in older files.
     #[serde(default)]
-    pub scaling: Vec<crate::scaling::Dimension>,
+    pub scaling: Vec<Dimension>,
     /// Problems a reader must know about, one line per cause (the hosts it
     /// hit listed once).
     pub warnings: Vec<String>,
@@ -373,4 +373,122 @@ pub fn load(path: &std::path::Path) -> Result<RunResult, LoadError> {
         None => return Err(err("not a cwbench result: no schema_version".into())),
     }
     serde_json::from_value(v).map_err(|e| err(format!("not a cwbench result: {e}")))
+}
+
+// The scaling section's types (computed in `crate::scaling`).
+
+/// A USL fit with R² under this is called poor.
+pub const USL_POOR_R2: f64 = 0.9;
+/// Fewest points of cores or threads for a USL fit.
+pub const USL_MIN_POINTS: usize = 3;
+
+/// One dimension of the run and how the figures move along it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dimension {
+    /// `cores`, `threads`, `workers`, `queue_bound`, `producers`,
+    /// `compute_threads`, `yield_every`, `dispatch`, `compute`,
+    /// `backpressure`, `runtime`, `schedulers` or `label`.
+    pub name: String,
+    /// Ordered numbers (speedup from the smallest) or categories (relative
+    /// to the first in run order).
+    pub numeric: bool,
+    /// Dimensions that move with this one: each is determined by it in this
+    /// run (a fleet's threads follow its cores), so they are not held fixed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
+    pub series: Vec<ScalingSeries>,
+}
+
+impl Dimension {
+    /// `cores`, or `cores (with threads, label)`.
+    pub fn title(&self) -> String {
+        if self.with.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} (with {})", self.name, self.with.join(", "))
+        }
+    }
+}
+
+/// Points that differ only in the dimension.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScalingSeries {
+    /// The values of the other dimensions that vary in the run, held fixed
+    /// here, e.g. `workers=8`; empty when nothing else varies.
+    pub fixed: String,
+    pub points: Vec<ScalingPoint>,
+    /// cores or threads with at least `USL_MIN_POINTS` points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usl: Option<UslFit>,
+}
+
+/// One group of one profile, placed on the dimension.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScalingPoint {
+    pub value: String,
+    pub profile: String,
+    pub group: String,
+    pub throughput: f64,
+    pub throughput_basis: ThroughputBasis,
+    pub p99_us: u64,
+    /// Throughput ÷ the first point's (the smallest, when numeric).
+    pub speedup: f64,
+    /// cores and threads: speedup ÷ (N / N₀), 1 = linear scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efficiency: Option<f64>,
+}
+
+/// X(N) = λN / (1 + σ(N−1) + κN(N−1)), least squares on throughput.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UslFit {
+    /// Throughput of one unit without contention or coherency cost.
+    pub lambda: f64,
+    /// Contention (serial fraction), 0..=1.
+    pub sigma: f64,
+    /// Coherency (crosstalk) cost, ≥ 0.
+    pub kappa: f64,
+    pub r2: f64,
+    pub points: usize,
+    /// N* = √((1−σ)/κ), where throughput peaks; none when κ = 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_n: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_throughput: Option<f64>,
+}
+
+impl UslFit {
+    /// Predicted throughput at `n`.
+    pub fn at(&self, n: f64) -> f64 {
+        self.lambda * usl_shape(n, self.sigma, self.kappa)
+    }
+
+    pub fn poor(&self) -> bool {
+        self.r2 < USL_POOR_R2
+    }
+
+    /// What a reader must know to trust the fit, in words.
+    pub fn caveats(&self, max_n: f64) -> Vec<String> {
+        let mut c = Vec::new();
+        if self.points == 3 {
+            c.push("3 points for 3 coefficients: the curve passes through them, so R² does not test the model; measure more points".into());
+        }
+        if self.poor() {
+            c.push(format!(
+                "poor fit (R² {:.2} < {USL_POOR_R2}): throughput does not follow the USL here, so σ and κ mean little",
+                self.r2
+            ));
+        }
+        match self.peak_n {
+            None => c.push("no coherency cost measured (κ = 0): no peak predicted".into()),
+            Some(p) if p > max_n => c.push(format!(
+                "the predicted peak N* ≈ {p:.1} lies beyond the measured range (≤ {max_n}): an extrapolation"
+            )),
+            Some(_) => {}
+        }
+        c
+    }
+}
+
+pub(crate) fn usl_shape(n: f64, sigma: f64, kappa: f64) -> f64 {
+    n / (1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0))
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::local::LocalAgents;
 use cwbench::scenario::{Distribution, Plan};
-use cwbench_agent::{AgentConfig, LocalAgent};
 
 use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
 use crate::groups::Grouper;
@@ -174,18 +174,10 @@ pub async fn run(
     progress: Option<Progress>,
 ) -> Result<RunResult, RunError> {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
-    let mut local = Vec::new();
-    let addrs: Vec<String> = match &opts.agents {
-        Agents::Remote(a) => a.clone(),
+    let (local, addrs) = match &opts.agents {
+        Agents::Remote(a) => (LocalAgents::default(), a.clone()),
         Agents::Local { count, threads } => {
-            for _ in 0..*count {
-                let cfg = AgentConfig {
-                    threads: *threads,
-                    ..AgentConfig::default()
-                };
-                local.push(LocalAgent::spawn(cfg).map_err(RunError::Local)?);
-            }
-            local.iter().map(|a| a.addr.to_string()).collect()
+            LocalAgents::start(*count, *threads).map_err(RunError::Local)?
         }
     };
     // Every agent must be reachable and idle before anything starts.
@@ -314,7 +306,7 @@ pub async fn run(
             hosts,
         });
     }
-    drop(local);
+    local.stop();
     let mut warnings = warnings(&profiles);
     if let Some(w) = hlog {
         let path = w.path().display().to_string();

@@ -224,7 +224,7 @@ fn compare_matches_groups_of_renamed_hosts(dir: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_gives_scaling_series_and_charts() {
     use cwbench::scenario::{self, Limits};
-    use cwbench_agent::{AgentConfig, LocalAgent};
+    use cwbench_coordinator::local::{AgentConfig, LocalAgent};
     use cwbench_coordinator::run::{self, Agents, RunOptions};
 
     let agent = LocalAgent::spawn(AgentConfig::default()).unwrap();

@@ -10,8 +10,8 @@ use cwbench::proto::run_event::Msg as Ev;
 use cwbench::proto::run_request::Msg as Req;
 use cwbench::proto::{self, DescribeRequest, RunEvent, RunRequest};
 use cwbench::scenario::{self, Distribution, Limits, Plan};
-use cwbench_agent::{AgentConfig, LocalAgent};
 use cwbench_coordinator::driver::Unavailable;
+use cwbench_coordinator::local::{AgentConfig, LocalAgent};
 use cwbench_coordinator::result::HostStatus;
 use cwbench_coordinator::run::{self, Agents, RunError, RunOptions};
 use tokio::sync::mpsc;
@@ -352,7 +352,7 @@ async fn every_rpc_needs_the_token_and_the_coordinator_sends_it() {
     let token = "grpc-test-token-0123";
     let a = LocalAgent::spawn(AgentConfig {
         threads: 1,
-        auth: cwbench_agent::AuthInterceptor::new(Some(token)),
+        auth: cwbench_coordinator::local::AuthInterceptor::new(Some(token)),
         ..AgentConfig::default()
     })
     .expect("agent starts");

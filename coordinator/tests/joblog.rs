@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use cwbench::scenario::{self, Limits};
-use cwbench_agent::{AgentConfig, LocalAgent};
+use cwbench_coordinator::local::{AgentConfig, LocalAgent};
 use cwbench_coordinator::result::HostStatus;
 use cwbench_coordinator::run::{self, Agents, RunOptions};
 

@@ -3,7 +3,7 @@
 //! scheduler where a dedicated pool does not.
 
 use cwbench::scenario::{self, Limits, Plan};
-use cwbench_agent::{AgentConfig, LocalAgent};
+use cwbench_coordinator::local::{AgentConfig, LocalAgent};
 use cwbench_coordinator::result::{HostResult, HostStatus, RunResult};
 use cwbench_coordinator::run::{self, Agents, RunOptions};
 

@@ -4,7 +4,7 @@
 //! workers restarted at once must read "no measurable dip", not a window.
 
 use cwbench::scenario::{self, Limits};
-use cwbench_agent::{AgentConfig, LocalAgent};
+use cwbench_coordinator::local::{AgentConfig, LocalAgent};
 use cwbench_coordinator::result::{HostStatus, RecoveryResult};
 use cwbench_coordinator::run::{self, Agents, RunOptions};
 

@@ -5,8 +5,8 @@
 mod common;
 
 use cwbench::scenario::{self, Limits, Plan};
-use cwbench_agent::{AgentConfig, LocalAgent};
 use cwbench_coordinator::compare;
+use cwbench_coordinator::local::{AgentConfig, LocalAgent};
 use cwbench_coordinator::result::{HostResult, HostStatus, RunResult};
 use cwbench_coordinator::run::{self, Agents, RunOptions};
 

@@ -2,17 +2,31 @@
 //! then validated into a [`Plan`] whose every value is in range. Errors name
 //! the file, the key path, the value and the valid range.
 
-use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::arrival::Process;
 use crate::distribution::Dist;
 use crate::proto;
+use crate::spec;
+
+mod checker;
+mod limits;
+mod sweep;
+mod validate;
+
+pub use crate::spec::{
+    Backpressure, Compute, Dispatch, Flavor, Profile, RecoverySpec, SupervisorSpec, enum_name,
+};
+pub use limits::{LIMIT_NAMES, Limits};
+#[cfg(test)]
+use validate::crash_threshold;
+use validate::validate;
 
 /// The shipped default: `scenarios/parity.toml`, compiled in so the no-flag
 /// run works from any directory and from an installed binary.
-pub const PARITY_TOML: &str = include_str!("../scenarios/parity.toml");
+pub const PARITY_TOML: &str = include_str!("../../scenarios/parity.toml");
 
 /// Name used in errors for the compiled-in default scenario.
 pub const PARITY_NAME: &str = "scenarios/parity.toml (built in)";
@@ -45,7 +59,7 @@ pub struct Scenario {
     pub description: String,
     /// Seed of the job stream: the stream is a pure function of (seed, scenario).
     pub seed: u64,
-    pub run: RunSpec,
+    pub run: RunTable,
     /// How jobs are released: closed loop (default) or open loop at a rate.
     #[serde(default)]
     pub arrival: ArrivalSpec,
@@ -61,39 +75,6 @@ pub struct Scenario {
     /// How the recovery interval after a fault is measured.
     #[serde(default)]
     pub recovery: RecoverySpec,
-}
-
-/// Recovery interval: fault -> completion rate over `window_ms` back within
-/// `band` of the median window of the `baseline_ms` before the fault.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecoverySpec {
-    #[serde(default = "default_window_ms")]
-    pub window_ms: u32,
-    #[serde(default = "default_band")]
-    pub band: f64,
-    #[serde(default = "default_baseline_ms")]
-    pub baseline_ms: u32,
-}
-
-impl Default for RecoverySpec {
-    fn default() -> Self {
-        Self {
-            window_ms: default_window_ms(),
-            band: default_band(),
-            baseline_ms: default_baseline_ms(),
-        }
-    }
-}
-
-fn default_window_ms() -> u32 {
-    100
-}
-fn default_band() -> f64 {
-    0.1
-}
-fn default_baseline_ms() -> u32 {
-    1000
 }
 
 /// A deterministic fault, placed by job id so every host meets it on the
@@ -118,7 +99,7 @@ pub enum FaultSpec {
 /// How long the run is and how it is observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunSpec {
+pub struct RunTable {
     /// Jobs run first and excluded from every statistic.
     #[serde(default)]
     pub warmup_jobs: u64,
@@ -144,16 +125,12 @@ pub struct RunSpec {
     #[serde(default = "default_prefetch")]
     pub prefetch_jobs: u32,
     /// Period of the scheduler-lateness probe, microseconds.
-    #[serde(default = "default_probe_us")]
+    #[serde(default = "crate::spec::default_probe_us")]
     pub probe_interval_us: u32,
     /// A job running longer than this (pick-up to completion) is abandoned
     /// and counted as timed out; absent = no limit.
     #[serde(default)]
     pub job_timeout_ms: Option<u32>,
-}
-
-fn default_probe_us() -> u32 {
-    1000
 }
 
 fn default_snapshot_ms() -> u32 {
@@ -199,15 +176,6 @@ pub enum ArrivalMode {
     #[default]
     Closed,
     Open,
-}
-
-/// Spacing of open-loop arrivals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Process {
-    #[default]
-    Constant,
-    Poisson,
 }
 
 /// How the stream is spread over agents.
@@ -270,20 +238,6 @@ fn default_compute_threads() -> u32 {
     2
 }
 
-/// Workload runtime: a tokio flavor, or the BEAM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Flavor {
-    /// tokio's multi-thread runtime (`runtime = "tokio"` means this too).
-    #[default]
-    #[serde(alias = "tokio")]
-    MultiThread,
-    /// tokio's current-thread runtime (threads = 1).
-    CurrentThread,
-    /// An Erlang VM started by the agent (runtimes/beam/).
-    Beam,
-}
-
 fn default_bound() -> OneOrMany<u32> {
     OneOrMany::One(256)
 }
@@ -295,67 +249,6 @@ impl<T: Default> Default for OneOrMany<T> {
     fn default() -> Self {
         OneOrMany::One(T::default())
     }
-}
-
-/// What a producer does when the queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backpressure {
-    #[default]
-    Block,
-    Shed,
-}
-
-/// Dispatch architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dispatch {
-    /// N workers pull from one bounded queue.
-    #[default]
-    Pool,
-    /// One bounded queue per worker, filled round robin (BEAM style).
-    Mailbox,
-    /// A task per job; in-flight bounded by queue_bound.
-    TaskPerJob,
-    /// Each producer awaits each job itself.
-    Serial,
-    /// Each producer spawns each job and awaits it before the next.
-    SpawnAwait,
-}
-
-/// Compute placement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Compute {
-    /// On the async worker thread.
-    #[default]
-    Inline,
-    /// On the async worker, yielding every `yield_every` units.
-    Yield,
-    /// In tokio's blocking pool (spawn_blocking).
-    Blocking,
-    /// On a dedicated pool of `compute_threads` OS threads.
-    Pool,
-}
-
-/// Supervision of crashed workers.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SupervisorSpec {
-    /// Crashes within `restart_window_ms` past which the pool is declared
-    /// failed (OTP's intensity); 0 = never give up.
-    #[serde(default)]
-    pub max_restarts: u32,
-    /// Window of the intensity limit, milliseconds.
-    #[serde(default)]
-    pub restart_window_ms: u32,
-    /// Delay before a crashed worker's replacement starts, milliseconds;
-    /// doubles with each crash of the same worker within a second of its
-    /// last, up to `max_backoff_ms`. 0 = restart immediately.
-    #[serde(default)]
-    pub backoff_ms: u32,
-    #[serde(default)]
-    pub max_backoff_ms: u32,
 }
 
 /// A job class: its share of the stream and its own distributions.
@@ -383,114 +276,6 @@ fn default_weight() -> u32 {
     1
 }
 
-/// Upper limits that stop a typo from becoming a runaway.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    pub max_jobs: u64,
-    pub max_threads: u32,
-    pub max_workers: u32,
-    pub max_queue_bound: u32,
-    pub max_producers: u32,
-    pub max_work_units: u64,
-    pub max_sleep_us: u64,
-    pub max_profiles: usize,
-    /// Open-loop jobs per second.
-    pub max_rate: f64,
-}
-
-/// The names `--limit NAME=VALUE` takes.
-pub const LIMIT_NAMES: &str =
-    "jobs, threads, workers, queue-bound, producers, work-units, sleep-us, rate, profiles";
-
-impl Limits {
-    /// Raises (or lowers) one limit from `NAME=VALUE`, e.g. `jobs=5000000000`.
-    pub fn set(&mut self, spec: &str) -> Result<(), String> {
-        let bad = |what: &str| format!("--limit {spec:?}: {what}");
-        let (name, value) = spec.split_once('=').ok_or_else(|| {
-            bad(&format!(
-                "must be NAME=VALUE with NAME one of {LIMIT_NAMES}"
-            ))
-        })?;
-        let int = || -> Result<u64, String> {
-            value
-                .trim()
-                .replace('_', "")
-                .parse::<u64>()
-                .ok()
-                .filter(|v| *v > 0)
-                .ok_or_else(|| bad("the value must be a whole number > 0"))
-        };
-        let small =
-            |v: u64| u32::try_from(v).map_err(|_| bad("the value must be at most 4294967295"));
-        match name.trim() {
-            "jobs" => self.max_jobs = int()?,
-            "threads" => self.max_threads = small(int()?)?,
-            "workers" => self.max_workers = small(int()?)?,
-            "queue-bound" => self.max_queue_bound = small(int()?)?,
-            "producers" => self.max_producers = small(int()?)?,
-            "work-units" => self.max_work_units = int()?.min(u64::from(u32::MAX)),
-            "sleep-us" => self.max_sleep_us = int()?.min(u64::from(u32::MAX)),
-            "profiles" => self.max_profiles = int()? as usize,
-            "rate" => {
-                self.max_rate = value
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| r.is_finite() && *r > 0.0)
-                    .ok_or_else(|| bad("the value must be a rate > 0 in jobs/s"))?;
-            }
-            other => {
-                return Err(bad(&format!(
-                    "unknown limit {other:?}; the limits are {LIMIT_NAMES}"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The `--limit` name that bounds a scenario key, if one does.
-fn limit_for(key: &str) -> Option<&'static str> {
-    let last = key.rsplit('.').next().unwrap_or(key);
-    if key.starts_with("run.jobs") || key.starts_with("run.warmup_jobs") {
-        Some("jobs")
-    } else if key == "profile.threads" || key == "profile.compute_threads" {
-        Some("threads")
-    } else if key == "profile.workers" {
-        Some("workers")
-    } else if key == "profile.queue_bound" {
-        Some("queue-bound")
-    } else if key == "profile.producers" {
-        Some("producers")
-    } else if key == "profile" {
-        Some("profiles")
-    } else if key.contains(".work_units.") {
-        Some("work-units")
-    } else if key.contains(".sleep_ms.") || key.contains(".sleep_us.") || last == "stall_ms" {
-        Some("sleep-us")
-    } else if last == "rate" {
-        Some("rate")
-    } else {
-        None
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_jobs: 1_000_000_000,
-            max_threads: 1024,
-            max_workers: 100_000,
-            max_queue_bound: 1 << 20,
-            max_producers: 1024,
-            max_work_units: 1_000_000_000,
-            max_sleep_us: 60_000_000,
-            max_profiles: 256,
-            max_rate: 10_000_000.0,
-        }
-    }
-}
-
 /// A validation or loading failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -508,113 +293,6 @@ pub enum ScenarioError {
         value: String,
         expected: String,
     },
-}
-
-/// One point of the sweep: everything an agent needs to configure a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    /// None = the agent's default.
-    pub threads: Option<u32>,
-    pub workers: u32,
-    pub queue_bound: u32,
-    pub producers: u32,
-    pub backpressure: Backpressure,
-    pub dispatch: Dispatch,
-    pub compute: Compute,
-    pub runtime: Flavor,
-    pub yield_every: u32,
-    pub compute_threads: u32,
-    /// runtime = "beam": VM scheduler threads (None = threads, or the
-    /// agent's default). Always None for tokio runtimes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedulers: Option<u32>,
-}
-
-impl Profile {
-    /// Short label for reports, e.g. `t2 w64 q256 p1 pool/inline`.
-    pub fn label(&self) -> String {
-        let t = self
-            .threads
-            .map_or_else(|| "t=agent".to_string(), |t| format!("t{t}"));
-        let shed = match self.backpressure {
-            Backpressure::Block => "",
-            Backpressure::Shed => " shed",
-        };
-        let t = match self.runtime {
-            Flavor::MultiThread => t,
-            Flavor::CurrentThread => "ct".to_string(),
-            Flavor::Beam => {
-                // The BEAM has one dispatch and one compute placement: the
-                // label names the runtime and its schedulers instead.
-                let s = self
-                    .schedulers
-                    .or(self.threads)
-                    .map_or_else(|| "s=agent".to_string(), |s| format!("s{s}"));
-                return format!(
-                    "beam {s} w{} q{} p{} pool{shed}",
-                    self.workers, self.queue_bound, self.producers
-                );
-            }
-        };
-        let compute = match self.compute {
-            Compute::Yield => format!("yield{}", self.yield_every),
-            Compute::Pool => format!("pool{}", self.compute_threads),
-            c => enum_name(&c),
-        };
-        format!(
-            "{t} w{} q{} p{} {}/{compute}{shed}",
-            self.workers,
-            self.queue_bound,
-            self.producers,
-            enum_name(&self.dispatch),
-        )
-    }
-
-    /// The wire form.
-    pub fn to_proto(&self) -> proto::Profile {
-        proto::Profile {
-            threads: self.threads.unwrap_or(0),
-            workers: self.workers,
-            queue_bound: self.queue_bound,
-            producers: self.producers,
-            backpressure: match self.backpressure {
-                Backpressure::Block => proto::Backpressure::Block,
-                Backpressure::Shed => proto::Backpressure::Shed,
-            } as i32,
-            dispatch: match self.dispatch {
-                Dispatch::Pool => proto::Dispatch::Pool,
-                Dispatch::Mailbox => proto::Dispatch::Mailbox,
-                Dispatch::TaskPerJob => proto::Dispatch::TaskPerJob,
-                Dispatch::Serial => proto::Dispatch::Serial,
-                Dispatch::SpawnAwait => proto::Dispatch::SpawnAwait,
-            } as i32,
-            compute: match self.compute {
-                Compute::Inline => proto::Compute::Inline,
-                Compute::Yield => proto::Compute::Yield,
-                Compute::Blocking => proto::Compute::Blocking,
-                Compute::Pool => proto::Compute::Pool,
-            } as i32,
-            yield_every: self.yield_every,
-            compute_threads: self.compute_threads,
-            current_thread: self.runtime == Flavor::CurrentThread,
-            label: self.label(),
-            runtime: if self.runtime == Flavor::Beam {
-                "beam"
-            } else {
-                "tokio"
-            }
-            .into(),
-            schedulers: self.schedulers.unwrap_or(0),
-        }
-    }
-}
-
-/// The kebab-case name serde gives a unit enum value.
-pub fn enum_name<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "?".into(),
-    }
 }
 
 /// A class ready for sampling.
@@ -770,6 +448,23 @@ impl Plan {
         validate(s, &self.source, limits)
     }
 
+    /// The run spec of one profile of this plan (what `to_proto` and the
+    /// profile's `to_proto` carry to an agent).
+    pub fn run_spec(&self, profile: &Profile, run_id: &str) -> spec::RunSpec {
+        let s = &self.scenario;
+        spec::RunSpec {
+            run_id: run_id.to_string(),
+            profile: profile.clone(),
+            open: self.is_open(),
+            kill_jobs: self.to_proto().kill_jobs,
+            job_timeout_ms: s.run.job_timeout_ms,
+            snapshot_interval_ms: s.run.snapshot_interval_ms,
+            probe_interval_us: s.run.probe_interval_us,
+            recovery: s.recovery,
+            supervisor: s.supervisor.clone(),
+        }
+    }
+
     /// Open-loop arrival?
     pub fn is_open(&self) -> bool {
         !self.rates.is_empty()
@@ -866,676 +561,6 @@ fn one_line(e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => format!("{msg} (at byte {})", span.start),
         None => msg,
-    }
-}
-
-struct Checker<'a> {
-    file: &'a str,
-}
-
-impl Checker<'_> {
-    fn err(
-        &self,
-        key: &str,
-        value: impl fmt::Display,
-        expected: impl Into<String>,
-    ) -> ScenarioError {
-        let mut expected = expected.into();
-        // Upper bounds that are safety limits say how to lift them.
-        if let Some(name) = limit_for(key)
-            && (expected.contains("..=") || expected.contains("at most"))
-        {
-            expected.push_str(&format!(
-                " (a safety limit: raise it with --limit {name}=N)"
-            ));
-        }
-        ScenarioError::Invalid {
-            file: self.file.to_string(),
-            key: key.to_string(),
-            value: value.to_string(),
-            expected,
-        }
-    }
-
-    fn range<T: PartialOrd + fmt::Display + Copy>(
-        &self,
-        key: &str,
-        v: T,
-        min: T,
-        max: T,
-    ) -> Result<T, ScenarioError> {
-        if v < min || v > max {
-            Err(self.err(key, v, format!("must be in {min}..={max}")))
-        } else {
-            Ok(v)
-        }
-    }
-
-    fn list<T: Clone + PartialOrd + fmt::Display + Copy>(
-        &self,
-        key: &str,
-        v: &OneOrMany<T>,
-        min: T,
-        max: T,
-    ) -> Result<Vec<T>, ScenarioError> {
-        let values = v.values();
-        if values.is_empty() {
-            return Err(self.err(key, "[]", "a sweep list needs at least one value"));
-        }
-        for x in &values {
-            self.range(key, *x, min, max)?;
-        }
-        Ok(values)
-    }
-}
-
-fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan, ScenarioError> {
-    let c = Checker { file };
-    if s.name.is_empty()
-        || s.name.len() > 64
-        || !s
-            .name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-    {
-        return Err(c.err(
-            "name",
-            format!("{:?}", s.name),
-            "must be 1..=64 characters of [A-Za-z0-9_-]",
-        ));
-    }
-    let rates = validate_arrival(&c, &s.arrival, limits)?;
-    let sizing = validate_sizing(&c, &s, &rates, limits)?;
-    c.range(
-        "run.snapshot_interval_ms",
-        s.run.snapshot_interval_ms,
-        100,
-        60_000,
-    )?;
-    c.range("run.prefetch_jobs", s.run.prefetch_jobs, 1024, 1 << 22)?;
-    c.range(
-        "run.probe_interval_us",
-        s.run.probe_interval_us,
-        100,
-        1_000_000,
-    )?;
-
-    let p = &s.profile;
-    let threads: Vec<Option<u32>> = match &p.threads {
-        None => vec![None],
-        Some(t) => c
-            .list("profile.threads", t, 1, limits.max_threads)?
-            .into_iter()
-            .map(Some)
-            .collect(),
-    };
-    let workers = c.list("profile.workers", &p.workers, 1, limits.max_workers)?;
-    let bounds = c.list(
-        "profile.queue_bound",
-        &p.queue_bound,
-        1,
-        limits.max_queue_bound,
-    )?;
-    let producers = c.list("profile.producers", &p.producers, 1, limits.max_producers)?;
-    let backpressure = nonempty(&c, "profile.backpressure", p.backpressure.values())?;
-    let dispatch = nonempty(&c, "profile.dispatch", p.dispatch.values())?;
-    let compute = nonempty(&c, "profile.compute", p.compute.values())?;
-    let flavors = nonempty(&c, "profile.runtime", p.runtime.values())?;
-    c.range("profile.yield_every", p.yield_every, 1, u32::MAX)?;
-    if let Some(sch) = p.schedulers {
-        c.range("profile.schedulers", sch, 1, limits.max_threads.min(1024))?;
-    }
-    c.range(
-        "profile.compute_threads",
-        p.compute_threads,
-        1,
-        limits.max_threads,
-    )?;
-
-    let mut profiles = Vec::new();
-    for &t in &threads {
-        for &w in &workers {
-            for &q in &bounds {
-                for &pr in &producers {
-                    for &b in &backpressure {
-                        for &d in &dispatch {
-                            for &cp in &compute {
-                                for &f in &flavors {
-                                    let beam = f == Flavor::Beam;
-                                    // A sweep that puts the BEAM beside tokio
-                                    // variants keeps one BEAM row: its only
-                                    // dispatch and compute are pool/inline.
-                                    if beam
-                                        && ((d != Dispatch::Pool
-                                            && dispatch.contains(&Dispatch::Pool))
-                                            || (cp != Compute::Inline
-                                                && compute.contains(&Compute::Inline)))
-                                    {
-                                        continue;
-                                    }
-                                    let prof = Profile {
-                                        threads: t,
-                                        workers: w,
-                                        queue_bound: q,
-                                        producers: pr,
-                                        backpressure: b,
-                                        dispatch: d,
-                                        compute: cp,
-                                        runtime: f,
-                                        yield_every: p.yield_every,
-                                        compute_threads: p.compute_threads,
-                                        schedulers: if beam { p.schedulers } else { None },
-                                    };
-                                    check_combination(&c, &prof)?;
-                                    profiles.push(prof);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if profiles.len() > limits.max_profiles {
-        return Err(c.err(
-            "profile",
-            format!("{} combinations", profiles.len()),
-            format!(
-                "a sweep may expand to at most {} profiles",
-                limits.max_profiles
-            ),
-        ));
-    }
-
-    c.range("supervisor.backoff_ms", s.supervisor.backoff_ms, 0, 60_000)?;
-    c.range(
-        "supervisor.max_backoff_ms",
-        s.supervisor.max_backoff_ms,
-        0,
-        600_000,
-    )?;
-    if s.supervisor.max_restarts > 0 {
-        c.range(
-            "supervisor.restart_window_ms",
-            s.supervisor.restart_window_ms,
-            1,
-            3_600_000,
-        )?;
-    }
-
-    if s.classes.is_empty() || s.classes.len() > 64 {
-        return Err(c.err(
-            "class",
-            format!("{} classes", s.classes.len()),
-            "must define 1..=64 [[class]] tables",
-        ));
-    }
-    let mut classes = Vec::new();
-    for (i, cs) in s.classes.iter().enumerate() {
-        let at = |k: &str| format!("class[{i}].{k}");
-        if cs.name.is_empty() || cs.name.len() > 32 {
-            return Err(c.err(
-                &at("name"),
-                format!("{:?}", cs.name),
-                "must be 1..=32 characters",
-            ));
-        }
-        if s.classes[..i].iter().any(|o| o.name == cs.name) {
-            return Err(c.err(
-                &at("name"),
-                format!("{:?}", cs.name),
-                "class names must be unique",
-            ));
-        }
-        c.range(&at("weight"), cs.weight, 1, 1_000_000)?;
-        cs.work_units
-            .validate(limits.max_work_units)
-            .map_err(|(k, m)| c.err(&at(&format!("work_units.{k}")), "", m))?;
-        let (sleep, scale, key) = match (&cs.sleep_ms, &cs.sleep_us) {
-            (Some(_), Some(_)) => {
-                return Err(c.err(
-                    &at("sleep_ms"),
-                    "(also sleep_us)",
-                    "give the sleep in one unit only: sleep_ms or sleep_us",
-                ));
-            }
-            (Some(d), None) => (Some(d.clone()), 1000, "sleep_ms"),
-            (None, Some(d)) => (Some(d.clone()), 1, "sleep_us"),
-            (None, None) => (None, 1, "sleep_us"),
-        };
-        if let Some(d) = &sleep {
-            d.validate(limits.max_sleep_us / scale)
-                .map_err(|(k, m)| c.err(&at(&format!("{key}.{k}")), "", m))?;
-        }
-        let p = cs.crash_probability;
-        if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
-            return Err(c.err(
-                &at("crash_probability"),
-                p,
-                "must be a probability in 0..=1",
-            ));
-        }
-        classes.push(Class {
-            name: cs.name.clone(),
-            weight: cs.weight,
-            work_units: cs.work_units.clone(),
-            sleep,
-            sleep_scale_us: scale,
-            crash_threshold: crash_threshold(p),
-            crash_probability: p,
-        });
-    }
-
-    if let Some(t) = s.run.job_timeout_ms {
-        c.range("run.job_timeout_ms", t, 1, 3_600_000)?;
-    }
-    let total = sizing.total_jobs();
-    if s.faults.len() > 1024 {
-        return Err(c.err("fault", s.faults.len(), "at most 1024 [[fault]] tables"));
-    }
-    for (i, f) in s.faults.iter().enumerate() {
-        match f {
-            FaultSpec::CrashWindow { at_ms, for_ms } => {
-                if s.arrival.mode != ArrivalMode::Open {
-                    return Err(c.err(
-                        &format!("fault[{i}].kind"),
-                        "\"crash-window\"",
-                        "a fault placed in time needs arrival.mode = \"open\" (use crash-burst with at_job in closed loop)",
-                    ));
-                }
-                c.range(&format!("fault[{i}].at_ms"), *at_ms, 0, 86_400_000)?;
-                c.range(&format!("fault[{i}].for_ms"), *for_ms, 1, 3_600_000)?;
-            }
-            FaultSpec::CrashBurst { at_job, jobs } => {
-                c.range(
-                    &format!("fault[{i}].at_job"),
-                    *at_job,
-                    0,
-                    total.saturating_sub(1),
-                )?;
-                c.range(&format!("fault[{i}].jobs"), *jobs, 1, total - at_job)?;
-            }
-            FaultSpec::KillWorker { at_job } => {
-                c.range(
-                    &format!("fault[{i}].at_job"),
-                    *at_job,
-                    0,
-                    total.saturating_sub(1),
-                )?;
-                if let Some(p) = profiles
-                    .iter()
-                    .find(|p| !matches!(p.dispatch, Dispatch::Pool | Dispatch::Mailbox))
-                {
-                    return Err(c.err(
-                        &format!("fault[{i}].kind"),
-                        "\"kill-worker\"",
-                        format!(
-                            "needs a worker pool to kill from, but profile {} has dispatch = \"{}\"",
-                            p.label(),
-                            enum_name(&p.dispatch)
-                        ),
-                    ));
-                }
-            }
-            FaultSpec::Stall { at_job, stall_ms } => {
-                c.range(
-                    &format!("fault[{i}].at_job"),
-                    *at_job,
-                    0,
-                    total.saturating_sub(1),
-                )?;
-                c.range(
-                    &format!("fault[{i}].stall_ms"),
-                    *stall_ms,
-                    1,
-                    limits.max_sleep_us / 1000,
-                )?;
-            }
-        }
-    }
-    let rv = &s.recovery;
-    c.range("recovery.window_ms", rv.window_ms, 10, 60_000)?;
-    if !rv.window_ms.is_multiple_of(10) {
-        return Err(c.err(
-            "recovery.window_ms",
-            rv.window_ms,
-            "must be a multiple of 10",
-        ));
-    }
-    if !(rv.band.is_finite() && rv.band > 0.0 && rv.band < 1.0) {
-        return Err(c.err(
-            "recovery.band",
-            rv.band,
-            "must be in (0, 1), e.g. 0.1 for ±10%",
-        ));
-    }
-    c.range(
-        "recovery.baseline_ms",
-        rv.baseline_ms,
-        3 * rv.window_ms,
-        600_000,
-    )?;
-    Ok(Plan {
-        scenario: s,
-        rates,
-        source: file.to_string(),
-        classes,
-        profiles,
-        sizing,
-    })
-}
-
-/// Open loop: the mean number of jobs intended to start in the first
-/// `span_us` of the schedule.
-fn expected_jobs(rates: &[(f64, u64)], span_us: u64) -> f64 {
-    let mut left = span_us as f64 / 1e6;
-    let mut jobs = 0.0;
-    for (k, &(rate, first)) in rates.iter().enumerate() {
-        let step_secs = rates
-            .get(k + 1)
-            .map_or(f64::INFINITY, |next| (next.1 - first) as f64 / rate);
-        let t = left.min(step_secs);
-        jobs += t * rate;
-        left -= t;
-        if left <= 0.0 {
-            break;
-        }
-    }
-    jobs
-}
-
-/// Most a warm-up or a measured part may last, milliseconds (a day).
-const MAX_SPAN_MS: u64 = 86_400_000;
-
-/// Checks `[run]`'s length keys and resolves them (see `Sizing`).
-fn validate_sizing(
-    c: &Checker<'_>,
-    s: &Scenario,
-    rates: &[(f64, u64)],
-    limits: &Limits,
-) -> Result<Sizing, ScenarioError> {
-    let r = &s.run;
-    let jobs = match (r.jobs, r.duration_ms) {
-        (Some(n), None) => Some(c.range("run.jobs", n, 1, limits.max_jobs)?),
-        (None, Some(ms)) => {
-            c.range("run.duration_ms", ms, 1, MAX_SPAN_MS)?;
-            None
-        }
-        (Some(_), Some(_)) => {
-            return Err(c.err(
-                "run.duration_ms",
-                "(with run.jobs)",
-                "give the measured part as run.jobs or as run.duration_ms, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(c.err(
-                "run.jobs",
-                "(missing)",
-                "give the measured part as run.jobs (a job count) or run.duration_ms (milliseconds)",
-            ));
-        }
-    };
-    c.range("run.warmup_jobs", r.warmup_jobs, 0, limits.max_jobs)?;
-    if let Some(ms) = r.warmup_ms {
-        if r.warmup_jobs > 0 {
-            return Err(c.err(
-                "run.warmup_ms",
-                "(with run.warmup_jobs)",
-                "give the warm-up as run.warmup_jobs or as run.warmup_ms, not both",
-            ));
-        }
-        c.range("run.warmup_ms", ms, 0, MAX_SPAN_MS)?;
-    }
-    let closed = Sizing {
-        warmup_jobs: r.warmup_jobs,
-        warmup_ms: r.warmup_ms.filter(|&ms| ms > 0),
-        measured_jobs: jobs,
-        duration_ms: r.duration_ms,
-        job_cap: limits.max_jobs,
-    };
-    if rates.is_empty() || !closed.timed() {
-        if !closed.timed() {
-            let total = closed.warmup_jobs.saturating_add(jobs.unwrap_or(0));
-            if total > limits.max_jobs {
-                return Err(c.err(
-                    "run.jobs",
-                    total,
-                    format!(
-                        "warm-up + measured jobs must be at most {}",
-                        limits.max_jobs
-                    ),
-                ));
-            }
-        }
-        return Ok(closed);
-    }
-    // Open loop: the arrival schedule says which jobs fall in each span.
-    let (seed, process) = (s.seed, s.arrival.process);
-    let key = if r.duration_ms.is_some() {
-        "run.duration_ms"
-    } else {
-        "run.warmup_ms"
-    };
-    let too_many = || {
-        c.err(
-            key,
-            r.duration_ms.or(r.warmup_ms).unwrap_or(0),
-            format!(
-                "at the arrival rate that is more than {} jobs, must be at most that",
-                limits.max_jobs
-            ),
-        )
-    };
-    let cap = limits.max_jobs;
-    // Counting walks the schedule job by job: refuse at once what is far
-    // over the limit on average, so a typo does not cost minutes here.
-    let span_us = r
-        .warmup_ms
-        .unwrap_or(0)
-        .saturating_add(r.duration_ms.unwrap_or(0))
-        * 1000;
-    if expected_jobs(rates, span_us) > 2.0 * cap as f64 {
-        return Err(too_many());
-    }
-    let (warmup_jobs, measure_from_us) = match r.warmup_ms {
-        Some(ms) => {
-            let n = crate::generator::jobs_before(seed, rates, process, ms * 1000, cap)
-                .ok_or_else(too_many)?;
-            (n, ms * 1000)
-        }
-        None => (
-            r.warmup_jobs,
-            crate::generator::intended_us(seed, rates, process, r.warmup_jobs),
-        ),
-    };
-    let measured = match (jobs, r.duration_ms) {
-        (Some(n), _) => n,
-        (None, Some(ms)) => {
-            let end = crate::generator::jobs_before(
-                seed,
-                rates,
-                process,
-                measure_from_us + ms * 1000,
-                cap,
-            )
-            .ok_or_else(too_many)?;
-            end.saturating_sub(warmup_jobs)
-        }
-        (None, None) => unreachable!("validated above: jobs or duration_ms"),
-    };
-    if measured == 0 {
-        return Err(c.err(
-            "run.duration_ms",
-            r.duration_ms.unwrap_or(0),
-            "no job is intended to start in it at the arrival rate; make it longer",
-        ));
-    }
-    if warmup_jobs.saturating_add(measured) > limits.max_jobs {
-        return Err(too_many());
-    }
-    Ok(Sizing {
-        warmup_jobs,
-        warmup_ms: None,
-        measured_jobs: Some(measured),
-        duration_ms: None,
-        job_cap: limits.max_jobs,
-    })
-}
-
-fn validate_arrival(
-    c: &Checker<'_>,
-    a: &ArrivalSpec,
-    limits: &Limits,
-) -> Result<Vec<(f64, u64)>, ScenarioError> {
-    let rate_ok = |key: &str, r: f64| -> Result<f64, ScenarioError> {
-        if r.is_finite() && r >= 0.001 && r <= limits.max_rate {
-            Ok(r)
-        } else {
-            Err(c.err(
-                key,
-                r,
-                format!("must be a rate in 0.001..={} jobs/s", limits.max_rate),
-            ))
-        }
-    };
-    match a.mode {
-        ArrivalMode::Closed => {
-            if a.rate.is_some() || !a.steps.is_empty() || a.process != Process::Constant {
-                return Err(c.err(
-                    "arrival.mode",
-                    "\"closed\"",
-                    "rate, steps and process apply to mode = \"open\" only",
-                ));
-            }
-            Ok(Vec::new())
-        }
-        ArrivalMode::Open => match (a.rate, a.steps.is_empty()) {
-            (Some(r), true) => Ok(vec![(rate_ok("arrival.rate", r)?, 0)]),
-            (None, false) => {
-                let mut out = Vec::new();
-                let mut first = 0u64;
-                for (i, st) in a.steps.iter().enumerate() {
-                    out.push((
-                        rate_ok(&format!("arrival.steps[{i}].rate"), st.rate)?,
-                        first,
-                    ));
-                    c.range(
-                        &format!("arrival.steps[{i}].jobs"),
-                        st.jobs,
-                        1,
-                        limits.max_jobs,
-                    )?;
-                    first = first.saturating_add(st.jobs);
-                }
-                Ok(out)
-            }
-            (Some(_), false) => Err(c.err(
-                "arrival.rate",
-                "(with steps)",
-                "give either rate or steps, not both",
-            )),
-            (None, true) => Err(c.err(
-                "arrival.rate",
-                "(missing)",
-                "open loop needs a rate in jobs/s, or steps",
-            )),
-        },
-    }
-}
-
-/// Rejects combinations that make no sense, with the reason.
-fn check_combination(c: &Checker<'_>, p: &Profile) -> Result<(), ScenarioError> {
-    let label = p.label();
-    if p.runtime == Flavor::Beam {
-        let why = |key: &str, value: String, reason: &str| {
-            Err(c.err(
-                key,
-                format!("{value} (profile {label})"),
-                format!("runtime = \"beam\" {reason}"),
-            ))
-        };
-        if p.dispatch != Dispatch::Pool {
-            return why(
-                "profile.dispatch",
-                format!("\"{}\"", enum_name(&p.dispatch)),
-                "has one dispatch: \"pool\" (worker processes pulling from one bounded queue); the others are tokio architectures",
-            );
-        }
-        if p.compute != Compute::Inline {
-            return why(
-                "profile.compute",
-                format!("\"{}\"", enum_name(&p.compute)),
-                "computes \"inline\" only: its schedulers preempt, there is no blocking pool to move the CPU step to",
-            );
-        }
-        if p.backpressure == Backpressure::Shed {
-            return why(
-                "profile.backpressure",
-                "\"shed\"".into(),
-                "supports \"block\" only",
-            );
-        }
-        if p.producers != 1 {
-            return why(
-                "profile.producers",
-                p.producers.to_string(),
-                "is fed over one pipe by one producer: set producers = 1",
-            );
-        }
-    }
-    if p.runtime == Flavor::CurrentThread && p.threads.is_some_and(|t| t != 1) {
-        return Err(c.err(
-            "profile.threads",
-            format!("{} (profile {label})", p.threads.unwrap_or(0)),
-            "runtime = \"current-thread\" runs on exactly 1 thread: set threads = 1 or leave it out",
-        ));
-    }
-    let no_pool = matches!(
-        p.dispatch,
-        Dispatch::TaskPerJob | Dispatch::Serial | Dispatch::SpawnAwait
-    );
-    if no_pool && p.workers != 1 {
-        return Err(c.err(
-            "profile.workers",
-            format!("{} (profile {label})", p.workers),
-            format!(
-                "dispatch = \"{}\" has no worker pool (concurrency comes from {}): set workers = 1",
-                enum_name(&p.dispatch),
-                if p.dispatch == Dispatch::TaskPerJob {
-                    "queue_bound, the in-flight bound"
-                } else {
-                    "producers, one job at a time each"
-                }
-            ),
-        ));
-    }
-    if matches!(p.dispatch, Dispatch::Serial | Dispatch::SpawnAwait)
-        && p.backpressure == Backpressure::Shed
-    {
-        return Err(c.err(
-            "profile.backpressure",
-            format!("\"shed\" (profile {label})"),
-            "serial and spawn-await have no queue to shed from: use block",
-        ));
-    }
-    Ok(())
-}
-
-fn nonempty<T>(c: &Checker<'_>, key: &str, v: Vec<T>) -> Result<Vec<T>, ScenarioError> {
-    if v.is_empty() {
-        Err(c.err(key, "[]", "a sweep list needs at least one value"))
-    } else {
-        Ok(v)
-    }
-}
-
-/// p in [0,1] -> threshold on a uniform 64-bit word (crash iff word < threshold).
-fn crash_threshold(p: f64) -> u64 {
-    if p >= 1.0 {
-        u64::MAX
-    } else {
-        (p * 18_446_744_073_709_551_616.0) as u64
     }
 }
 

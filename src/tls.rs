@@ -1,5 +1,4 @@
-//! TLS for the agent's server (rustls through tonic): a certificate and key,
-//! and optionally a CA whose client certificates are then required.
+//! TLS material for both ends (rustls through tonic): PEM files read and checked, and the agent's server certificate with an optional client CA.
 
 use std::path::Path;
 

@@ -1,0 +1,185 @@
+//! The line protocol between the agent and the VM (docs/workload.md, "Other runtimes"): the header that gives the VM its plan, and the lines it sends back.
+
+use crate::engine::Config;
+
+/// Version of the line protocol (the header's second word).
+pub const PROTOCOL: u32 = 2;
+
+/// Longest line the VM may send; a longer one is a protocol error.
+pub(crate) const MAX_LINE: u64 = 4096;
+
+/// One line from the VM (docs/workload.md, "Other runtimes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// The VM's time zero.
+    Ready {
+        schedulers: u64,
+    },
+    /// Jobs released from the VM's buffer into its bounded queue.
+    Credit(u64),
+    /// One finished job.
+    Job(Record),
+    /// One wake of the lateness probe, µs late.
+    Late(u64),
+    /// The supervisor restarted worker `idx`.
+    Restart(u64),
+    /// A restarted worker picked up its first job this long after the crash.
+    RestartLatency(u64),
+    Gauge {
+        queue: u64,
+        in_flight: u64,
+        processes: u64,
+        run_queue: u64,
+        busy_us: u64,
+    },
+    /// The restart intensity was exceeded.
+    Failed(String),
+    /// A timed run: its measured part starts at this µs (VM clock).
+    MeasureFrom(u64),
+    /// A timed run: the measured part is over; nothing more is released.
+    Stopped,
+    End {
+        digest: u64,
+        jobs: u64,
+        cancelled: u64,
+        /// Jobs a timed run received but never released.
+        unreleased: u64,
+    },
+    Error(String),
+}
+
+/// A job's timestamps: µs since READY on the VM's monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub id: u64,
+    pub class: u32,
+    /// 0 completed, 1 crashed, 2 timed out.
+    pub outcome: u32,
+    pub origin: u64,
+    pub release: u64,
+    pub pickup: u64,
+    pub end: u64,
+    pub sleep_req: u64,
+    pub sleep_act: u64,
+}
+
+/// Parses one line from the VM.
+pub fn parse_line(line: &str) -> Result<Line, String> {
+    let bad = || format!("malformed line from the BEAM: {line:?}");
+    let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let nums = || -> Result<Vec<u64>, String> {
+        rest.split(' ')
+            .map(|f| f.parse::<u64>().map_err(|_| bad()))
+            .collect()
+    };
+    let one = || -> Result<u64, String> {
+        match nums()?.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(bad()),
+        }
+    };
+    Ok(match tag {
+        "READY" => {
+            let schedulers = rest
+                .split(' ')
+                .find_map(|kv| kv.strip_prefix("schedulers="))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(bad)?;
+            Line::Ready { schedulers }
+        }
+        "K" => Line::Credit(one()?),
+        "L" => Line::Late(one()?),
+        "S" => Line::Restart(one()?),
+        "R" => Line::RestartLatency(one()?),
+        "D" => match nums()?.as_slice() {
+            &[
+                id,
+                class,
+                outcome,
+                origin,
+                release,
+                pickup,
+                end,
+                sleep_req,
+                sleep_act,
+            ] if outcome <= 2 && class <= u64::from(u32::MAX) => Line::Job(Record {
+                id,
+                class: class as u32,
+                outcome: outcome as u32,
+                origin,
+                release,
+                pickup,
+                end,
+                sleep_req,
+                sleep_act,
+            }),
+            _ => return Err(bad()),
+        },
+        "G" => match nums()?.as_slice() {
+            &[queue, in_flight, processes, run_queue, busy_us] => Line::Gauge {
+                queue,
+                in_flight,
+                processes,
+                run_queue,
+                busy_us,
+            },
+            _ => return Err(bad()),
+        },
+        "F" => Line::Failed(rest.to_string()),
+        "M" => Line::MeasureFrom(one()?),
+        "X" if rest.is_empty() => Line::Stopped,
+        "ERR" => Line::Error(rest.to_string()),
+        "END" => {
+            let mut f = rest.split(' ');
+            let digest = f
+                .next()
+                .filter(|h| h.len() == 16)
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .ok_or_else(bad)?;
+            let mut n = || f.next().and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
+            let (jobs, cancelled, unreleased) = (n()?, n()?, n()?);
+            if f.next().is_some() {
+                return Err(bad());
+            }
+            Line::End {
+                digest,
+                jobs,
+                cancelled,
+                unreleased,
+            }
+        }
+        _ => return Err(bad()),
+    })
+}
+
+/// The header line: the plan the VM needs.
+pub fn header(cfg: &Config) -> String {
+    let mut kill: Vec<u64> = cfg.kill_jobs.iter().copied().collect();
+    kill.sort_unstable();
+    let kill: Vec<String> = kill.iter().map(u64::to_string).collect();
+    use crate::span::{End, Warmup};
+    let (warmup_jobs, warmup_us) = match cfg.warmup {
+        Warmup::Jobs(n) => (n, 0),
+        // At least 1 µs: 0 means "by id".
+        Warmup::For(d) => (0, (d.as_micros() as u64).max(1)),
+    };
+    let (end_us, end_jobs) = match cfg.end {
+        End::Fed => (0, 0),
+        End::After(d) => ((d.as_micros() as u64).max(1), 0),
+        // End::Jobs(0) cannot pass validation (jobs >= 1).
+        End::Jobs(n) => (0, n),
+    };
+    format!(
+        "cwbench-beam {PROTOCOL} workers={} bound={} open={} max_restarts={} restart_window_ms={} backoff_ms={} max_backoff_ms={} probe_us={} timeout_ms={} gauge_ms=100 warmup_jobs={warmup_jobs} warmup_us={warmup_us} end_us={end_us} end_jobs={end_jobs} kill={}\n",
+        cfg.workers,
+        cfg.queue_bound,
+        u8::from(cfg.open),
+        cfg.max_restarts,
+        cfg.restart_window.as_millis(),
+        cfg.backoff.as_millis(),
+        cfg.max_backoff.as_millis(),
+        cfg.probe_interval.as_micros(),
+        cfg.job_timeout.map_or(0, |t| t.as_millis()),
+        kill.join(",")
+    )
+}

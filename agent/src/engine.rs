@@ -1,0 +1,188 @@
+//! The seam between a session and an engine: the run's configuration, the handle on a running workload, how it ended, and what it reports.
+//!
+//! Engines (`crate::workload`, tokio; `crate::beam`, the BEAM) build a
+//! [`Workload`] from [`Parts`]; nothing here knows which engine runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cwbench::generator::Job;
+use cwbench::proto;
+use cwbench::spec::{Compute, Dispatch, Flavor};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::buffers::Buffers;
+use crate::recorder::Recorder;
+use crate::span::{End, Warmup};
+
+/// A validated execution configuration (see proto `Profile`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A tokio runtime in this process, or an Erlang VM started as a child
+    /// process (crate::beam; `threads` is then its scheduler count).
+    pub runtime: Flavor,
+    /// Worker threads (tokio) or schedulers (BEAM).
+    pub threads: usize,
+    pub workers: usize,
+    pub queue_bound: usize,
+    pub producers: usize,
+    pub shed: bool,
+    /// Open loop: release each job at its intended time.
+    pub open: bool,
+    pub dispatch: Dispatch,
+    pub compute: Compute,
+    pub yield_every: u32,
+    pub compute_threads: usize,
+    /// What is warm-up, and when the measured part ends.
+    pub warmup: Warmup,
+    pub end: End,
+    pub classes: usize,
+    /// Jobs a producer releases before it returns them as credit.
+    pub credit_chunk: u64,
+    /// Jobs' worth of emptied batch buffers kept for reuse (the credit
+    /// window; 0 keeps none).
+    pub recycle_jobs: u64,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    /// Restart backoff: first delay and cap (zero = restart at once).
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub probe_interval: Duration,
+    /// Jobs running longer than this from pick-up are abandoned (timed out).
+    pub job_timeout: Option<Duration>,
+    /// Pin the workload's threads (runtime, blocking, compute pool) here.
+    pub cpus: Option<Vec<usize>>,
+    /// Keep per-job records for the coordinator's --job-log.
+    pub job_log: bool,
+    /// Jobs whose worker is killed from outside when it picks them up.
+    pub kill_jobs: std::collections::HashSet<u64>,
+}
+
+/// How a run's workload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every job was run, shed or cancelled.
+    Finished,
+    /// The supervisor gave up (restart intensity exceeded).
+    PoolFailed(String),
+    /// A worker failed for a reason other than an injected crash.
+    Internal(String),
+}
+
+/// What an engine reports about itself while it runs, for snapshots.
+pub trait Probe: Send + Sync + std::fmt::Debug {
+    /// Jobs waiting in its bounded queue(s).
+    fn queue_depth(&self) -> u64;
+    /// Its gauges, queue depth included.
+    fn gauges(&self) -> proto::Gauges;
+}
+
+/// What an engine hands over once its run is under way.
+pub(crate) struct Parts {
+    /// Received jobs, to the engine's producers.
+    pub feed: mpsc::UnboundedSender<Vec<Job>>,
+    /// Credit the engine returns as it releases jobs.
+    pub credit: mpsc::UnboundedReceiver<u64>,
+    pub finished: oneshot::Receiver<Outcome>,
+    pub recorder: Arc<Recorder>,
+    pub buffers: Arc<Buffers>,
+    pub probe: Arc<dyn Probe>,
+    pub cancel: CancellationToken,
+    /// The thread that owns the engine's runtime (or VM).
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// The handle the session keeps on a running workload.
+#[derive(Debug)]
+pub struct Workload {
+    feed: Option<mpsc::UnboundedSender<Vec<Job>>>,
+    pub credit: mpsc::UnboundedReceiver<u64>,
+    pub finished: oneshot::Receiver<Outcome>,
+    pub recorder: Arc<Recorder>,
+    /// Cancelled when a timed run's measured part is over.
+    pub stopped: CancellationToken,
+    /// Emptied job buffers, for the next batch (`buffer`).
+    pub(crate) buffers: Arc<Buffers>,
+    probe: Arc<dyn Probe>,
+    cancel: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workload {
+    /// The handle on a run an engine has started on `thread`.
+    pub(crate) fn from_parts(parts: Parts) -> Self {
+        Self {
+            feed: Some(parts.feed),
+            credit: parts.credit,
+            finished: parts.finished,
+            // Cancelled by the engine when the measured part of a timed run
+            // is over.
+            stopped: parts.recorder.span.stopped.clone(),
+            recorder: parts.recorder,
+            buffers: parts.buffers,
+            probe: parts.probe,
+            cancel: parts.cancel,
+            thread: Some(parts.thread),
+        }
+    }
+
+    /// An empty buffer for `n` received jobs (one the producers emptied,
+    /// if there is one), to `feed` with them.
+    pub fn buffer(&self, n: usize) -> Vec<Job> {
+        self.buffers.take(n)
+    }
+
+    /// Hands received jobs to the producers.
+    pub fn feed(&self, jobs: Vec<Job>) {
+        if let Some(f) = &self.feed {
+            // Fails only once producers are gone (cancelled): those jobs were
+            // counted as received and must be counted as cancelled.
+            if let Err(e) = f.send(jobs) {
+                self.recorder
+                    .cancelled
+                    .fetch_add(e.0.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// No more jobs: producers finish what is buffered, then the pool drains.
+    pub fn end_of_jobs(&mut self) {
+        self.feed = None;
+    }
+
+    /// Stops the run: everything not yet done is counted as cancelled.
+    pub fn cancel(&mut self) {
+        self.cancel.cancel();
+        self.feed = None;
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Jobs waiting in the bounded queue(s).
+    pub fn queue_depth(&self) -> u64 {
+        self.probe.queue_depth()
+    }
+
+    /// The engine's gauges, for a snapshot.
+    pub fn gauges(&self) -> proto::Gauges {
+        self.probe.gauges()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.feed = None;
+        if let Some(t) = self.thread.take() {
+            // The runtime thread ends within the cancel bound; joining on
+            // another thread keeps a server task from blocking on it.
+            std::thread::spawn(move || {
+                let _ = t.join();
+            });
+        }
+    }
+}
