@@ -55,6 +55,7 @@ fn replay_host(
         share: Share { index: 0, of: 1 },
         hlog: None,
         job_log: None,
+        interrupt: Default::default(),
     };
     let mut rep = HostReplay::new(&run);
     for seq in 0..snapshots {
@@ -176,6 +177,7 @@ pub(crate) fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
         }],
         scaling: Vec::new(),
         warnings: Vec::new(),
+        interrupted: None,
     };
     let dir = std::env::temp_dir().join(format!("cwbench-coord-scale-{}", std::process::id()));
     cwbench_coordinator::output::write_all(&result, &dir)?;

@@ -227,8 +227,12 @@ pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliErro
     r.map_err(|e| CliError::BadInput(e.to_string()))
 }
 
-/// Runs the benchmark as the flags say; returns the result and where it went.
-pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
+/// Runs the benchmark as the flags say; returns the result and where it
+/// went. `interrupt` stops it early (results still written, marked so).
+pub async fn execute(
+    args: Args,
+    interrupt: crate::interrupt::Interrupt,
+) -> Result<(RunResult, PathBuf), CliError> {
     let plan = load_plan(args.scenario.as_deref(), &args.limits)?;
     check_job_log(&args, &plan)?;
     let token = args
@@ -304,6 +308,7 @@ pub async fn execute(args: Args) -> Result<(RunResult, PathBuf), CliError> {
         run_id: Some(run_id),
         hlog: Some(dir.join(hlog::FILE_NAME)),
         job_log: args.job_log.then(|| dir.join(crate::joblog::FILE_NAME)),
+        interrupt,
         ..RunOptions::default()
     };
     if !args.quiet {
@@ -414,8 +419,12 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
-/// The exit code a finished run deserves.
+/// The exit code a finished run deserves: 130 or 143 after SIGINT or
+/// SIGTERM, whatever the hosts did.
 pub fn run_exit_code(r: &RunResult, allow_partial: bool) -> u8 {
+    if let Some(sig) = &r.interrupted {
+        return crate::interrupt::exit_code_of(sig);
+    }
     let hosts = || r.profiles.iter().flat_map(|p| p.hosts.iter());
     if r.profiles.iter().any(|p| p.hosts.is_empty())
         || hosts().any(|h| h.status == HostStatus::Failed)

@@ -26,6 +26,7 @@ fn status(s: HostStatus) -> &'static str {
         HostStatus::Ok => "ok",
         HostStatus::Failed => "failed",
         HostStatus::Lost => "lost",
+        HostStatus::Interrupted => "interrupted",
     }
 }
 

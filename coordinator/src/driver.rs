@@ -20,7 +20,7 @@ use tonic::Streaming;
 pub use crate::connection::{
     BearerToken, Client, ClientTls, DriveOptions, SendToken, Unavailable, connect, preflight,
 };
-use crate::feed::feed;
+use crate::feed::{FeedSignals, feed};
 pub use crate::feed::{SHARD_CHUNK, Share};
 use crate::result::{
     Accounting, ClassResult, FaultMark, HostInfo, HostResult, HostStatus, IntervalPoint, Latencies,
@@ -40,6 +40,8 @@ pub struct HostRun {
     pub hlog: Option<crate::hlog::HlogSink>,
     /// Where per-job records go (--job-log).
     pub job_log: Option<crate::joblog::JobLogSink>,
+    /// Cancelled when the run is interrupted (SIGINT/SIGTERM).
+    pub interrupt: CancellationToken,
 }
 
 /// Progress callback: (host label, snapshot) as each arrives.
@@ -109,7 +111,10 @@ async fn drive_inner(
     // Credit: permits are jobs the agent allows us to send.
     let credit = Arc::new(Semaphore::new(0));
     credit.add_permits(ready.initial_credit.min(Semaphore::MAX_PERMITS as u64) as usize);
-    let stop = CancellationToken::new();
+    let signals = FeedSignals {
+        interrupt: run.interrupt.clone(),
+        ..FeedSignals::default()
+    };
     let packed = opts.packed_batches && ready.batch_encoding >= u32::from(cwbench::packed::VERSION);
     let feeder = tokio::spawn(feed(
         run.plan.clone(),
@@ -117,15 +122,33 @@ async fn drive_inner(
         jobs,
         (opts.batch_jobs, packed),
         credit.clone(),
-        stop.clone(),
+        signals.clone(),
         req_tx,
     ));
-    let result = receive(run, opts, st, &mut inbound, &credit, &stop, progress).await;
+    let result = receive(
+        run,
+        opts,
+        st,
+        &mut inbound,
+        &credit,
+        &signals.stop,
+        progress,
+    )
+    .await;
     credit.close();
-    let fed = feeder.await.unwrap_or((0, Digest::new()));
-    st.accounting.sent = fed.0;
-    st.digest_sent = fed.1.value();
-    check_done(st, &result?)
+    signals.over.cancel();
+    let (sent, digest, cancelled) = match feeder.await {
+        Ok(f) => (f.sent, f.digest.value(), f.cancelled),
+        Err(_) => (0, Digest::new().value(), false),
+    };
+    st.accounting.sent = sent;
+    st.digest_sent = digest;
+    check_done(st, &result?)?;
+    if cancelled {
+        st.status = HostStatus::Interrupted;
+        st.error = Some("interrupted: the agent cancelled the jobs it held".into());
+    }
+    Ok(())
 }
 
 /// Dials the agent, sends Start and waits for Ready; returns the request

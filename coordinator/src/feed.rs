@@ -40,18 +40,88 @@ impl Share {
     }
 }
 
-/// Generates this agent's share of the stream and sends it within credit.
-/// Returns the jobs sent and their digest.
+/// When feeding stops early, and when the run is over.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FeedSignals {
+    /// A timed run's measured part is over: end the stream now.
+    pub stop: CancellationToken,
+    /// The run is interrupted (SIGINT/SIGTERM): cancel the agent's run.
+    pub interrupt: CancellationToken,
+    /// The agent's Done (or the host's end) is in: let the stream go.
+    pub over: CancellationToken,
+}
+
+/// What the feeding did.
+#[derive(Debug)]
+pub(crate) struct Fed {
+    pub sent: u64,
+    pub digest: Digest,
+    /// The run was interrupted before its Done, and Cancel went out.
+    pub cancelled: bool,
+}
+
+/// Generates this agent's share of the stream and sends it within credit,
+/// then EndOfJobs; keeps the stream open until the run is over, so that an
+/// interrupt can still send Cancel.
 pub(crate) async fn feed(
     plan: Arc<Plan>,
     share: Share,
     jobs: u64,
     (batch_jobs, packed): (usize, bool),
     credit: Arc<Semaphore>,
-    stop: CancellationToken,
+    signals: FeedSignals,
     tx: mpsc::Sender<RunRequest>,
+) -> Fed {
+    let (sent, digest) = send_jobs(
+        &plan,
+        share,
+        jobs,
+        (batch_jobs, packed),
+        &credit,
+        &signals,
+        &tx,
+    )
+    .await;
+    if !signals.interrupt.is_cancelled() {
+        let _ = tx
+            .send(RunRequest {
+                msg: Some(Out::End(proto::EndOfJobs {
+                    jobs_sent: sent,
+                    digest: digest.value(),
+                })),
+            })
+            .await;
+    }
+    let cancelled = tokio::select! {
+        _ = signals.interrupt.cancelled() => {
+            let cancel = proto::Cancel { reason: "the coordinator was interrupted".into() };
+            let _ = tx.send(RunRequest { msg: Some(Out::Cancel(cancel)) }).await;
+            true
+        }
+        _ = signals.over.cancelled() => false,
+    };
+    // Dropping the sender half-closes the request stream: after EndOfJobs
+    // or Cancel the agent reads that as the normal end, not as a vanished
+    // coordinator.
+    Fed {
+        sent,
+        digest,
+        cancelled,
+    }
+}
+
+/// The jobs, within credit, until all are sent or a signal stops them.
+/// Returns the jobs sent and their digest.
+async fn send_jobs(
+    plan: &Plan,
+    share: Share,
+    jobs: u64,
+    (batch_jobs, packed): (usize, bool),
+    credit: &Semaphore,
+    signals: &FeedSignals,
+    tx: &mpsc::Sender<RunRequest>,
 ) -> (u64, Digest) {
-    let mut g = Generator::new(&plan);
+    let mut g = Generator::new(plan);
     let mode = plan.scenario.run.distribution;
     let sharded = mode == Distribution::Shard && share.of > 1;
     let mut digest = Digest::new();
@@ -62,8 +132,9 @@ pub(crate) async fn feed(
         // Wait for at least one job of credit, then take what is there.
         let p = tokio::select! {
             biased;
+            _ = signals.interrupt.cancelled() => break,
             // A timed run is over: end the stream now.
-            _ = stop.cancelled() => break,
+            _ = signals.stop.cancelled() => break,
             p = credit.acquire() => p,
         };
         let Ok(p) = p else {
@@ -109,16 +180,6 @@ pub(crate) async fn feed(
             return (sent - taken as u64, digest);
         }
     }
-    let _ = tx
-        .send(RunRequest {
-            msg: Some(Out::End(proto::EndOfJobs {
-                jobs_sent: sent,
-                digest: digest.value(),
-            })),
-        })
-        .await;
-    // Dropping the sender half-closes the request stream: after EndOfJobs
-    // the agent reads that as the normal end, not as a vanished coordinator.
     (sent, digest)
 }
 

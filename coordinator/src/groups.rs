@@ -5,7 +5,7 @@
 use cwbench::histogram::{Hist, Summary, new_hist};
 
 use crate::result::{
-    Accounting, GroupPoint, GroupResult, HostResult, HostStatus, Outlier, Spread, ThroughputBasis,
+    Accounting, GroupPoint, GroupResult, HostResult, Outlier, Spread, ThroughputBasis,
 };
 
 /// A host is an outlier when its modified z-score 0.6745·|x − median| / MAD
@@ -81,7 +81,7 @@ impl Grouper {
             }
         };
         g.hosts.push(index);
-        if h.status == HostStatus::Ok {
+        if h.status.checked() {
             // Both histograms auto-resize, so the sum is lossless.
             let _ = g.completion.add(completion);
         }
@@ -103,7 +103,7 @@ fn group(g: Acc, all: &[HostResult], basis: ThroughputBasis) -> GroupResult {
     let ok: Vec<&HostResult> = members
         .iter()
         .copied()
-        .filter(|h| h.status == HostStatus::Ok)
+        .filter(|h| h.status.checked())
         .collect();
     let tput: Vec<(String, f64)> = ok.iter().map(|h| (h.label.clone(), h.throughput)).collect();
     let p99: Vec<(String, f64)> = ok

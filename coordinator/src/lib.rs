@@ -12,6 +12,7 @@ pub mod feed;
 pub mod groups;
 pub mod hlog;
 pub mod html;
+pub mod interrupt;
 pub mod joblog;
 pub mod local;
 pub mod output;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cwbench_coordinator::cli::{self, Cli, Cmd, exit};
+use cwbench_coordinator::interrupt::Interrupt;
 use cwbench_coordinator::report;
 
 fn main() -> ExitCode {
@@ -56,7 +57,14 @@ fn main() -> ExitCode {
         }
     };
     let allow_partial = args.allow_partial;
-    match rt.block_on(cli::execute(args)) {
+    let interrupt = Interrupt::default();
+    let run = async {
+        if let Err(e) = interrupt.listen() {
+            tracing::warn!("cannot listen for SIGINT/SIGTERM: {e}");
+        }
+        cli::execute(args, interrupt.clone()).await
+    };
+    match rt.block_on(run) {
         Ok((result, dir)) => {
             print!("{}", report::table(&result));
             for w in &result.warnings {

@@ -42,6 +42,7 @@ fn row(profile: &str, h: &HostResult) -> [String; 13] {
         HostStatus::Ok => "ok",
         HostStatus::Failed => "FAILED",
         HostStatus::Lost => "LOST",
+        HostStatus::Interrupted => "interrupted",
     };
     [
         h.label.clone(),
@@ -199,8 +200,7 @@ fn host_table(r: &RunResult) -> Table {
     for p in &r.profiles {
         for h in &p.hosts {
             t.rows.push(Vec::from(row(&p.label, h)));
-            t.bad
-                .push(h.status != HostStatus::Ok || is_outlier(p, &h.label));
+            t.bad.push(!h.status.checked() || is_outlier(p, &h.label));
         }
     }
     let origin = if r.scenario.arrival.mode == cwbench::scenario::ArrivalMode::Open {
@@ -554,7 +554,7 @@ fn host_tables(r: &RunResult) -> Vec<Table> {
                 if a.balances() { "yes" } else { "NO" }.into(),
                 digest,
             ]);
-            t.bad.push(h.status != HostStatus::Ok);
+            t.bad.push(!h.status.checked());
         }
     }
     out.push(t);
@@ -786,11 +786,7 @@ pub fn findings(r: &RunResult) -> Vec<String> {
                 (g.name.as_str(), g.throughput, g.completion.p99)
             }));
         } else {
-            let ok: Vec<&HostResult> = p
-                .hosts
-                .iter()
-                .filter(|h| h.status == HostStatus::Ok)
-                .collect();
+            let ok: Vec<&HostResult> = p.hosts.iter().filter(|h| h.status.checked()).collect();
             f.extend(best_and_worst(&p.label, "host", &ok, |h| {
                 (h.label.as_str(), h.throughput, h.latency.completion.p99)
             }));

@@ -31,6 +31,10 @@ pub struct RunResult {
     /// Problems a reader must know about, one line per cause (the hosts it
     /// hit listed once).
     pub warnings: Vec<String>,
+    /// The signal that interrupted the run (`SIGINT`, `SIGTERM`); absent
+    /// when it ran to its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 /// One profile's run on every host.
@@ -127,6 +131,18 @@ pub enum HostStatus {
     Failed,
     /// The agent stopped answering; data up to then is kept.
     Lost,
+    /// The run was interrupted (SIGINT/SIGTERM) before this host's Done:
+    /// the agent cancelled the jobs it held; what ran is measured, and the
+    /// accounting and digest are checked.
+    Interrupted,
+}
+
+impl HostStatus {
+    /// Done received and checked: the host's figures are whole for what it
+    /// ran (ok, or cut short by an interrupt).
+    pub fn checked(self) -> bool {
+        matches!(self, HostStatus::Ok | HostStatus::Interrupted)
+    }
 }
 
 /// Facts about the agent's machine.

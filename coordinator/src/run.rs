@@ -10,7 +10,7 @@ use cwbench::scenario::{Distribution, Plan};
 
 use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
 use crate::groups::Grouper;
-use crate::result::{HostStatus, ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
+use crate::result::{ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
 
 /// Where the agents are.
 #[derive(Debug, Clone)]
@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub hlog: Option<std::path::PathBuf>,
     /// Write a `job_done` JSON line per job here (`jobs.jsonl`).
     pub job_log: Option<std::path::PathBuf>,
+    /// Fired by SIGINT/SIGTERM: the agents cancel, the rest of the sweep
+    /// is not run, the result is marked interrupted.
+    pub interrupt: crate::interrupt::Interrupt,
 }
 
 impl Default for RunOptions {
@@ -49,6 +52,7 @@ impl Default for RunOptions {
             run_id: None,
             hlog: None,
             job_log: None,
+            interrupt: crate::interrupt::Interrupt::default(),
         }
     }
 }
@@ -242,6 +246,9 @@ pub async fn run(
     let mut profiles = Vec::new();
     let n = addrs.len() as u64;
     for (pi, profile) in plan.profiles.iter().enumerate() {
+        if opts.interrupt.token().is_cancelled() {
+            break;
+        }
         tracing::info!(
             "profile {}/{}: {} on {} agent(s)",
             pi + 1,
@@ -269,6 +276,7 @@ pub async fn run(
                 job_log: job_log
                     .as_ref()
                     .map(|l| l.sink(&labels[i], pi, class_names.clone())),
+                interrupt: opts.interrupt.token().clone(),
             };
             tasks.push(tokio::spawn(driver::drive(
                 hr,
@@ -323,6 +331,17 @@ pub async fn run(
         ));
     }
     warnings.extend(hlog_warning);
+    let interrupted = opts.interrupt.signal().map(String::from);
+    if let Some(sig) = &interrupted {
+        warnings.insert(
+            0,
+            format!(
+                "the run was interrupted by {sig}: the agents cancelled the jobs they held; {} of {} profile(s) ran",
+                profiles.len(),
+                plan.profiles.len()
+            ),
+        );
+    }
     Ok(RunResult {
         schema_version: SCHEMA_VERSION,
         run_id,
@@ -334,6 +353,7 @@ pub async fn run(
         scaling: crate::scaling::dimensions(&profiles),
         profiles,
         warnings,
+        interrupted,
     })
 }
 
@@ -366,7 +386,7 @@ fn warnings(profiles: &[ProfileResult]) -> Vec<String> {
     };
     for p in profiles {
         for h in &p.hosts {
-            if h.status != HostStatus::Ok {
+            if !h.status.checked() {
                 // The host's own name and address, and the figures that
                 // differ from host to host, go in the host list.
                 let why = h

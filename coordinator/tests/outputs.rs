@@ -50,7 +50,10 @@ fn run_dir() -> &'static Path {
             .build()
             .unwrap();
         let (r, dir) = rt
-            .block_on(cwbench_coordinator::cli::execute(cli.run))
+            .block_on(cwbench_coordinator::cli::execute(
+                cli.run,
+                cwbench_coordinator::interrupt::Interrupt::default(),
+            ))
             .expect("the smoke run works");
         assert_eq!(cwbench_coordinator::cli::run_exit_code(&r, false), 0);
         dir
