@@ -24,8 +24,9 @@ pub enum Dist {
     Discrete { values: Vec<u64>, weights: Vec<u64> },
 }
 
-/// A problem with a distribution's parameters: (parameter, what is wrong).
-pub type ParamError = (&'static str, String);
+/// A problem with a distribution's parameters: (parameter, its value, what
+/// it must be).
+pub type ParamError = (&'static str, String, String);
 
 /// 53 random bits as a float in [0, 1).
 #[inline]
@@ -59,14 +60,14 @@ impl Dist {
             if x.is_finite() && x > 0.0 {
                 Ok(())
             } else {
-                Err((name, format!("{x}: must be a finite number > 0")))
+                Err((name, x.to_string(), "must be a finite number > 0".into()))
             }
         };
         let within = |name: &'static str, x: u64| -> Result<(), ParamError> {
             if x <= limit {
                 Ok(())
             } else {
-                Err((name, format!("{x}: must be in 0..={limit}")))
+                Err((name, x.to_string(), format!("must be in 0..={limit}")))
             }
         };
         match self {
@@ -75,7 +76,7 @@ impl Dist {
                 within("min", *min)?;
                 within("max", *max)?;
                 if min > max {
-                    return Err(("max", format!("{max}: must be >= min ({min})")));
+                    return Err(("max", max.to_string(), format!("must be >= min ({min})")));
                 }
                 Ok(())
             }
@@ -86,7 +87,7 @@ impl Dist {
             Dist::LogNormal { median, sigma, max } => {
                 finite_pos("median", *median)?;
                 if !(sigma.is_finite() && *sigma >= 0.0 && *sigma <= 10.0) {
-                    return Err(("sigma", format!("{sigma}: must be in 0..=10")));
+                    return Err(("sigma", sigma.to_string(), "must be in 0..=10".into()));
                 }
                 within("max", *max)
             }
@@ -94,25 +95,30 @@ impl Dist {
                 finite_pos("min", *min)?;
                 finite_pos("alpha", *alpha)?;
                 if !(max.is_finite() && *max >= *min && *max <= limit as f64) {
-                    return Err(("max", format!("{max}: must be in min ({min})..={limit}")));
+                    return Err((
+                        "max",
+                        max.to_string(),
+                        format!("must be in min ({min})..={limit}"),
+                    ));
                 }
                 if *alpha > 100.0 {
-                    return Err(("alpha", format!("{alpha}: must be in (0, 100]")));
+                    return Err(("alpha", alpha.to_string(), "must be in (0, 100]".into()));
                 }
                 Ok(())
             }
             Dist::Discrete { values, weights } => {
                 if values.is_empty() || values.len() > 1024 {
-                    return Err(("values", "must hold 1..=1024 values".into()));
+                    return Err((
+                        "values",
+                        format!("{} values", values.len()),
+                        "must hold 1..=1024 values".into(),
+                    ));
                 }
                 if weights.len() != values.len() {
                     return Err((
                         "weights",
-                        format!(
-                            "has {} entries: must have one per value ({})",
-                            weights.len(),
-                            values.len()
-                        ),
+                        format!("{} entries", weights.len()),
+                        format!("must have one per value ({})", values.len()),
                     ));
                 }
                 for v in values {
@@ -120,7 +126,11 @@ impl Dist {
                 }
                 let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
                 if total == 0 || total > u128::from(u32::MAX) {
-                    return Err(("weights", format!("sum {total}: must be in 1..=4294967295")));
+                    return Err((
+                        "weights",
+                        format!("sum {total}"),
+                        "must sum to 1..=4294967295".into(),
+                    ));
                 }
                 Ok(())
             }

@@ -67,6 +67,12 @@ impl Limits {
 }
 
 /// The `--limit` name that bounds a scenario key, if one does.
+/// A distribution parameter that bounds the values drawn (and so meets the
+/// work or sleep limit), unlike a shape such as `sigma` or `alpha`.
+fn sampled(param: &str) -> bool {
+    matches!(param, "value" | "min" | "max" | "values")
+}
+
 pub(super) fn limit_for(key: &str) -> Option<&'static str> {
     let last = key.rsplit('.').next().unwrap_or(key);
     if key.starts_with("run.jobs") || key.starts_with("run.warmup_jobs") {
@@ -81,9 +87,11 @@ pub(super) fn limit_for(key: &str) -> Option<&'static str> {
         Some("producers")
     } else if key == "profile" {
         Some("profiles")
-    } else if key.contains(".work_units.") {
+    } else if key.contains(".work_units.") && sampled(last) {
         Some("work-units")
-    } else if key.contains(".sleep_ms.") || key.contains(".sleep_us.") || last == "stall_ms" {
+    } else if (key.contains(".sleep_ms.") || key.contains(".sleep_us.")) && sampled(last)
+        || last == "stall_ms"
+    {
         Some("sleep-us")
     } else if last == "rate" {
         Some("rate")

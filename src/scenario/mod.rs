@@ -748,8 +748,29 @@ mod tests {
     #[test]
     fn distribution_errors_name_the_parameter() {
         let e = err_of(&with("min = 1000, max = 100000", "min = 1000, max = 10"));
-        assert!(e.contains("class[0].work_units.max"), "{e}");
-        assert!(e.contains("must be >= min (1000)"), "{e}");
+        assert!(
+            e.contains("class[0].work_units.max = 10: must be >= min (1000)"),
+            "{e}"
+        );
+        // The value once, and no --limit hint for a shape parameter.
+        let log_normal = r#"{ dist = "log-normal", median = 100.0, sigma = 100.0, max = 1000 }"#;
+        let e = err_of(&with(
+            r#"{ dist = "uniform", min = 1000, max = 100000 }"#,
+            log_normal,
+        ));
+        assert_eq!(
+            e,
+            "t.toml: class[0].work_units.sigma = 100: must be in 0..=10",
+        );
+        // A drawn value's bound is a safety limit, and says so.
+        let e = err_of(&with(
+            "min = 1000, max = 100000",
+            "min = 1000, max = 10000000000",
+        ));
+        assert!(
+            e.ends_with("(a safety limit: raise it with --limit work-units=N)"),
+            "{e}"
+        );
     }
 
     #[test]

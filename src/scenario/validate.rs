@@ -75,7 +75,7 @@ fn validate_classes(
         c.range(&at("weight"), cs.weight, 1, 1_000_000)?;
         cs.work_units
             .validate(limits.max_work_units)
-            .map_err(|(k, m)| c.err(&at(&format!("work_units.{k}")), "", m))?;
+            .map_err(|(k, v, m)| c.err(&at(&format!("work_units.{k}")), v, m))?;
         let (sleep, scale, key) = match (&cs.sleep_ms, &cs.sleep_us) {
             (Some(_), Some(_)) => {
                 return Err(c.err(
@@ -90,7 +90,7 @@ fn validate_classes(
         };
         if let Some(d) = &sleep {
             d.validate(limits.max_sleep_us / scale)
-                .map_err(|(k, m)| c.err(&at(&format!("{key}.{k}")), "", m))?;
+                .map_err(|(k, v, m)| c.err(&at(&format!("{key}.{k}")), v, m))?;
         }
         let p = cs.crash_probability;
         if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
