@@ -484,6 +484,14 @@ fn host_tables(r: &RunResult) -> Vec<Table> {
     }
     out.push(t);
 
+    out.push(breakdown_table(r));
+    out.extend(faults_table(r));
+    out.extend(class_table(r));
+    out
+}
+
+/// Per host and profile: latency breakdown, accounting and digest.
+fn breakdown_table(r: &RunResult) -> Table {
     let mut t = Table::new(
         "Breakdown and accounting",
         &[
@@ -548,8 +556,12 @@ fn host_tables(r: &RunResult) -> Vec<Table> {
             t.bad.push(h.status != HostStatus::Ok);
         }
     }
-    out.push(t);
+    t
+}
 
+/// Per host and profile: faults, recovery and restarts (only when a fault
+/// was injected).
+fn faults_table(r: &RunResult) -> Option<Table> {
     if r.profiles
         .iter()
         .any(|p| p.hosts.iter().any(|h| h.recovery.faults > 0))
@@ -599,9 +611,15 @@ fn host_tables(r: &RunResult) -> Vec<Table> {
                 ]);
             }
         }
-        out.push(t);
+        Some(t)
+    } else {
+        None
     }
+}
 
+/// Per host, profile and class: completion latency (only with several
+/// classes).
+fn class_table(r: &RunResult) -> Option<Table> {
     if r.profiles
         .iter()
         .any(|p| p.hosts.iter().any(|h| h.classes.len() > 1))
@@ -627,9 +645,10 @@ fn host_tables(r: &RunResult) -> Vec<Table> {
                 }
             }
         }
-        out.push(t);
+        Some(t)
+    } else {
+        None
     }
-    out
 }
 
 /// A table cell made safe for Markdown: `|` escaped, line breaks flattened.

@@ -180,53 +180,23 @@ pub async fn run(
             LocalAgents::start(*count, *threads).map_err(RunError::Local)?
         }
     };
-    // Every agent must be reachable and idle before anything starts.
-    let checks: Vec<_> = addrs
-        .iter()
-        .map(|a| {
-            let (a, o) = (a.clone(), opts.clone());
-            tokio::spawn(async move { preflight_with_retry(&a, &o).await })
-        })
-        .collect();
-    let mut infos = Vec::new();
-    for (c, addr) in checks.into_iter().zip(&addrs) {
-        let info = c.await.map_err(|e| Unavailable::Unreachable {
-            addr: addr.clone(),
-            reason: format!("check failed: {e}"),
-        })??;
-        infos.push(info);
-    }
+    let infos = check_agents(&addrs, &opts).await?;
     check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
     let plan = Arc::new(plan);
     let mut hlog_warning = None;
     let hlog = match &opts.hlog {
         None => None,
-        Some(path) => {
-            let mut comments = vec![
-                format!(
-                    "cwbench {} run {run_id}: completion latency in microseconds, per snapshot interval",
-                    cwbench::VERSION
-                ),
-                format!(
-                    "scenario {} seed {}; tags host=<label>;profile=<index>;class=<class>; timestamps: seconds since that host's run of that profile started (agent clock)",
-                    plan.scenario.name, plan.scenario.seed
-                ),
-            ];
-            for (pi, p) in plan.profiles.iter().enumerate() {
-                comments.push(format!("profile={pi}: {}", p.label()));
+        Some(path) => match open_hlog(path, &run_id, &plan) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                hlog_warning = Some(format!(
+                    "cannot write the interval log {}: {e}",
+                    path.display()
+                ));
+                None
             }
-            match crate::hlog::HlogWriter::create(path, &comments) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    hlog_warning = Some(format!(
-                        "cannot write the interval log {}: {e}",
-                        path.display()
-                    ));
-                    None
-                }
-            }
-        }
+        },
     };
     let job_log = match &opts.job_log {
         None => None,
@@ -307,6 +277,29 @@ pub async fn run(
     }
     local.stop();
     let mut warnings = warnings(&profiles);
+    warnings.extend(close_logs(hlog, job_log, hlog_warning));
+    Ok(RunResult {
+        schema_version: SCHEMA_VERSION,
+        run_id,
+        cwbench_version: cwbench::VERSION.into(),
+        started_at: rfc3339_now(),
+        scenario: plan.scenario.clone(),
+        scenario_source: plan.source.clone(),
+        sizing: Some(plan.sizing),
+        scaling: crate::scaling::dimensions(&profiles),
+        profiles,
+        warnings,
+    })
+}
+
+/// Finishes the interval log and the job log; what could not be written, as
+/// warnings (a log that could not be opened is `hlog_warning`).
+fn close_logs(
+    hlog: Option<crate::hlog::HlogWriter>,
+    job_log: Option<Arc<crate::joblog::JobLog>>,
+    mut hlog_warning: Option<String>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
     if let Some(w) = hlog {
         let path = w.path().display().to_string();
         if let Err(e) = w.finish() {
@@ -322,18 +315,54 @@ pub async fn run(
         ));
     }
     warnings.extend(hlog_warning);
-    Ok(RunResult {
-        schema_version: SCHEMA_VERSION,
-        run_id,
-        cwbench_version: cwbench::VERSION.into(),
-        started_at: rfc3339_now(),
-        scenario: plan.scenario.clone(),
-        scenario_source: plan.source.clone(),
-        sizing: Some(plan.sizing),
-        scaling: crate::scaling::dimensions(&profiles),
-        profiles,
-        warnings,
-    })
+    warnings
+}
+
+/// Every agent must be reachable and idle before anything starts: their
+/// descriptions, in the order of `addrs`.
+async fn check_agents(
+    addrs: &[String],
+    opts: &RunOptions,
+) -> Result<Vec<cwbench::proto::AgentInfo>, RunError> {
+    let checks: Vec<_> = addrs
+        .iter()
+        .map(|a| {
+            let (a, o) = (a.clone(), opts.clone());
+            tokio::spawn(async move { preflight_with_retry(&a, &o).await })
+        })
+        .collect();
+    let mut infos = Vec::new();
+    for (c, addr) in checks.into_iter().zip(addrs) {
+        let info = c.await.map_err(|e| Unavailable::Unreachable {
+            addr: addr.clone(),
+            reason: format!("check failed: {e}"),
+        })??;
+        infos.push(info);
+    }
+    Ok(infos)
+}
+
+/// The interval log (`completion.hlog`), its header comments naming the run,
+/// the scenario and each profile's index.
+fn open_hlog(
+    path: &std::path::Path,
+    run_id: &str,
+    plan: &Plan,
+) -> std::io::Result<crate::hlog::HlogWriter> {
+    let mut comments = vec![
+        format!(
+            "cwbench {} run {run_id}: completion latency in microseconds, per snapshot interval",
+            cwbench::VERSION
+        ),
+        format!(
+            "scenario {} seed {}; tags host=<label>;profile=<index>;class=<class>; timestamps: seconds since that host's run of that profile started (agent clock)",
+            plan.scenario.name, plan.scenario.seed
+        ),
+    ];
+    for (pi, p) in plan.profiles.iter().enumerate() {
+        comments.push(format!("profile={pi}: {}", p.label()));
+    }
+    crate::hlog::HlogWriter::create(path, &comments)
 }
 
 /// Unique row labels: host names, qualified by address where they repeat.
