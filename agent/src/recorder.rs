@@ -547,6 +547,9 @@ pub struct Aggregator {
     last_us: u64,
     last_counts: ShardCounts,
     recovery: Recovery,
+    /// The process's CPU time (user, system µs) when the run started: every
+    /// CPU figure is the run's own, not what earlier runs spent.
+    cpu_at_start: (u64, u64),
 }
 
 impl Aggregator {
@@ -561,6 +564,7 @@ impl Aggregator {
             seq: 0,
             last_us: 0,
             last_counts: ShardCounts::default(),
+            cpu_at_start: cwbench::sysinfo::cpu_times_us(),
         }
     }
 
@@ -634,8 +638,9 @@ impl Aggregator {
                 // The caller's figures are those of a runtime in a child
                 // process (the BEAM), if any: the agent's own are added.
                 rss_bytes: cwbench::sysinfo::rss_bytes() + gauges.rss_bytes,
-                cpu_user_us: cpu_user_us + gauges.cpu_user_us,
-                cpu_system_us: cpu_system_us + gauges.cpu_system_us,
+                cpu_user_us: cpu_user_us.saturating_sub(self.cpu_at_start.0) + gauges.cpu_user_us,
+                cpu_system_us: cpu_system_us.saturating_sub(self.cpu_at_start.1)
+                    + gauges.cpu_system_us,
                 ..gauges
             }),
             classes,

@@ -311,6 +311,7 @@ pub(crate) fn host_info(a: &AgentInfo) -> HostInfo {
         runtime: a.runtime.clone(),
         cpu_set: a.cpu_set.clone(),
         label: a.label.clone(),
+        in_process: false,
     }
 }
 

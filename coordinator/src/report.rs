@@ -473,7 +473,16 @@ fn host_tables(r: &RunResult) -> Vec<Table> {
                     h.info.cpu_set.clone()
                 },
                 h.info.os.clone(),
-                format!("{} {}", h.info.runtime, h.info.agent_version),
+                format!(
+                    "{} {}{}",
+                    h.info.runtime,
+                    h.info.agent_version,
+                    if h.info.in_process {
+                        " (in the coordinator's process)"
+                    } else {
+                        ""
+                    }
+                ),
                 if h.info.label.is_empty() {
                     "—".to_string()
                 } else {

@@ -144,6 +144,11 @@ pub struct HostInfo {
     /// The agent's `--label`, empty if none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub label: String,
+    /// An agent the coordinator started in its own process (no agents
+    /// named): its RSS and CPU figures are the whole process's, shared with
+    /// the coordinator and the other local agents, not its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_process: bool,
 }
 
 /// Counters as the agent reported them, and what the coordinator sent.

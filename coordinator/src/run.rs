@@ -260,6 +260,7 @@ pub async fn run(
                         h.result.info = driver::host_info(&infos[i]);
                         h.result.threads = profile.threads.unwrap_or(infos[i].default_threads);
                     }
+                    h.result.info.in_process = matches!(opts.agents, Agents::Local { .. });
                     groups.add(hosts.len(), &h.result, &h.completion);
                     hosts.push(h.result);
                 }

@@ -486,3 +486,49 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     );
     assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
 }
+
+/// CPU figures are the run's own: against an agent that has just served a
+/// CPU-heavy run, the next run's first interval reads no more cores than
+/// the machine has (it read the process's whole past before).
+#[test]
+fn cpu_figures_count_from_the_run_start() {
+    let agent = AgentProc::start();
+    let out = tempfile::tempdir().unwrap();
+    let run = |id: &str| {
+        let o = coordinator(&[
+            "--agent",
+            &agent.addr,
+            "--scenario",
+            smoke().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--run-id",
+            id,
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join(id).join("result.json")).unwrap(),
+        )
+        .unwrap();
+        r["profiles"][0]["hosts"][0].clone()
+    };
+    let cpu = |h: &serde_json::Value| -> Vec<f64> {
+        h["intervals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["cpu_cores"].as_f64().unwrap())
+            .collect()
+    };
+    let first = cpu(&run("first"));
+    let h = run("second");
+    let second = cpu(&h);
+    eprintln!("cpu_cores of the first run {first:?}, of the second {second:?}");
+    let cores = h["info"]["logical_cores"].as_f64().unwrap();
+    for (k, c) in second.iter().enumerate() {
+        assert!(*c <= cores + 0.5, "interval {k}: {c} cores on {cores}");
+    }
+    // The same run twice: the same start, give or take a core.
+    assert!(second[0] <= first[0] + 1.0, "{second:?} after {first:?}");
+}
