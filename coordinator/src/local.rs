@@ -18,14 +18,6 @@ impl LocalAgents {
     /// Stops them (each agent ends its server and joins its thread).
     pub fn stop(self) {}
 
-    /// No agent runs in this process (the run's agents are remote).
-    pub fn is_empty(&self) -> bool {
-        #[cfg(feature = "local-agents")]
-        return self._agents.is_empty();
-        #[cfg(not(feature = "local-agents"))]
-        true
-    }
-
     /// Starts `count` agents, each with `threads` worker threads for
     /// profiles that leave threads unset; returns them and their addresses.
     #[cfg(feature = "local-agents")]
