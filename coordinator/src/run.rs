@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::local::LocalAgents;
-use cwbench::scenario::{Distribution, Plan};
+use cwbench::scenario::{Distribution, Plan, Profile};
 
 use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
 use crate::groups::Grouper;
@@ -184,53 +184,23 @@ pub async fn run(
             LocalAgents::start(*count, *threads).map_err(RunError::Local)?
         }
     };
-    // Every agent must be reachable and idle before anything starts.
-    let checks: Vec<_> = addrs
-        .iter()
-        .map(|a| {
-            let (a, o) = (a.clone(), opts.clone());
-            tokio::spawn(async move { preflight_with_retry(&a, &o).await })
-        })
-        .collect();
-    let mut infos = Vec::new();
-    for (c, addr) in checks.into_iter().zip(&addrs) {
-        let info = c.await.map_err(|e| Unavailable::Unreachable {
-            addr: addr.clone(),
-            reason: format!("check failed: {e}"),
-        })??;
-        infos.push(info);
-    }
+    let infos = check_agents(&addrs, &opts).await?;
     check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
     let plan = Arc::new(plan);
     let mut hlog_warning = None;
     let hlog = match &opts.hlog {
         None => None,
-        Some(path) => {
-            let mut comments = vec![
-                format!(
-                    "cwbench {} run {run_id}: completion latency in microseconds, per snapshot interval",
-                    cwbench::VERSION
-                ),
-                format!(
-                    "scenario {} seed {}; tags host=<label>;profile=<index>;class=<class>; timestamps: seconds since that host's run of that profile started (agent clock)",
-                    plan.scenario.name, plan.scenario.seed
-                ),
-            ];
-            for (pi, p) in plan.profiles.iter().enumerate() {
-                comments.push(format!("profile={pi}: {}", p.label()));
+        Some(path) => match open_hlog(path, &run_id, &plan) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                hlog_warning = Some(format!(
+                    "cannot write the interval log {}: {e}",
+                    path.display()
+                ));
+                None
             }
-            match crate::hlog::HlogWriter::create(path, &comments) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    hlog_warning = Some(format!(
-                        "cannot write the interval log {}: {e}",
-                        path.display()
-                    ));
-                    None
-                }
-            }
-        }
+        },
     };
     let job_log = match &opts.job_log {
         None => None,
@@ -284,38 +254,82 @@ pub async fn run(
                 progress.clone(),
             )));
         }
-        let mut hosts = Vec::new();
-        let mut groups = Grouper::new(match plan.scenario.run.distribution {
+        let in_process = matches!(opts.agents, Agents::Local { .. });
+        let basis = match plan.scenario.run.distribution {
             Distribution::Shard => ThroughputBasis::Sum,
             Distribution::Replicate => ThroughputBasis::PerHostMean,
-        });
-        for (i, t) in tasks.into_iter().enumerate() {
-            match t.await {
-                Ok(mut h) => {
-                    if h.result.info.logical_cores == 0 {
-                        // Lost or failed before Ready: the check before the
-                        // run said what it is, so it joins its group.
-                        h.result.info = driver::host_info(&infos[i]);
-                        h.result.threads = profile.threads.unwrap_or(infos[i].default_threads);
-                    }
-                    h.result.info.in_process = matches!(opts.agents, Agents::Local { .. });
-                    groups.add(hosts.len(), &h.result, &h.completion);
-                    hosts.push(h.result);
-                }
-                Err(e) => {
-                    tracing::error!("driver for {} failed: {e}", addrs[i]);
-                }
-            }
-        }
-        profiles.push(ProfileResult {
-            label: profile.label(),
-            profile: profile.clone(),
-            groups: groups.finish(&hosts),
-            hosts,
-        });
+        };
+        profiles.push(collect(profile, tasks, &infos, in_process, basis).await);
     }
     local.stop();
     let mut warnings = warnings(&profiles);
+    warnings.extend(close_logs(hlog, job_log, hlog_warning));
+    let interrupted = opts.interrupt.signal().map(String::from);
+    if let Some(sig) = &interrupted {
+        warnings.insert(0, format!(
+            "the run was interrupted by {sig}: the agents cancelled the jobs they held; {} of {} profile(s) ran",
+            profiles.len(),
+            plan.profiles.len()
+        ));
+    }
+    Ok(RunResult {
+        schema_version: SCHEMA_VERSION,
+        run_id,
+        cwbench_version: cwbench::VERSION.into(),
+        started_at: rfc3339_now(),
+        scenario: plan.scenario.clone(),
+        scenario_source: plan.source.clone(),
+        sizing: Some(plan.sizing),
+        scaling: crate::scaling::dimensions(&profiles),
+        profiles,
+        warnings,
+        interrupted,
+    })
+}
+
+/// One profile's hosts as their drivers finish, each placed in its group
+/// (whose histogram it joins at once).
+async fn collect(
+    profile: &Profile,
+    tasks: Vec<tokio::task::JoinHandle<driver::HostOutcome>>,
+    infos: &[cwbench::proto::AgentInfo],
+    in_process: bool,
+    basis: ThroughputBasis,
+) -> ProfileResult {
+    let mut hosts = Vec::new();
+    let mut groups = Grouper::new(basis);
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await {
+            Ok(mut h) => {
+                if h.result.info.logical_cores == 0 {
+                    // Lost or failed before Ready: the check before the run
+                    // said what it is, so it joins its group.
+                    h.result.info = driver::host_info(&infos[i]);
+                    h.result.threads = profile.threads.unwrap_or(infos[i].default_threads);
+                }
+                h.result.info.in_process = in_process;
+                groups.add(hosts.len(), &h.result, &h.completion);
+                hosts.push(h.result);
+            }
+            Err(e) => tracing::error!("driver for host {i} failed: {e}"),
+        }
+    }
+    ProfileResult {
+        label: profile.label(),
+        profile: profile.clone(),
+        groups: groups.finish(&hosts),
+        hosts,
+    }
+}
+
+/// Finishes the interval log and the job log; what could not be written, as
+/// warnings (a log that could not be opened is `hlog_warning`).
+fn close_logs(
+    hlog: Option<crate::hlog::HlogWriter>,
+    job_log: Option<Arc<crate::joblog::JobLog>>,
+    mut hlog_warning: Option<String>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
     if let Some(w) = hlog {
         let path = w.path().display().to_string();
         if let Err(e) = w.finish() {
@@ -331,30 +345,54 @@ pub async fn run(
         ));
     }
     warnings.extend(hlog_warning);
-    let interrupted = opts.interrupt.signal().map(String::from);
-    if let Some(sig) = &interrupted {
-        warnings.insert(
-            0,
-            format!(
-                "the run was interrupted by {sig}: the agents cancelled the jobs they held; {} of {} profile(s) ran",
-                profiles.len(),
-                plan.profiles.len()
-            ),
-        );
+    warnings
+}
+
+/// Every agent must be reachable and idle before anything starts: their
+/// descriptions, in the order of `addrs`.
+async fn check_agents(
+    addrs: &[String],
+    opts: &RunOptions,
+) -> Result<Vec<cwbench::proto::AgentInfo>, RunError> {
+    let checks: Vec<_> = addrs
+        .iter()
+        .map(|a| {
+            let (a, o) = (a.clone(), opts.clone());
+            tokio::spawn(async move { preflight_with_retry(&a, &o).await })
+        })
+        .collect();
+    let mut infos = Vec::new();
+    for (c, addr) in checks.into_iter().zip(addrs) {
+        let info = c.await.map_err(|e| Unavailable::Unreachable {
+            addr: addr.clone(),
+            reason: format!("check failed: {e}"),
+        })??;
+        infos.push(info);
     }
-    Ok(RunResult {
-        schema_version: SCHEMA_VERSION,
-        run_id,
-        cwbench_version: cwbench::VERSION.into(),
-        started_at: rfc3339_now(),
-        scenario: plan.scenario.clone(),
-        scenario_source: plan.source.clone(),
-        sizing: Some(plan.sizing),
-        scaling: crate::scaling::dimensions(&profiles),
-        profiles,
-        warnings,
-        interrupted,
-    })
+    Ok(infos)
+}
+
+/// The interval log (`completion.hlog`), its header comments naming the run,
+/// the scenario and each profile's index.
+fn open_hlog(
+    path: &std::path::Path,
+    run_id: &str,
+    plan: &Plan,
+) -> std::io::Result<crate::hlog::HlogWriter> {
+    let mut comments = vec![
+        format!(
+            "cwbench {} run {run_id}: completion latency in microseconds, per snapshot interval",
+            cwbench::VERSION
+        ),
+        format!(
+            "scenario {} seed {}; tags host=<label>;profile=<index>;class=<class>; timestamps: seconds since that host's run of that profile started (agent clock)",
+            plan.scenario.name, plan.scenario.seed
+        ),
+    ];
+    for (pi, p) in plan.profiles.iter().enumerate() {
+        comments.push(format!("profile={pi}: {}", p.label()));
+    }
+    crate::hlog::HlogWriter::create(path, &comments)
 }
 
 /// Unique row labels: host names, qualified by address where they repeat.
