@@ -13,6 +13,27 @@ fn smoke() -> PathBuf {
     common::data("smoke.toml")
 }
 
+/// Runs the smoke scenario on `agent` as run `id` under `out` (exit 0
+/// required); returns its one host's result.
+fn smoke_host(agent: &AgentProc, out: &Path, id: &str) -> serde_json::Value {
+    let o = coordinator(&[
+        "--agent",
+        &agent.addr,
+        "--scenario",
+        smoke().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--run-id",
+        id,
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(id).join("result.json")).unwrap())
+            .unwrap();
+    r["profiles"][0]["hosts"][0].clone()
+}
+
 /// Starts an agent with these flags plus `--threads 1`.
 fn agent_with(args: &[&str]) -> AgentProc {
     let mut all = args.to_vec();
@@ -329,23 +350,7 @@ fn agent_pinned_to_a_cpu_set_reports_it_and_bad_sets_exit_2() {
         agent.first_line
     );
     let out = tempfile::tempdir().unwrap();
-    let o = coordinator(&[
-        "--agent",
-        &agent.addr,
-        "--scenario",
-        smoke().to_str().unwrap(),
-        "--out",
-        out.path().to_str().unwrap(),
-        "--run-id",
-        "pinned",
-        "--quiet",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let r: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("pinned/result.json")).unwrap(),
-    )
-    .unwrap();
-    let h = &r["profiles"][0]["hosts"][0];
+    let h = smoke_host(&agent, out.path(), "pinned");
     assert_eq!(h["info"]["logical_cores"], 1);
     assert_eq!(h["info"]["cpu_set"], "0");
 }
@@ -494,25 +499,7 @@ fn logs_to_a_pipe_have_no_colour_codes() {
 fn cpu_figures_count_from_the_run_start() {
     let agent = AgentProc::start();
     let out = tempfile::tempdir().unwrap();
-    let run = |id: &str| {
-        let o = coordinator(&[
-            "--agent",
-            &agent.addr,
-            "--scenario",
-            smoke().to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-            "--run-id",
-            id,
-            "--quiet",
-        ]);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-        let r: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.path().join(id).join("result.json")).unwrap(),
-        )
-        .unwrap();
-        r["profiles"][0]["hosts"][0].clone()
-    };
+    let run = |id: &str| smoke_host(&agent, out.path(), id);
     let cpu = |h: &serde_json::Value| -> Vec<f64> {
         h["intervals"]
             .as_array()

@@ -150,6 +150,24 @@ impl Drop for AgentProc {
     }
 }
 
+/// Whether a host's `accounting` (as in result.json) balances: every job
+/// sent is completed, crashed, timed out, shed, cancelled or unreleased.
+pub fn balanced(a: &serde_json::Value) -> bool {
+    let n = |k: &str| a[k].as_u64().expect("an accounting count");
+    n("sent")
+        == [
+            "completed",
+            "crashed",
+            "timed_out",
+            "shed",
+            "cancelled",
+            "unreleased",
+        ]
+        .iter()
+        .map(|k| n(k))
+        .sum::<u64>()
+}
+
 /// docs/result.schema.json, compiled.
 pub fn schema() -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/result.schema.json");
