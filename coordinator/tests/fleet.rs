@@ -4,9 +4,10 @@
 //! Chromium), per-host charts left out, warnings one line per cause.
 //!
 //! The agents run at nice 19 so that the coordinator, not 256 busy agents,
-//! gets the CPU: this test is about the report. Hosts a loaded coordinator
-//! declares lost are allowed here (`--allow-partial`); they must show as one
-//! warning line per cause.
+//! gets the CPU. A coordinator that busy must not throw healthy agents away
+//! (at most 2 of 256 lost, none in six runs here); `--allow-partial` keeps
+//! the exit code about the report, and what is lost shows as one warning
+//! line per cause.
 
 mod common;
 
@@ -93,6 +94,14 @@ fn a_fleet_of_256_agents_reads_group_first() {
     let lost = p.hosts.iter().filter(|h| h.error.is_some()).count();
     eprintln!(
         "{lost} of {AGENTS} hosts not ok; warnings: {:?}",
+        r.warnings
+    );
+    // Healthy agents are not thrown away because the coordinator is busy:
+    // none was lost in six runs here; two are allowed for a machine loaded
+    // beyond that (a 2 s keepalive lost 3 to 29 per run).
+    assert!(
+        lost <= 2,
+        "{lost} healthy hosts declared lost: {:?}",
         r.warnings
     );
     assert!(

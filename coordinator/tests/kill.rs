@@ -82,6 +82,62 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// A frozen agent (SIGSTOP: its connection stays up, it just says nothing)
+/// is marked lost by the silence rule, two snapshot intervals plus the
+/// grace after its last message; the other agent finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_is_marked_lost_within_the_silence_rule() {
+    let (a, a_addr) = agent();
+    let (b, b_addr) = agent();
+    let out = tempfile::tempdir().unwrap();
+    let outs = out.path().to_str().unwrap().to_string();
+    let long = data("long.toml");
+    let mut c = coordinator(&[
+        "--agent",
+        &a_addr,
+        "--agent",
+        &b_addr,
+        "--scenario",
+        &long,
+        "--out",
+        &outs,
+        "--run-id",
+        "frozen",
+        "--quiet",
+    ]);
+    wait_busy(&b_addr).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let stop = Command::new("kill")
+        .args(["-STOP", &b.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let frozen = Instant::now();
+    let code = wait_exit(&mut c, Duration::from_secs(60));
+    // long.toml snapshots every 200 ms: silent for 2 x 0.2 s + 5 s.
+    let took = frozen.elapsed();
+    eprintln!("coordinator finished {took:?} after the freeze");
+    drop((a, b));
+    assert_eq!(code, Some(4), "host lost -> exit 4");
+    assert!(took < Duration::from_secs(9), "{took:?}");
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("frozen/result.json")).unwrap(),
+    )
+    .unwrap();
+    let hosts = r["profiles"][0]["hosts"].as_array().unwrap();
+    let by = |addr: &str| hosts.iter().find(|h| h["addr"] == addr).unwrap().clone();
+    assert_eq!(by(&a_addr)["status"], "ok");
+    let hb = by(&b_addr);
+    assert_eq!(hb["status"], "lost", "{hb}");
+    assert!(
+        hb["error"]
+            .as_str()
+            .unwrap()
+            .contains("went silent for 5.4 s"),
+        "{hb}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_is_marked_lost_and_the_others_finish() {
     let (a, a_addr) = agent();
