@@ -361,7 +361,7 @@ fn table_html(out: &mut String, t: &report::Table) {
 pub const HOST_CHARTS_MAX: usize = 12;
 
 /// Every (profile, group) with a merged host, named for a legend.
-fn group_lines(r: &RunResult) -> Vec<(String, &ProfileResult, &GroupResult)> {
+fn group_lines(r: &RunResult) -> Vec<(String, &GroupResult)> {
     let many = r.profiles.len() > 1;
     r.profiles
         .iter()
@@ -372,7 +372,7 @@ fn group_lines(r: &RunResult) -> Vec<(String, &ProfileResult, &GroupResult)> {
                 } else {
                     g.name.clone()
                 };
-                (name, p, g)
+                (name, g)
             })
         })
         .collect()
@@ -388,7 +388,7 @@ fn group_charts(r: &RunResult) -> Vec<String> {
     let tput: Vec<Bar> = lines
         .iter()
         .enumerate()
-        .map(|(i, (name, _, g))| Bar {
+        .map(|(i, (name, g))| Bar {
             label: name.clone(),
             value: g.throughput,
             text: format!("{} jobs/s", fmt_rate(g.throughput)),
@@ -399,14 +399,14 @@ fn group_charts(r: &RunResult) -> Vec<String> {
         .collect();
     let max_p99 = lines
         .iter()
-        .map(|(_, _, g)| g.completion.p99.max(g.p99_spread.max as u64))
+        .map(|(_, g)| g.completion.p99.max(g.p99_spread.max as u64))
         .max()
         .unwrap_or(0) as f64;
     let (div, unit) = chart::latency_unit(max_p99);
     let p99: Vec<Bar> = lines
         .iter()
         .enumerate()
-        .map(|(i, (name, _, g))| Bar {
+        .map(|(i, (name, g))| Bar {
             label: name.clone(),
             value: g.completion.p99 as f64 / div,
             text: fmt_us(g.completion.p99),
@@ -417,18 +417,14 @@ fn group_charts(r: &RunResult) -> Vec<String> {
     let spectra: Vec<SpectrumLine> = lines
         .iter()
         .enumerate()
-        .map(|(i, (name, _, g))| SpectrumLine {
+        .map(|(i, (name, g))| SpectrumLine {
             name: name.clone(),
             color: chart::color(i),
             points: &g.spectrum,
             count: g.completion.count,
         })
         .collect();
-    let basis = if r.scenario.run.distribution == cwbench::scenario::Distribution::Shard {
-        "sum of hosts"
-    } else {
-        "mean per host"
-    };
+    let basis = report::basis(lines[0].1.throughput_basis);
     let mut out = vec![
         chart::bar_chart(
             &format!("Throughput by group ({basis}; whisker: min–max host)"),
@@ -451,15 +447,12 @@ fn group_charts(r: &RunResult) -> Vec<String> {
     out
 }
 
-fn group_throughput_chart(
-    lines: &[(String, &ProfileResult, &GroupResult)],
-    basis: &str,
-) -> Option<String> {
+fn group_throughput_chart(lines: &[(String, &GroupResult)], basis: &str) -> Option<String> {
     let points = |g: &GroupResult| g.intervals.iter().map(|i| (i.t_s, i.jobs_per_s)).collect();
     let series: Vec<Series> = lines
         .iter()
         .enumerate()
-        .map(|(i, (name, _, g))| Series {
+        .map(|(i, (name, g))| Series {
             name: name.clone(),
             color: chart::color(i),
             points: points(g),

@@ -9,7 +9,8 @@ fn spread(s: &Spread, show: impl Fn(f64) -> String) -> String {
     format!("{} / {} / {}", show(s.min), show(s.median), show(s.max))
 }
 
-fn basis(b: ThroughputBasis) -> &'static str {
+/// How a group's throughput combines its hosts', in words.
+pub fn basis(b: ThroughputBasis) -> &'static str {
     match b {
         ThroughputBasis::PerHostMean => "mean per host",
         ThroughputBasis::Sum => "sum of hosts",

@@ -8,7 +8,7 @@ use crate::result::{GroupResult, HostResult, HostStatus, ProfileResult, RunResul
 
 mod fleet;
 
-pub use fleet::{group_table, usl_text};
+pub use fleet::{basis, group_table, usl_text};
 use fleet::{outlier_table, outlier_text, scaling_tables};
 
 /// Formats microseconds compactly: 850µs, 12.3ms, 4.20s.
