@@ -93,12 +93,14 @@ pub(crate) async fn feed(
             .await;
     }
     let cancelled = tokio::select! {
+        // A Done already in wins: that host finished, whatever came after.
+        biased;
+        _ = signals.over.cancelled() => false,
         _ = signals.interrupt.cancelled() => {
             let cancel = proto::Cancel { reason: "the coordinator was interrupted".into() };
             let _ = tx.send(RunRequest { msg: Some(Out::Cancel(cancel)) }).await;
             true
         }
-        _ = signals.over.cancelled() => false,
     };
     // Dropping the sender half-closes the request stream: after EndOfJobs
     // or Cancel the agent reads that as the normal end, not as a vanished
