@@ -82,64 +82,19 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
-/// A frozen agent (SIGSTOP: its connection stays up, it just says nothing)
-/// is marked lost by the silence rule, two snapshot intervals plus the
-/// grace after its last message; the other agent finishes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_agent_is_marked_lost_within_the_silence_rule() {
-    let (a, a_addr) = agent();
-    let (b, b_addr) = agent();
-    let out = tempfile::tempdir().unwrap();
-    let outs = out.path().to_str().unwrap().to_string();
-    let long = data("long.toml");
-    let mut c = coordinator(&[
-        "--agent",
-        &a_addr,
-        "--agent",
-        &b_addr,
-        "--scenario",
-        &long,
-        "--out",
-        &outs,
-        "--run-id",
-        "frozen",
-        "--quiet",
-    ]);
-    wait_busy(&b_addr).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let stop = Command::new("kill")
-        .args(["-STOP", &b.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stop.success());
-    let frozen = Instant::now();
-    let code = wait_exit(&mut c, Duration::from_secs(60));
-    // long.toml snapshots every 200 ms: silent for 2 x 0.2 s + 5 s.
-    let took = frozen.elapsed();
-    eprintln!("coordinator finished {took:?} after the freeze");
-    drop((a, b));
-    assert_eq!(code, Some(4), "host lost -> exit 4");
-    assert!(took < Duration::from_secs(9), "{took:?}");
-    let r: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("frozen/result.json")).unwrap(),
-    )
-    .unwrap();
-    let hosts = r["profiles"][0]["hosts"].as_array().unwrap();
-    let by = |addr: &str| hosts.iter().find(|h| h["addr"] == addr).unwrap().clone();
-    assert_eq!(by(&a_addr)["status"], "ok");
-    let hb = by(&b_addr);
-    assert_eq!(hb["status"], "lost", "{hb}");
-    assert!(
-        hb["error"]
-            .as_str()
-            .unwrap()
-            .contains("went silent for 5.4 s"),
-        "{hb}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_agent_is_marked_lost_and_the_others_finish() {
+/// Two agents on long.toml; one second into the run, `hit` does something
+/// to the second. Returns both hosts' results, the result's warnings and
+/// how long the coordinator took to finish after the hit (it must exit 4:
+/// a host lost).
+async fn two_agents_one_hit(
+    id: &str,
+    hit: impl FnOnce(&mut AgentProc),
+) -> (
+    serde_json::Value,
+    serde_json::Value,
+    serde_json::Value,
+    Duration,
+) {
     let (a, a_addr) = agent();
     let (mut b, b_addr) = agent();
     let out = tempfile::tempdir().unwrap();
@@ -155,23 +110,56 @@ async fn a_killed_agent_is_marked_lost_and_the_others_finish() {
         "--out",
         &outs,
         "--run-id",
-        "kill",
+        id,
         "--quiet",
     ]);
     wait_busy(&b_addr).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let killed = Instant::now();
-    b.child.kill().unwrap(); // SIGKILL
+    hit(&mut b);
+    let t = Instant::now();
     let code = wait_exit(&mut c, Duration::from_secs(60));
-    drop(a);
+    let took = t.elapsed();
+    drop((a, b));
     assert_eq!(code, Some(4), "host lost -> exit 4");
     let r: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("kill/result.json")).unwrap(),
+        &std::fs::read_to_string(out.path().join(id).join("result.json")).unwrap(),
     )
     .unwrap();
     let hosts = r["profiles"][0]["hosts"].as_array().unwrap();
     let by = |addr: &str| hosts.iter().find(|h| h["addr"] == addr).unwrap().clone();
-    let (ha, hb) = (by(&a_addr), by(&b_addr));
+    (by(&a_addr), by(&b_addr), r["warnings"].clone(), took)
+}
+
+/// A frozen agent (SIGSTOP: its connection stays up, it just says nothing)
+/// is marked lost by the silence rule, two snapshot intervals plus the
+/// grace after its last message; the other agent finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_is_marked_lost_within_the_silence_rule() {
+    let (ha, hb, _, took) = two_agents_one_hit("frozen", |b| {
+        let stop = Command::new("kill")
+            .args(["-STOP", &b.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(stop.success());
+    })
+    .await;
+    eprintln!("coordinator finished {took:?} after the freeze");
+    // long.toml snapshots every 200 ms: silent for 2 x 0.2 s + 5 s.
+    assert!(took < Duration::from_secs(9), "{took:?}");
+    assert_eq!(ha["status"], "ok");
+    assert_eq!(hb["status"], "lost", "{hb}");
+    let why = hb["error"].as_str().unwrap();
+    assert!(why.contains("went silent for 5.4 s"), "{hb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_is_marked_lost_and_the_others_finish() {
+    let mut b_addr = String::new();
+    let (ha, hb, warnings, took) = two_agents_one_hit("kill", |b| {
+        b_addr = b.addr.clone();
+        b.child.kill().unwrap(); // SIGKILL
+    })
+    .await;
     assert_eq!(ha["status"], "ok");
     assert_eq!(ha["accounting"]["sent"], 12000);
     assert_eq!(hb["status"], "lost", "{hb}");
@@ -189,13 +177,13 @@ async fn a_killed_agent_is_marked_lost_and_the_others_finish() {
         "{hb}"
     );
     assert!(
-        r["warnings"]
+        warnings
             .as_array()
             .unwrap()
             .iter()
             .any(|w| w.as_str().unwrap().contains("Lost"))
     );
-    eprintln!("coordinator finished {:?} after the kill", killed.elapsed());
+    eprintln!("coordinator finished {took:?} after the kill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
