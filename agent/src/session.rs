@@ -81,7 +81,21 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         )? as u32,
         None => threads,
     };
-    let compute_threads = if p.compute == Compute::Pool {
+    // One entry per class when any class has its own placement (the spec
+    // checked the list's length against plan.classes).
+    let class_compute: Vec<Compute> = if spec.class_compute.is_empty() {
+        Vec::new()
+    } else {
+        (0..spec.class_compute.len())
+            .map(|i| spec.placement(i))
+            .collect()
+    };
+    let uses_pool = if class_compute.is_empty() {
+        p.compute == Compute::Pool
+    } else {
+        class_compute.contains(&Compute::Pool)
+    };
+    let compute_threads = if uses_pool {
         range(
             "profile.compute_threads",
             p.compute_threads.into(),
@@ -114,6 +128,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         open: spec.open,
         dispatch: p.dispatch,
         compute: p.compute,
+        class_compute,
         yield_every: p.yield_every.max(1),
         compute_threads,
         probe_interval: Duration::from_micros(spec.probe_interval_us.into()),
@@ -669,6 +684,24 @@ mod two_paths {
                 |p, _| {
                     p.runtime = Flavor::Beam;
                     p.compute = Compute::Blocking;
+                },
+            ),
+            (
+                "the BEAM with a class computing in a blocking pool",
+                vec![
+                    (
+                        "compute = \"inline\"",
+                        "compute = \"inline\"\nruntime = \"beam\"",
+                    ),
+                    (
+                        "crash_probability = 0.0005",
+                        "crash_probability = 0.0005\ncompute = \"blocking\"",
+                    ),
+                ],
+                "class[0].compute",
+                |p, plan| {
+                    p.runtime = Flavor::Beam;
+                    plan.class_compute = vec![proto::Compute::Blocking as i32];
                 },
             ),
             (
