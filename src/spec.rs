@@ -6,6 +6,8 @@
 //! safety limits (the coordinator's `--limit`, the agent's host limits) stay
 //! with each end.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::proto;
@@ -196,12 +198,7 @@ impl Profile {
                 Dispatch::Serial => proto::Dispatch::Serial,
                 Dispatch::SpawnAwait => proto::Dispatch::SpawnAwait,
             } as i32,
-            compute: match self.compute {
-                Compute::Inline => proto::Compute::Inline,
-                Compute::Yield => proto::Compute::Yield,
-                Compute::Blocking => proto::Compute::Blocking,
-                Compute::Pool => proto::Compute::Pool,
-            } as i32,
+            compute: self.compute.to_proto() as i32,
             yield_every: self.yield_every,
             compute_threads: self.compute_threads,
             current_thread: self.runtime == Flavor::CurrentThread,
@@ -222,6 +219,18 @@ pub fn enum_name<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
         _ => "?".into(),
+    }
+}
+
+impl Compute {
+    /// The wire form.
+    pub fn to_proto(self) -> proto::Compute {
+        match self {
+            Compute::Inline => proto::Compute::Inline,
+            Compute::Yield => proto::Compute::Yield,
+            Compute::Blocking => proto::Compute::Blocking,
+            Compute::Pool => proto::Compute::Pool,
+        }
     }
 }
 
@@ -261,12 +270,18 @@ pub enum Field {
     Backoff,
     MaxBackoff,
     RestartWindow,
+    /// The compute placement of the class with this index.
+    ClassCompute(usize),
+    /// The list of class placements as a whole (its length).
+    ClassComputes,
 }
 
 impl Field {
     /// The key path in a scenario file.
-    pub fn toml_key(self) -> &'static str {
-        match self {
+    pub fn toml_key(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Field::ClassCompute(i) => return Cow::Owned(format!("class[{i}].compute")),
+            Field::ClassComputes => "class",
             Field::Start => "",
             Field::RunId => "name",
             Field::Threads => "profile.threads",
@@ -291,12 +306,14 @@ impl Field {
             Field::Backoff => "supervisor.backoff_ms",
             Field::MaxBackoff => "supervisor.max_backoff_ms",
             Field::RestartWindow => "supervisor.restart_window_ms",
-        }
+        })
     }
 
     /// The field of `Start` (proto `Profile` or `Plan`).
-    pub fn wire_name(self) -> &'static str {
-        match self {
+    pub fn wire_name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Field::ClassCompute(i) => return Cow::Owned(format!("plan.class_compute[{i}]")),
+            Field::ClassComputes => "plan.class_compute",
             Field::Start => "Start",
             Field::RunId => "Start.run_id",
             Field::Arrival => "plan.arrival",
@@ -311,8 +328,8 @@ impl Field {
             Field::MaxBackoff => "plan.max_backoff_ms",
             Field::RestartWindow => "plan.restart_window_ms",
             // Profile fields have the same path on both sides.
-            f => f.toml_key(),
-        }
+            f => return f.toml_key(),
+        })
     }
 }
 
@@ -375,11 +392,7 @@ impl Profile {
                 );
             }
             if self.compute != Compute::Inline {
-                return why(
-                    Field::Compute,
-                    quoted(&self.compute),
-                    "computes \"inline\" only: its schedulers preempt, there is no blocking pool to move the CPU step to",
-                );
+                return why(Field::Compute, quoted(&self.compute), BEAM_INLINE_ONLY);
             }
             if self.backpressure == Backpressure::Shed {
                 return why(
@@ -443,6 +456,60 @@ impl Profile {
         }
         Ok(())
     }
+}
+
+/// Why the BEAM refuses a compute placement other than inline (the
+/// profile's or a class's).
+const BEAM_INLINE_ONLY: &str = "computes \"inline\" only: its schedulers preempt, there is no blocking pool to move the CPU step to";
+
+/// Where the CPU step of each class runs: the class's own placement, or
+/// the profile's (`None`).
+pub fn placements<'a>(
+    profile: &'a Profile,
+    class_compute: &'a [Option<Compute>],
+) -> impl Iterator<Item = Compute> + 'a {
+    class_compute.iter().map(|c| c.unwrap_or(profile.compute))
+}
+
+/// Class placements against the profile: the BEAM computes inline only,
+/// whoever asks; a class that yields or computes on the dedicated pool
+/// needs `yield_every` or `compute_threads` as the profile would (the pool
+/// exists when the profile or any class places work on it, sized by the
+/// profile's `compute_threads`).
+pub fn check_class_compute(
+    profile: &Profile,
+    class_compute: &[Option<Compute>],
+) -> Result<(), Refusal> {
+    for (i, c) in class_compute.iter().enumerate() {
+        if profile.runtime == Flavor::Beam
+            && let Some(c) = c.filter(|&c| c != Compute::Inline)
+        {
+            return Err(Refusal::new(
+                Field::ClassCompute(i),
+                quoted(&c),
+                format!("runtime = \"beam\" {BEAM_INLINE_ONLY}"),
+            ));
+        }
+    }
+    let uses = |want| placements(profile, class_compute).any(|c| c == want);
+    if uses(Compute::Yield) && profile.yield_every == 0 {
+        return Err(Refusal::new(
+            Field::YieldEvery,
+            0,
+            format!(
+                "must be in 1..={} when a class computes with \"yield\"",
+                u32::MAX
+            ),
+        ));
+    }
+    if uses(Compute::Pool) && profile.compute_threads == 0 {
+        return Err(Refusal::new(
+            Field::ComputeThreads,
+            0,
+            "must be at least 1 when a class computes on the \"pool\"",
+        ));
+    }
+    Ok(())
 }
 
 /// A `kill-worker` fault needs a worker to kill.
@@ -556,9 +623,21 @@ pub struct RunSpec {
     pub probe_interval_us: u32,
     pub recovery: RecoverySpec,
     pub supervisor: SupervisorSpec,
+    /// Per job class (by class id): where its CPU step runs, `None` = the
+    /// profile's `compute`. Empty = every class takes the profile's.
+    pub class_compute: Vec<Option<Compute>>,
 }
 
 impl RunSpec {
+    /// Where the CPU step of class `class` runs.
+    pub fn placement(&self, class: usize) -> Compute {
+        self.class_compute
+            .get(class)
+            .copied()
+            .flatten()
+            .unwrap_or(self.profile.compute)
+    }
+
     /// Every rule, in the order the scenario meets them.
     pub fn check(&self) -> Result<(), Refusal> {
         if self.run_id.is_empty() || self.run_id.len() > 128 {
@@ -570,6 +649,7 @@ impl RunSpec {
         }
         check_intervals(self.snapshot_interval_ms, self.probe_interval_us)?;
         self.profile.check()?;
+        check_class_compute(&self.profile, &self.class_compute)?;
         self.supervisor.check()?;
         check_job_timeout(self.job_timeout_ms)?;
         range(Field::KillJobs, self.kill_jobs.len(), 0, MAX_FAULTS)?;
@@ -596,7 +676,6 @@ impl TryFrom<&proto::Profile> for Profile {
     /// checked (see [`Profile::check`]).
     fn try_from(p: &proto::Profile) -> Result<Self, Refusal> {
         use Backpressure as B;
-        use Compute as C;
         use Dispatch as D;
         let runtime = match (p.runtime.as_str(), p.current_thread) {
             ("" | "tokio", false) => Flavor::MultiThread,
@@ -623,11 +702,7 @@ impl TryFrom<&proto::Profile> for Profile {
             p.dispatch,
             &[D::Pool, D::Mailbox, D::TaskPerJob, D::Serial, D::SpawnAwait],
         )?;
-        let compute = wire_enum(
-            Field::Compute,
-            p.compute,
-            &[C::Inline, C::Yield, C::Blocking, C::Pool],
-        )?;
+        let compute = wire_enum(Field::Compute, p.compute, &WIRE_COMPUTE)?;
         let backpressure = wire_enum(Field::Backpressure, p.backpressure, &[B::Block, B::Shed])?;
         let beam = runtime == Flavor::Beam;
         Ok(Profile {
@@ -665,7 +740,9 @@ impl TryFrom<&proto::Start> for RunSpec {
             Ok(proto::Arrival::Open) => true,
             Err(_) => return Err(Refusal::new(Field::Arrival, plan.arrival, "must be 0..=2")),
         };
+        let class_compute = class_compute_from_wire(plan)?;
         let spec = RunSpec {
+            class_compute,
             run_id: start.run_id.clone(),
             profile: Profile::try_from(p)?,
             open,
@@ -684,6 +761,38 @@ impl TryFrom<&proto::Start> for RunSpec {
         spec.check()?;
         Ok(spec)
     }
+}
+
+/// Compute placements in wire order (proto enums number values from 1).
+const WIRE_COMPUTE: [Compute; 4] = [
+    Compute::Inline,
+    Compute::Yield,
+    Compute::Blocking,
+    Compute::Pool,
+];
+
+/// `Plan.class_compute`: empty, or one entry per class, 0 (unset) meaning
+/// the profile's placement.
+fn class_compute_from_wire(plan: &proto::Plan) -> Result<Vec<Option<Compute>>, Refusal> {
+    let n = plan.class_compute.len();
+    if n != 0 && n != plan.classes.len() {
+        return Err(Refusal::new(
+            Field::ClassComputes,
+            format!("({n} entries)"),
+            format!(
+                "must be empty or hold one entry per class ({})",
+                plan.classes.len()
+            ),
+        ));
+    }
+    plan.class_compute
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match v {
+            0 => Ok(None),
+            v => wire_enum(Field::ClassCompute(i), v, &WIRE_COMPUTE).map(Some),
+        })
+        .collect()
 }
 
 /// Period of the scheduler-lateness probe when none is given, µs.
@@ -726,6 +835,77 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Profile::try_from(&bad).unwrap_err().field, Field::Runtime);
+    }
+
+    fn start_with(profile: proto::Profile, class_compute: Vec<i32>) -> proto::Start {
+        proto::Start {
+            run_id: "r".into(),
+            protocol_version: crate::PROTOCOL_VERSION,
+            profile: Some(proto::Profile {
+                workers: 4,
+                queue_bound: 8,
+                producers: 1,
+                ..profile
+            }),
+            plan: Some(proto::Plan {
+                classes: vec!["hot".into(), "sleepy".into()],
+                class_compute,
+                snapshot_interval_ms: 1000,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_class_placement_overrides_the_profile_s_and_unset_means_the_profile_s() {
+        let pool = proto::Compute::Pool as i32;
+        let tokio = || proto::Profile {
+            compute_threads: 1,
+            ..Default::default()
+        };
+        // Older coordinators send no list: every class takes the profile's.
+        let spec = RunSpec::try_from(&start_with(tokio(), vec![])).unwrap();
+        assert_eq!(spec.class_compute, vec![]);
+        assert_eq!(
+            (spec.placement(0), spec.placement(1)),
+            (Compute::Inline, Compute::Inline)
+        );
+        let spec = RunSpec::try_from(&start_with(tokio(), vec![pool, 0])).unwrap();
+        assert_eq!(spec.class_compute, vec![Some(Compute::Pool), None]);
+        assert_eq!(
+            (spec.placement(0), spec.placement(1)),
+            (Compute::Pool, Compute::Inline)
+        );
+
+        let refused = |p, cc| {
+            RunSpec::try_from(&start_with(p, cc))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused(tokio(), vec![pool]),
+            "plan.class_compute = (1 entries): must be empty or hold one entry per class (2)"
+        );
+        assert_eq!(
+            refused(tokio(), vec![0, 9]),
+            "plan.class_compute[1] = 9: must be 0..=4"
+        );
+        // The pool exists for a class even when the profile computes inline.
+        let no_threads = proto::Profile::default();
+        assert_eq!(
+            refused(no_threads, vec![0, pool]),
+            "profile.compute_threads = 0: must be at least 1 when a class computes on the \"pool\""
+        );
+        let beam = proto::Profile {
+            runtime: "beam".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            refused(beam.clone(), vec![0, proto::Compute::Yield as i32]),
+            "plan.class_compute[1] = \"yield\": runtime = \"beam\" computes \"inline\" only: its schedulers preempt, there is no blocking pool to move the CPU step to"
+        );
+        let inline = proto::Compute::Inline as i32;
+        assert!(RunSpec::try_from(&start_with(beam, vec![inline, 0])).is_ok());
     }
 
     #[test]

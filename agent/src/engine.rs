@@ -32,8 +32,15 @@ pub struct Config {
     /// Open loop: release each job at its intended time.
     pub open: bool,
     pub dispatch: Dispatch,
+    /// The profile's compute placement: every class's, unless
+    /// `class_compute` says otherwise.
     pub compute: Compute,
+    /// Per class id, where its CPU step runs (a class's own placement, or
+    /// the profile's): resolved, one entry per class, or empty when every
+    /// class takes `compute`. See [`Config::placement`].
+    pub class_compute: Vec<Compute>,
     pub yield_every: u32,
+    /// Threads of the dedicated compute pool; 0 when no class uses it.
     pub compute_threads: usize,
     /// What is warm-up, and when the measured part ends.
     pub warmup: Warmup,
@@ -58,6 +65,26 @@ pub struct Config {
     pub job_log: bool,
     /// Jobs whose worker is killed from outside when it picks them up.
     pub kill_jobs: std::collections::HashSet<u64>,
+}
+
+impl Config {
+    /// Where the CPU step of a job of class `class` runs.
+    #[inline]
+    pub fn placement(&self, class: u32) -> Compute {
+        self.class_compute
+            .get(class as usize)
+            .copied()
+            .unwrap_or(self.compute)
+    }
+
+    /// Does the CPU step of any class run at `c`?
+    pub fn places_on(&self, c: Compute) -> bool {
+        if self.class_compute.is_empty() {
+            self.compute == c
+        } else {
+            self.class_compute.contains(&c)
+        }
+    }
 }
 
 /// How a run's workload ended.

@@ -130,5 +130,7 @@ pub fn agent_info(cfg: &AgentConfig, busy: Option<String>) -> AgentInfo {
             .map(crate::affinity::format_cpu_list)
             .unwrap_or_default(),
         label: cfg.label.clone(),
+        // Plan.class_compute is honoured (session::validate_start).
+        class_compute: true,
     }
 }

@@ -13,7 +13,7 @@ use cwbench::proto::error::Code;
 use cwbench::proto::run_event::Msg as Out;
 use cwbench::proto::run_request::Msg as In;
 use cwbench::proto::{self, RunEvent, RunRequest};
-use cwbench::spec::{Backpressure, Compute, Flavor, RecoverySpec, RunSpec};
+use cwbench::spec::{Backpressure, Compute, Flavor, RecoverySpec, RunSpec, placements};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
@@ -81,7 +81,15 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         )? as u32,
         None => threads,
     };
-    let compute_threads = if p.compute == Compute::Pool {
+    // One entry per class when any class has its own placement (the spec
+    // checked the list's length against plan.classes).
+    let class_compute: Vec<Compute> = placements(p, &spec.class_compute).collect();
+    let uses_pool = if class_compute.is_empty() {
+        p.compute == Compute::Pool
+    } else {
+        class_compute.contains(&Compute::Pool)
+    };
+    let compute_threads = if uses_pool {
         range(
             "profile.compute_threads",
             p.compute_threads.into(),
@@ -114,6 +122,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         open: spec.open,
         dispatch: p.dispatch,
         compute: p.compute,
+        class_compute,
         yield_every: p.yield_every.max(1),
         compute_threads,
         probe_interval: Duration::from_micros(spec.probe_interval_us.into()),
@@ -672,6 +681,24 @@ mod two_paths {
                 },
             ),
             (
+                "the BEAM with a class computing in a blocking pool",
+                vec![
+                    (
+                        "compute = \"inline\"",
+                        "compute = \"inline\"\nruntime = \"beam\"",
+                    ),
+                    (
+                        "crash_probability = 0.0005",
+                        "crash_probability = 0.0005\ncompute = \"blocking\"",
+                    ),
+                ],
+                "class[0].compute",
+                |p, plan| {
+                    p.runtime = Flavor::Beam;
+                    plan.class_compute = vec![proto::Compute::Blocking as i32];
+                },
+            ),
+            (
                 "the BEAM shedding",
                 vec![("\"block\"", "\"shed\"\nruntime = \"beam\"")],
                 "profile.backpressure",
@@ -811,5 +838,46 @@ mod two_paths {
             protocol_version: cwbench::PROTOCOL_VERSION,
         };
         assert_eq!(RunSpec::try_from(&start), Ok(spec));
+    }
+
+    /// Per-class placements reach the engine resolved, one per class; the
+    /// compute pool is sized when any class uses it, even with the
+    /// profile's placement inline, and only then.
+    #[test]
+    fn class_placements_reach_the_engine_with_the_pool_they_need() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/starvation.toml");
+        let base = scenario::load(std::path::Path::new(path), &Limits::default()).unwrap();
+        assert_eq!(base.classes[1].name, "sleepy");
+        for profile in &base.profiles {
+            let start = proto::Start {
+                run_id: "r".into(),
+                profile: Some(profile.to_proto()),
+                plan: Some(base.to_proto()),
+                protocol_version: cwbench::PROTOCOL_VERSION,
+            };
+            assert_eq!(RunSpec::try_from(&start), Ok(base.run_spec(profile, "r")));
+            let cfg = validate_start(&AgentConfig::default(), &start).unwrap();
+            assert_eq!(cfg.class_compute, [profile.compute, Compute::Inline]);
+            let pool = profile.compute == Compute::Pool;
+            assert_eq!(
+                cfg.compute_threads,
+                if pool { 1 } else { 0 },
+                "{}",
+                profile.label()
+            );
+        }
+        // The other way round: the profile inline, one class on the pool.
+        let mut plan = base.to_proto();
+        plan.class_compute = vec![proto::Compute::Pool as i32, 0];
+        let start = proto::Start {
+            run_id: "r".into(),
+            profile: Some(base.profiles[0].to_proto()),
+            plan: Some(plan),
+            protocol_version: cwbench::PROTOCOL_VERSION,
+        };
+        let cfg = validate_start(&AgentConfig::default(), &start).unwrap();
+        assert_eq!(cfg.compute, Compute::Inline);
+        assert_eq!(cfg.class_compute, [Compute::Pool, Compute::Inline]);
+        assert_eq!(cfg.compute_threads, 1);
     }
 }

@@ -647,6 +647,7 @@ fn overhead_once(
         open: false,
         dispatch,
         compute: Compute::Inline,
+        class_compute: Vec::new(),
         yield_every: 1,
         compute_threads: 0,
         warmup: Warmup::Jobs(0),

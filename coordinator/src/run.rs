@@ -135,12 +135,30 @@ async fn preflight_with_retry(
 }
 
 /// Fails before anything runs when a profile needs a runtime an agent does
-/// not have (the BEAM without Erlang installed), with the agent's reason.
+/// not have (the BEAM without Erlang installed), with the agent's reason;
+/// or when a class has its own compute placement and an agent would ignore
+/// it (one older than `Plan.class_compute`), since it would then measure
+/// another placement than the scenario's.
 fn check_runtimes(
     plan: &Plan,
     addrs: &[String],
     infos: &[cwbench::proto::AgentInfo],
 ) -> Result<(), Unavailable> {
+    if let Some(i) = plan.classes.iter().position(|c| c.compute.is_some()) {
+        for (addr, info) in addrs.iter().zip(infos) {
+            if !info.class_compute {
+                return Err(Unavailable::Runtime {
+                    addr: addr.clone(),
+                    runtime: format!("class[{i}].compute"),
+                    profile: plan.profiles[0].label(),
+                    reason: format!(
+                        "it does not place CPU steps per class (cwbench {}): upgrade it, or leave class placements out",
+                        info.agent_version
+                    ),
+                });
+            }
+        }
+    }
     let Some(p) = plan
         .profiles
         .iter()
@@ -505,6 +523,36 @@ mod tests {
         assert_eq!(f, ["2.3"]);
         let (m, f) = figures_out("sent 10, got 9: mismatch");
         assert_eq!((m.as_str(), f.len()), ("sent #, got #: mismatch", 2));
+    }
+
+    /// An agent that would ignore Plan.class_compute (older than it) is
+    /// refused before anything runs, naming the class's key.
+    #[test]
+    fn class_placements_need_an_agent_that_honours_them() {
+        let starvation = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/starvation.toml");
+        let limits = cwbench::scenario::Limits::default();
+        let plan = cwbench::scenario::load(std::path::Path::new(starvation), &limits).unwrap();
+        let addrs = ["a:1".to_string(), "b:2".to_string()];
+        let new = cwbench::proto::AgentInfo {
+            class_compute: true,
+            runtimes_available: vec!["tokio".into()],
+            ..Default::default()
+        };
+        let old = cwbench::proto::AgentInfo {
+            class_compute: false,
+            agent_version: "0.0.9".into(),
+            ..new.clone()
+        };
+        assert!(check_runtimes(&plan, &addrs, &[new.clone(), new.clone()]).is_ok());
+        let e = check_runtimes(&plan, &addrs, &[new, old])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "agent b:2 cannot run class[1].compute (profile t1 w16 q256 p1 pool/inline)"
+            ) && e.contains("does not place CPU steps per class (cwbench 0.0.9)"),
+            "{e}"
+        );
     }
 
     #[test]

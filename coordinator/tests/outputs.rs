@@ -115,6 +115,14 @@ fn result_json_matches_the_schema() {
     let mut bad = doc.clone();
     bad["profiles"][0]["hosts"][0]["status"] = "fine".into();
     assert!(!errors(&v, &bad).is_empty());
+
+    // A class's own compute placement is echoed as written: optional, one
+    // of the four placements.
+    let mut placed = doc.clone();
+    placed["scenario"]["class"][0]["compute"] = "pool".into();
+    assert_eq!(errors(&v, &placed), Vec::<String>::new());
+    placed["scenario"]["class"][0]["compute"] = "elsewhere".into();
+    assert!(!errors(&v, &placed).is_empty());
 }
 
 #[test]

@@ -46,7 +46,8 @@ impl Checker<'_> {
             Some(l) => format!("{} (profile {l})", r.value),
             None => r.value,
         };
-        self.err(key.unwrap_or(r.field.toml_key()), value, r.reason)
+        let own = r.field.toml_key();
+        self.err(key.unwrap_or(&own), value, r.reason)
     }
 
     pub(super) fn range<T: PartialOrd + fmt::Display + Copy>(

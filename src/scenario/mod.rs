@@ -270,6 +270,10 @@ pub struct ClassSpec {
     /// Probability that a job of this class crashes its worker, in [0, 1].
     #[serde(default)]
     pub crash_probability: f64,
+    /// Where this class's CPU step runs, overriding `profile.compute` (the
+    /// default) in every profile of the sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<Compute>,
 }
 
 fn default_weight() -> u32 {
@@ -307,6 +311,8 @@ pub struct Class {
     /// A job crashes when its crash word is below this threshold.
     pub crash_threshold: u64,
     pub crash_probability: f64,
+    /// Its own compute placement; None = the profile's.
+    pub compute: Option<Compute>,
 }
 
 /// A validated scenario.
@@ -412,6 +418,11 @@ impl Plan {
             },
             snapshot_interval_ms: s.run.snapshot_interval_ms,
             classes: self.classes.iter().map(|c| c.name.clone()).collect(),
+            class_compute: self
+                .class_compute()
+                .iter()
+                .map(|c| c.map_or(0, |c| c.to_proto() as i32))
+                .collect(),
             prefetch_jobs: s.run.prefetch_jobs,
             probe_interval_us: s.run.probe_interval_us,
             job_timeout_ms: s.run.job_timeout_ms.unwrap_or(0),
@@ -462,7 +473,17 @@ impl Plan {
             probe_interval_us: s.run.probe_interval_us,
             recovery: s.recovery,
             supervisor: s.supervisor.clone(),
+            class_compute: self.class_compute(),
         }
+    }
+
+    /// Each class's own compute placement (None = the profile's), by class
+    /// id; empty when no class has one, as the wire leaves it.
+    pub fn class_compute(&self) -> Vec<Option<Compute>> {
+        if self.classes.iter().all(|c| c.compute.is_none()) {
+            return Vec::new();
+        }
+        self.classes.iter().map(|c| c.compute).collect()
     }
 
     /// Open-loop arrival?
@@ -892,6 +913,42 @@ mod tests {
         parse(&timed, "t", &Limits::default()).expect("a timed BEAM run is valid");
         let e = beam_with("workers = 64", "workers = 64\nschedulers = 0");
         assert!(e.contains("profile.schedulers = 0: must be in 1..="), "{e}");
+    }
+
+    #[test]
+    fn a_class_may_place_its_cpu_step_and_the_profile_s_is_the_default() {
+        let l = Limits::default();
+        let two = with(
+            "[[class]]",
+            "[[class]]\nname = \"hot\"\nwork_units = { dist = \"constant\", value = 5 }\ncompute = \"pool\"\n\n[[class]]",
+        );
+        let p = parse(&two, "t.toml", &l).unwrap();
+        assert_eq!(p.classes[0].compute, Some(Compute::Pool));
+        assert_eq!(p.classes[1].compute, None);
+        assert_eq!(p.class_compute(), vec![Some(Compute::Pool), None]);
+        assert_eq!(
+            p.to_proto().class_compute,
+            vec![proto::Compute::Pool as i32, 0]
+        );
+        let spec = p.run_spec(&p.profiles[0], "r");
+        assert_eq!(
+            (spec.placement(0), spec.placement(1)),
+            (Compute::Pool, Compute::Inline)
+        );
+        // Echoed as written: the key only where a class has it.
+        let echo = serde_json::to_value(&p.scenario).unwrap();
+        assert_eq!(echo["class"][0]["compute"], "pool");
+        assert!(echo["class"][1].get("compute").is_none());
+        // Without any, the wire list stays empty (as older coordinators send).
+        assert!(parity().to_proto().class_compute.is_empty());
+
+        let e = err_of(&two.replacen("[profile]", "[profile]\nruntime = \"beam\"", 1));
+        assert!(
+            e.starts_with("t.toml: class[0].compute = \"pool\" (profile beam s=agent w64 q256 p1 pool): runtime = \"beam\" computes \"inline\" only"),
+            "{e}"
+        );
+        let e = err_of(&two.replace("compute = \"pool\"", "compute = \"elsewhere\""));
+        assert!(e.contains("unknown variant `elsewhere`"), "{e}");
     }
 
     #[test]

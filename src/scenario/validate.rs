@@ -29,6 +29,13 @@ pub(super) fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan,
     s.supervisor.check().map_err(|r| c.refused(r, None, None))?;
 
     let classes = validate_classes(&c, &s.classes, limits)?;
+    if classes.iter().any(|cl| cl.compute.is_some()) {
+        let placed: Vec<_> = classes.iter().map(|cl| cl.compute).collect();
+        for p in &profiles {
+            spec::check_class_compute(p, &placed)
+                .map_err(|r| c.refused(r, None, Some(&p.label())))?;
+        }
+    }
     spec::check_job_timeout(s.run.job_timeout_ms).map_err(|r| c.refused(r, None, None))?;
     validate_faults(&c, &s, &sizing, &profiles, limits)?;
     s.recovery.check().map_err(|r| c.refused(r, None, None))?;
@@ -108,6 +115,7 @@ fn validate_classes(
             sleep_scale_us: scale,
             crash_threshold: crash_threshold(p),
             crash_probability: p,
+            compute: cs.compute,
         });
     }
 

@@ -203,6 +203,7 @@ mod tests {
             open: false,
             dispatch: cwbench::spec::Dispatch::Pool,
             compute: cwbench::spec::Compute::Inline,
+            class_compute: Vec::new(),
             yield_every: 1,
             compute_threads: 0,
             warmup: crate::span::Warmup::Jobs(0),

@@ -1,4 +1,4 @@
-//! One job run where the profile places its CPU step: compute, injected crash, sleep, and how it ended.
+//! One job run where its class places its CPU step: compute, injected crash, sleep, and how it ended.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,13 +23,13 @@ pub(super) fn in_flight(n: &std::sync::atomic::AtomicU64, on: bool) {
 }
 
 /// Whether `job` runs to its end without awaiting: no sleep, and no work or
-/// its work computed inline (`run_now`).
+/// its work computed inline (`run_now`) where its class places it.
 #[inline]
 pub(super) fn never_awaits(cfg: &Config, job: &Job) -> bool {
-    job.sleep_us == 0 && (job.work_units == 0 || matches!(cfg.compute, Compute::Inline))
+    job.sleep_us == 0 && (job.work_units == 0 || cfg.placement(job.class) == Compute::Inline)
 }
 
-/// Runs one job: the CPU step where the profile places it, an injected crash
+/// Runs one job: the CPU step where its class places it, an injected crash
 /// if the job carries one, then the sleep. None if cancelled part way.
 /// Timestamps: ns, agent clock.
 pub(super) async fn run_job(
@@ -159,13 +159,14 @@ pub(super) async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// The CPU step, placed as the profile says. False if cancelled.
+/// The CPU step, placed as the job's class says (its own placement or the
+/// profile's).
 pub(super) async fn compute_step(ctx: &Ctx, job: &Job, deadline: Option<Instant>) -> Step {
     let (id, units) = (job.id, job.work_units);
     if units == 0 {
         return Step::Done;
     }
-    match ctx.cfg.compute {
+    match ctx.cfg.placement(job.class) {
         Compute::Inline => compute(id, units, &ctx.cancel, deadline),
         Compute::Yield => {
             let mut left = units;

@@ -83,7 +83,8 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
         _ => Vec::new(),
     };
     let cancel = CancellationToken::new();
-    let compute_pool = (cfg.compute == Compute::Pool)
+    let compute_pool = cfg
+        .places_on(Compute::Pool)
         .then(|| ComputePool::new(cfg.compute_threads, cfg.cpus.clone()))
         .transpose()
         .map_err(|e| format!("cannot start the compute pool: {e}"))?;
@@ -324,6 +325,7 @@ mod tests {
             open: false,
             dispatch: Dispatch::Pool,
             compute: Compute::Inline,
+            class_compute: Vec::new(),
             yield_every: 1,
             compute_threads: 0,
             warmup,
@@ -431,6 +433,56 @@ mod tests {
             let c = agg.done(&wl.recorder, 0).totals.unwrap();
             assert_eq!(c.completed, 20_000, "{dispatch:?}: {c:?}");
         }
+    }
+
+    /// A class placed on the compute pool takes only its own CPU steps off
+    /// the runtime: on one runtime thread, with the profile's placement
+    /// inline, the light class's jobs all finish while the hot job is still
+    /// computing (inline, they would all wait for it).
+    #[test]
+    fn a_class_on_the_compute_pool_leaves_the_runtime_to_the_others() {
+        let mut cfg = closed_loop(2, Warmup::Jobs(0), End::Fed);
+        cfg.runtime = Flavor::CurrentThread;
+        cfg.threads = 1;
+        cfg.classes = 2;
+        cfg.class_compute = vec![Compute::Inline, Compute::Pool];
+        cfg.compute_threads = 1;
+        cfg.job_log = true;
+        assert!(cfg.places_on(Compute::Pool) && !cfg.places_on(Compute::Blocking));
+        let hot = Job {
+            id: 0,
+            class: 1,
+            work_units: 50_000_000,
+            ..Job::default()
+        };
+        let light = Job {
+            class: 0,
+            work_units: 10,
+            ..Job::default()
+        };
+        assert!(never_awaits(&cfg, &light) && !never_awaits(&cfg, &hot));
+        let mut wl = Workload::start(cfg).unwrap();
+        let mut jobs = vec![hot];
+        jobs.extend((1..=200).map(|id| Job { id, ..light }));
+        wl.recorder.received.fetch_add(201, Ordering::Relaxed);
+        wl.feed(jobs);
+        wl.end_of_jobs();
+        let finished = std::mem::replace(&mut wl.finished, oneshot::channel().1);
+        assert_eq!(finished.blocking_recv().unwrap(), Outcome::Finished);
+        let log = wl.recorder.take_job_log().unwrap();
+        let end_of = |class: u32| {
+            log.class_ids
+                .iter()
+                .zip(&log.end_us)
+                .filter(move |&(&c, _)| c == class)
+                .map(|(_, &e)| e)
+        };
+        assert_eq!(end_of(0).count(), 200);
+        let (light_last, hot_end) = (end_of(0).max().unwrap(), end_of(1).max().unwrap());
+        assert!(
+            light_last < hot_end,
+            "the light jobs waited for the hot one: last at {light_last} µs, hot at {hot_end} µs"
+        );
     }
 
     #[test]
