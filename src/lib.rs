@@ -16,6 +16,7 @@ pub mod stream;
 pub mod sysinfo;
 pub mod tls;
 pub mod token;
+pub mod wsproto;
 
 /// Version of the wire protocol in `proto/cwbench/v1/agent.proto`.
 pub const PROTOCOL_VERSION: u32 = 2;

@@ -260,6 +260,38 @@ pub struct Recorder {
     job_log: Option<Mutex<proto::JobRecords>>,
     /// Release time of the first measured job, µs since start; MAX = not yet.
     first_measured_release_us: AtomicU64,
+    /// What only WebSocket runs count (crate::ws).
+    pub ws: WsRecord,
+}
+
+/// A WebSocket run's own figures: the client's losses and connections, the
+/// task-set digest of both ends (docs/websocket.md).
+#[derive(Debug)]
+pub struct WsRecord {
+    pub refused: AtomicU64,
+    pub connection_lost: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub connect_failed: AtomicU64,
+    /// Open connections now (a gauge).
+    pub connections: AtomicU64,
+    /// Tasks sent (client) or read (server).
+    pub task_set: Mutex<cwbench::wsproto::TaskSet>,
+    /// Connection set-up times, µs (client).
+    pub connect: Mutex<Hist>,
+}
+
+impl Default for WsRecord {
+    fn default() -> Self {
+        Self {
+            refused: AtomicU64::new(0),
+            connection_lost: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            connect_failed: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            task_set: Mutex::default(),
+            connect: Mutex::new(new_hist()),
+        }
+    }
 }
 
 /// A pool worker's in-flight flag, alone on its cache line.
@@ -324,6 +356,7 @@ impl Recorder {
             lateness: Mutex::new(new_hist()),
             job_log: job_log.then(|| Mutex::new(proto::JobRecords::default())),
             first_measured_release_us: AtomicU64::new(u64::MAX),
+            ws: WsRecord::default(),
         }
     }
 
@@ -524,6 +557,10 @@ impl Recorder {
             measured_completed: c.measured_completed,
             feed_stall_us: self.feed_stall_us.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
+            refused: self.ws.refused.load(Ordering::Relaxed),
+            connection_lost: self.ws.connection_lost.load(Ordering::Relaxed),
+            reconnects: self.ws.reconnects.load(Ordering::Relaxed),
+            connect_failed: self.ws.connect_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -638,6 +675,7 @@ impl Aggregator {
                 // The caller's figures are those of a runtime in a child
                 // process (the BEAM), if any: the agent's own are added.
                 rss_bytes: cwbench::sysinfo::rss_bytes() + gauges.rss_bytes,
+                connections: rec.ws.connections.load(Ordering::Relaxed),
                 cpu_user_us: cpu_user_us.saturating_sub(self.cpu_at_start.0) + gauges.cpu_user_us,
                 cpu_system_us: cpu_system_us.saturating_sub(self.cpu_at_start.1)
                     + gauges.cpu_system_us,
@@ -691,6 +729,9 @@ impl Aggregator {
                 .iter()
                 .map(|&(at_us, recovery_us)| proto::FaultMark { at_us, recovery_us })
                 .collect(),
+            task_set: rec.ws.task_set.lock().sum,
+            task_count: rec.ws.task_set.lock().count,
+            connect: encode(&rec.ws.connect.lock()),
         }
     }
 }

@@ -307,6 +307,7 @@ pub async fn run(
         threads,
         initial_credit: window,
         batch_encoding: cwbench::packed::VERSION.into(),
+        ws_port: 0,
     };
     if tx.send(ev(Out::Ready(ready))).await.is_err() {
         return;

@@ -448,6 +448,8 @@ impl Plan {
                     _ => None,
                 })
                 .collect(),
+            // Set per host by the coordinator (its role in the run).
+            websocket: None,
         }
     }
 
