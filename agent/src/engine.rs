@@ -65,6 +65,13 @@ pub struct Config {
     pub job_log: bool,
     /// Jobs whose worker is killed from outside when it picks them up.
     pub kill_jobs: std::collections::HashSet<u64>,
+    /// A WebSocket client: each job is a task sent to this server
+    /// (task-per-job dispatch, the in-flight bound `queue_bound`) instead
+    /// of run here.
+    pub remote: Option<crate::ws::client::Remote>,
+    /// A WebSocket server: serve tasks with this run's settings (the
+    /// agent's own jobs: none).
+    pub serve: Option<proto::WebSocket>,
 }
 
 impl Config {
@@ -135,6 +142,8 @@ pub struct Workload {
     probe: Arc<dyn Probe>,
     cancel: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// A WebSocket server's port (0 otherwise).
+    pub ws_port: u16,
 }
 
 impl Workload {
@@ -152,6 +161,7 @@ impl Workload {
             probe: parts.probe,
             cancel: parts.cancel,
             thread: Some(parts.thread),
+            ws_port: 0,
         }
     }
 

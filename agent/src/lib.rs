@@ -19,6 +19,7 @@ mod session;
 pub mod span;
 mod tokio_engine;
 pub mod workload;
+pub mod ws;
 
 pub use auth::AuthInterceptor;
 pub use host::{AgentConfig, Limits};

@@ -700,6 +700,7 @@ impl Aggregator {
         } else {
             self.last_counts.last_measured_done_us.saturating_sub(first)
         };
+        let tasks = *rec.ws.task_set.lock();
         proto::Done {
             totals: Some(rec.counters(self.last_counts)),
             classes: self
@@ -729,8 +730,8 @@ impl Aggregator {
                 .iter()
                 .map(|&(at_us, recovery_us)| proto::FaultMark { at_us, recovery_us })
                 .collect(),
-            task_set: rec.ws.task_set.lock().sum,
-            task_count: rec.ws.task_set.lock().count,
+            task_set: tasks.sum,
+            task_count: tasks.count,
             connect: encode(&rec.ws.connect.lock()),
         }
     }

@@ -13,7 +13,10 @@ use cwbench::proto::error::Code;
 use cwbench::proto::run_event::Msg as Out;
 use cwbench::proto::run_request::Msg as In;
 use cwbench::proto::{self, RunEvent, RunRequest};
-use cwbench::spec::{Backpressure, Compute, Flavor, RecoverySpec, RunSpec, placements};
+use cwbench::spec::{
+    Backpressure, Compute, Dispatch, Flavor, RecoverySpec, RunSpec, WebSocketSpec, WsRole,
+    placements,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
@@ -108,7 +111,7 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
     )?;
     range("plan.prefetch_jobs", plan.prefetch_jobs.into(), 1, u64::MAX)?;
     let sup = &spec.supervisor;
-    Ok(Config {
+    let mut c = Config {
         runtime: p.runtime,
         threads: if p.runtime == Flavor::CurrentThread {
             1
@@ -141,7 +144,36 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
         restart_window: Duration::from_millis(sup.restart_window_ms.into()),
         backoff: Duration::from_millis(sup.backoff_ms.into()),
         max_backoff: Duration::from_millis(sup.max_backoff_ms.max(sup.backoff_ms).into()),
-    })
+        remote: None,
+        serve: None,
+    };
+    match &spec.websocket {
+        Some((WsRole::Client(url), w)) => as_client(&mut c, url, w, cfg.threads),
+        Some((WsRole::Server, _)) => c.serve = plan.websocket.clone(),
+        None => {}
+    }
+    Ok(c)
+}
+
+/// A WebSocket client's engine: each job a task sent to the server, on
+/// the agent's own threads (the profile is the server's), task-per-job
+/// with `connections x in_flight` tasks outstanding at most.
+fn as_client(c: &mut Config, url: &str, w: &WebSocketSpec, threads: u32) {
+    c.runtime = Flavor::MultiThread;
+    c.threads = threads.max(1) as usize;
+    c.dispatch = Dispatch::TaskPerJob;
+    (c.workers, c.producers, c.shed) = (1, 1, false);
+    (c.compute, c.compute_threads) = (Compute::Inline, 0);
+    c.class_compute.clear();
+    c.kill_jobs.clear();
+    c.queue_bound = (w.connections as usize * w.in_flight as usize).min(1 << 20);
+    c.remote = Some(crate::ws::client::Remote {
+        url: url.to_string(),
+        connections: w.connections as usize,
+        connect_rate: w.connect_rate,
+        in_flight: w.in_flight as usize,
+        json: w.json,
+    });
 }
 
 /// What a plan measures and when it ends (see `crate::span`), validated.

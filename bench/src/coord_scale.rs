@@ -56,6 +56,7 @@ fn replay_host(
         hlog: None,
         job_log: None,
         interrupt: Default::default(),
+        ws: None,
     };
     let mut rep = HostReplay::new(&run);
     for seq in 0..snapshots {
@@ -172,6 +173,7 @@ pub(crate) fn coord_scale(agents: usize, snapshots: u64) -> Result<()> {
         profiles: vec![ProfileResult {
             label: plan.profiles[0].label(),
             profile: plan.profiles[0].clone(),
+            websocket: None,
             hosts,
             groups,
         }],

@@ -669,6 +669,8 @@ fn overhead_once(
         cpus: None,
         job_log: false,
         kill_jobs: HashSet::new(),
+        remote: None,
+        serve: None,
     };
     let mut wl = Workload::start(cfg).map_err(anyhow::Error::msg)?;
     let c0 = cpu_us();

@@ -318,6 +318,7 @@ pub async fn execute(
     let result = run::run(plan, opts, progress).await.map_err(|e| match e {
         RunError::Unavailable(u) => CliError::Unavailable(u.to_string()),
         RunError::Local(e) => CliError::Failed(format!("cannot start a local agent: {e}")),
+        RunError::Roles(m) => CliError::BadInput(m),
     })?;
     output::write_all(&result, &dir)
         .map_err(|e| CliError::Failed(format!("cannot write results to {}: {e}", dir.display())))?;

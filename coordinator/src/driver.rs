@@ -24,7 +24,7 @@ use crate::feed::{FeedSignals, feed};
 pub use crate::feed::{SHARD_CHUNK, Share};
 use crate::result::{
     Accounting, ClassResult, FaultMark, HostInfo, HostResult, HostStatus, IntervalPoint, Latencies,
-    RecoveryResult,
+    RecoveryResult, WsHost,
 };
 
 /// Everything needed to run one profile on one agent.
@@ -42,6 +42,25 @@ pub struct HostRun {
     pub job_log: Option<crate::joblog::JobLogSink>,
     /// Cancelled when the run is interrupted (SIGINT/SIGTERM).
     pub interrupt: CancellationToken,
+    /// A WebSocket run: this host's part in it.
+    pub ws: Option<WsPart>,
+}
+
+/// A host's part in a WebSocket run, as the coordinator drives it.
+#[derive(Debug, Clone)]
+pub struct WsPart {
+    /// The settings with the role (and a client's URL) filled in.
+    pub wire: proto::WebSocket,
+    /// Server: where its port goes once its Ready is in.
+    pub port: Option<Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<u16>>>>>,
+    /// Server: its EndOfJobs waits for this (the clients are done).
+    pub hold: Option<CancellationToken>,
+}
+
+impl WsPart {
+    fn is_server(&self) -> bool {
+        self.wire.role == proto::web_socket::Role::Server as i32
+    }
 }
 
 /// Progress callback: (host label, snapshot) as each arrives.
@@ -53,6 +72,9 @@ pub type Progress = Arc<dyn Fn(&str, &proto::Snapshot) + Send + Sync>;
 pub struct HostOutcome {
     pub result: HostResult,
     pub completion: Hist,
+    /// WebSocket runs: the whole-run queue-wait and service histograms
+    /// (a client's send delay and rest of the round trip; the server's own).
+    pub parts: Option<[Hist; 2]>,
 }
 
 /// Why a host's run ended without a trustworthy Done.
@@ -99,13 +121,31 @@ async fn drive_inner(
     progress: Option<Progress>,
 ) -> Result<(), HostError> {
     let plan = &run.plan;
-    let jobs = run
-        .share
-        .jobs(plan.total_jobs(), plan.scenario.run.distribution);
+    if run
+        .ws
+        .as_ref()
+        .is_some_and(|w| !w.is_server() && w.wire.url.is_empty())
+    {
+        return Err(HostError::Failed(
+            "the WebSocket server did not start (see its host): nothing to load".into(),
+        ));
+    }
+    let server = run.ws.as_ref().filter(|w| w.is_server());
+    let jobs = match server {
+        Some(_) => 0,
+        None => run
+            .share
+            .jobs(plan.total_jobs(), plan.scenario.run.distribution),
+    };
     let (req_tx, mut inbound, ready) = open_run(run, opts, jobs).await?;
     st.threads = ready.threads;
     if let Some(a) = &ready.agent {
         st.info = host_info(a);
+    }
+    if let Some(port) = server.and_then(|w| w.port.as_ref())
+        && let Some(tx) = port.lock().ok().and_then(|mut p| p.take())
+    {
+        let _ = tx.send(ready.ws_port as u16);
     }
 
     // Credit: permits are jobs the agent allows us to send.
@@ -113,6 +153,7 @@ async fn drive_inner(
     credit.add_permits(ready.initial_credit.min(Semaphore::MAX_PERMITS as u64) as usize);
     let signals = FeedSignals {
         interrupt: run.interrupt.clone(),
+        hold: run.ws.as_ref().and_then(|w| w.hold.clone()),
         ..FeedSignals::default()
     };
     let packed = opts.packed_batches && ready.batch_encoding >= u32::from(cwbench::packed::VERSION);
@@ -142,6 +183,11 @@ async fn drive_inner(
         Err(_) => (0, Digest::new().value(), false),
     };
     st.accounting.sent = sent;
+    if server.is_some() {
+        // The clients sent the server's tasks, not the coordinator: the
+        // run's task-set check compares them (run::websocket).
+        st.accounting.sent = st.accounting.received;
+    }
     st.digest_sent = digest;
     check_done(st, &result?)?;
     if cancelled {
@@ -170,6 +216,7 @@ async fn open_run(
         wire_plan.total_jobs = jobs;
     }
     wire_plan.job_log = run.job_log.is_some();
+    wire_plan.websocket = run.ws.as_ref().map(|w| w.wire.clone());
     let start = proto::Start {
         run_id: run.run_id.clone(),
         protocol_version: cwbench::PROTOCOL_VERSION,
@@ -412,6 +459,8 @@ struct HostState {
     lateness: Summary,
     recovery: RecoveryResult,
     hlog: Option<crate::hlog::HlogSink>,
+    /// A WebSocket run's figures (role set by `new`).
+    ws: Option<WsHost>,
 }
 
 impl HostState {
@@ -440,6 +489,10 @@ impl HostState {
             recovery: RecoveryResult::default(),
             class_names: run.plan.classes.iter().map(|c| c.name.clone()).collect(),
             hlog: run.hlog.clone(),
+            ws: run.ws.as_ref().map(|w| WsHost {
+                role: if w.is_server() { "server" } else { "client" }.into(),
+                ..WsHost::default()
+            }),
         }
     }
 
@@ -454,6 +507,8 @@ impl HostState {
         a.unreleased = c.unreleased;
         a.measured_completed = c.measured_completed;
         a.restarts = c.restarts;
+        a.refused = c.refused;
+        a.connection_lost = c.connection_lost;
         self.feed_stall_us = c.feed_stall_us;
     }
 
@@ -546,6 +601,7 @@ impl HostState {
         let p = IntervalPoint {
             lateness_p50_us: late_p50,
             lateness_p99_us: late_p99,
+            connections: g.connections,
             alive_tasks: g.alive_tasks,
             global_queue_depth: g.global_queue_depth,
             runtime_busy_cores: if secs > 0.0 {
@@ -557,6 +613,10 @@ impl HostState {
         };
         self.last_busy_us = g.workers_busy_us;
         self.last_cpu_us = cpu;
+        if let Some(w) = &mut self.ws {
+            w.peak_connections = w.peak_connections.max(g.connections);
+            w.cpu_us = cpu;
+        }
         self.intervals.push(p);
     }
 
@@ -565,6 +625,16 @@ impl HostState {
             self.counters(c);
         }
         self.digest_received = Some(d.digest);
+        if let Some(w) = &mut self.ws {
+            w.tasks = d.task_count;
+            w.task_set = hex(d.task_set);
+            let mut h = new_hist();
+            merge_encoded(&mut h, &d.connect).map_err(|e| e.to_string())?;
+            w.connect = Summary::of(&h);
+            if let Some(c) = &d.totals {
+                (w.reconnects, w.connect_failed) = (c.reconnects, c.connect_failed);
+            }
+        }
         self.window_s = d.measured_window_us as f64 / 1e6;
         self.classes = vec![(Latencies::default(), false); self.class_names.len()];
         for c in &d.classes {
@@ -659,9 +729,15 @@ impl HostState {
             lateness: self.lateness,
             recovery: self.recovery,
             spectrum: crate::result::spectrum(&self.overall[0]),
+            websocket: self.ws,
         };
-        let [completion, ..] = self.overall;
-        HostOutcome { result, completion }
+        let ws = result.websocket.is_some();
+        let [completion, queue_wait, service, _] = self.overall;
+        HostOutcome {
+            result,
+            completion,
+            parts: ws.then_some([queue_wait, service]),
+        }
     }
 }
 

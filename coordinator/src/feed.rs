@@ -49,6 +49,9 @@ pub(crate) struct FeedSignals {
     pub interrupt: CancellationToken,
     /// The agent's Done (or the host's end) is in: let the stream go.
     pub over: CancellationToken,
+    /// EndOfJobs waits for this (a WebSocket server: until its clients
+    /// are done).
+    pub hold: Option<CancellationToken>,
 }
 
 /// What the feeding did.
@@ -82,6 +85,13 @@ pub(crate) async fn feed(
         &tx,
     )
     .await;
+    if let Some(hold) = &signals.hold {
+        tokio::select! {
+            _ = hold.cancelled() => {}
+            _ = signals.interrupt.cancelled() => {}
+            _ = signals.over.cancelled() => {}
+        }
+    }
     if !signals.interrupt.is_cancelled() {
         let _ = tx
             .send(RunRequest {

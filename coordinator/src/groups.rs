@@ -151,6 +151,8 @@ fn add(a: Accounting, b: &Accounting) -> Accounting {
         unreleased: a.unreleased + b.unreleased,
         measured_completed: a.measured_completed + b.measured_completed,
         restarts: a.restarts + b.restarts,
+        refused: a.refused + b.refused,
+        connection_lost: a.connection_lost + b.connection_lost,
     }
 }
 

@@ -22,3 +22,4 @@ pub mod result;
 pub mod run;
 pub mod scaling;
 pub mod trace;
+pub mod websocket;

@@ -48,6 +48,60 @@ pub struct ProfileResult {
     /// Absent in older files.
     #[serde(default)]
     pub groups: Vec<GroupResult>,
+    /// A WebSocket run: the server's row (its hosts are also in `hosts`;
+    /// the groups hold the clients only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsProfile>,
+}
+
+/// One server configuration under load (docs/websocket.md): what the
+/// clients measured, merged, beside what the server measured of itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WsProfile {
+    /// The server host's label and the URL the clients loaded.
+    pub server: String,
+    pub url: String,
+    pub clients: usize,
+    /// Connections the clients held at their peak (summed).
+    pub connections: u64,
+    /// Round trips answered per second, all clients together.
+    pub round_trips_per_s: f64,
+    /// Tasks the clients sent and the server read, and whether their
+    /// task-set digests add up (the same tasks, whatever the order).
+    pub tasks_sent: u64,
+    pub tasks_served: u64,
+    pub digest_match: bool,
+    /// Client-side round trip from the intended send, all clients merged.
+    pub round_trip: Summary,
+    /// Client-side send delay (intended send to the frame written).
+    pub send_delay: Summary,
+    /// The server's own queue wait and service time.
+    pub server_queue_wait: Summary,
+    pub server_service: Summary,
+    /// Connection set-up, the clients' worst host.
+    pub connect: Summary,
+    /// Tasks by how they ended, all clients.
+    pub errors: WsErrors,
+    /// Server RSS growth per connection while connections opened, bytes
+    /// (None when every connection was open by the first snapshot, or
+    /// the server ran inside the coordinator's process).
+    pub server_bytes_per_connection: Option<f64>,
+    /// CPU time per round trip, µs: the clients' and the server's (None
+    /// for in-process agents, whose CPU figures are the whole process's).
+    pub client_cpu_us_per_task: Option<f64>,
+    pub server_cpu_us_per_task: Option<f64>,
+}
+
+/// A WebSocket run's tasks that did not complete, by kind.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct WsErrors {
+    pub crashed: u64,
+    pub timed_out: u64,
+    pub refused: u64,
+    pub connection_lost: u64,
+    pub cancelled: u64,
+    pub connect_failed: u64,
+    pub reconnects: u64,
 }
 
 /// How a group's throughput combines its hosts'.
@@ -183,6 +237,16 @@ pub struct Accounting {
     pub unreleased: u64,
     pub measured_completed: u64,
     pub restarts: u64,
+    /// WebSocket clients: tasks the server refused, and tasks whose
+    /// connection failed before their answer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub connection_lost: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Accounting {
@@ -197,10 +261,17 @@ impl Accounting {
                     + self.shed
                     + self.cancelled
                     + self.unreleased
+                    + self.refused
+                    + self.connection_lost
     }
 
     pub fn errors(&self) -> u64 {
-        self.crashed + self.timed_out + self.shed + self.cancelled
+        self.crashed
+            + self.timed_out
+            + self.shed
+            + self.cancelled
+            + self.refused
+            + self.connection_lost
     }
 }
 
@@ -246,6 +317,9 @@ pub struct IntervalPoint {
     pub alive_tasks: u64,
     pub global_queue_depth: u64,
     pub runtime_busy_cores: f64,
+    /// WebSocket runs: open connections at the interval's end.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub connections: u64,
 }
 
 /// One host's run of one profile.
@@ -287,6 +361,28 @@ pub struct HostResult {
     pub lateness: Summary,
     /// Recovery after injected faults.
     pub recovery: RecoveryResult,
+    /// A WebSocket run: this host's part in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsHost>,
+}
+
+/// A host's part in a WebSocket run (docs/websocket.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WsHost {
+    /// "server" or "client".
+    pub role: String,
+    /// Tasks it sent (client) or read (server), and their order-independent
+    /// digest (hex).
+    pub tasks: u64,
+    pub task_set: String,
+    /// Most connections open at a snapshot.
+    pub peak_connections: u64,
+    /// Client: connection set-up (TCP connect + handshake), µs.
+    pub connect: Summary,
+    pub reconnects: u64,
+    pub connect_failed: u64,
+    /// The agent process's CPU time over the run, µs.
+    pub cpu_us: u64,
 }
 
 /// Recovery intervals after injected faults (docs/workload.md, Metrics).

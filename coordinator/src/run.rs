@@ -64,6 +64,9 @@ pub enum RunError {
     Unavailable(#[from] Unavailable),
     #[error("cannot start a local agent: {0}")]
     Local(std::io::Error),
+    /// A WebSocket run's roles cannot be assigned.
+    #[error("{0}")]
+    Roles(String),
 }
 
 /// A new run id: UTC time and a random suffix, e.g. `20261123-130501-3fa2`.
@@ -199,12 +202,25 @@ pub async fn run(
     let (local, addrs) = match &opts.agents {
         Agents::Remote(a) => (LocalAgents::default(), a.clone()),
         Agents::Local { count, threads } => {
-            LocalAgents::start(*count, *threads).map_err(RunError::Local)?
+            // A WebSocket run needs a server and a client.
+            let count = if plan.scenario.websocket.is_some() {
+                (*count).max(2)
+            } else {
+                *count
+            };
+            LocalAgents::start(count, *threads).map_err(RunError::Local)?
         }
     };
     let infos = check_agents(&addrs, &opts).await?;
     check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
+    let ws_server = match &plan.scenario.websocket {
+        None => None,
+        Some(ws) => Some(
+            crate::websocket::server_index(ws.server.as_deref(), &addrs, &labels)
+                .map_err(RunError::Roles)?,
+        ),
+    };
     let plan = Arc::new(plan);
     let mut hlog_warning = None;
     let hlog = match &opts.hlog {
@@ -244,7 +260,7 @@ pub async fn run(
             profile.label(),
             n
         );
-        let mut tasks = Vec::new();
+        let mut hrs = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             let hr = HostRun {
                 addr: addr.clone(),
@@ -265,19 +281,28 @@ pub async fn run(
                     .as_ref()
                     .map(|l| l.sink(&labels[i], pi, class_names.clone())),
                 interrupt: opts.interrupt.token().clone(),
+                ws: None,
             };
-            tasks.push(tokio::spawn(driver::drive(
-                hr,
-                opts.drive.clone(),
-                progress.clone(),
-            )));
+            hrs.push(hr);
         }
+        let (tasks, ws_row) = match (&plan.scenario.websocket, ws_server) {
+            (Some(ws), Some(server)) => {
+                let (t, url) =
+                    crate::websocket::spawn(hrs, server, ws, &opts.drive, progress.clone()).await;
+                (t, Some(crate::websocket::Row::new(server, url)))
+            }
+            _ => {
+                let spawn =
+                    |hr| tokio::spawn(driver::drive(hr, opts.drive.clone(), progress.clone()));
+                (hrs.into_iter().map(spawn).collect(), None)
+            }
+        };
         let in_process = matches!(opts.agents, Agents::Local { .. });
         let basis = match plan.scenario.run.distribution {
             Distribution::Shard => ThroughputBasis::Sum,
             Distribution::Replicate => ThroughputBasis::PerHostMean,
         };
-        profiles.push(collect(profile, tasks, &infos, in_process, basis).await);
+        profiles.push(collect(profile, tasks, &infos, in_process, basis, ws_row).await);
     }
     local.stop();
     let mut warnings = warnings(&profiles);
@@ -313,6 +338,7 @@ async fn collect(
     infos: &[cwbench::proto::AgentInfo],
     in_process: bool,
     basis: ThroughputBasis,
+    mut ws: Option<crate::websocket::Row>,
 ) -> ProfileResult {
     let mut hosts = Vec::new();
     let mut groups = Grouper::new(basis);
@@ -326,7 +352,18 @@ async fn collect(
                     h.result.threads = profile.threads.unwrap_or(infos[i].default_threads);
                 }
                 h.result.info.in_process = in_process;
-                groups.add(hosts.len(), &h.result, &h.completion);
+                // A WebSocket run's groups are its clients.
+                let server = h
+                    .result
+                    .websocket
+                    .as_ref()
+                    .is_some_and(|w| w.role == "server");
+                if !server {
+                    groups.add(hosts.len(), &h.result, &h.completion);
+                }
+                if let Some(row) = &mut ws {
+                    row.add(i, &h);
+                }
                 hosts.push(h.result);
             }
             Err(e) => tracing::error!("driver for host {i} failed: {e}"),
@@ -336,6 +373,7 @@ async fn collect(
         label: profile.label(),
         profile: profile.clone(),
         groups: groups.finish(&hosts),
+        websocket: ws.map(|row| row.finish(&hosts)),
         hosts,
     }
 }

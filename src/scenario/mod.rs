@@ -17,7 +17,8 @@ mod sweep;
 mod validate;
 
 pub use crate::spec::{
-    Backpressure, Compute, Dispatch, Flavor, Profile, RecoverySpec, SupervisorSpec, enum_name,
+    Backpressure, Compute, Dispatch, Flavor, Profile, RecoverySpec, SupervisorSpec, WebSocketSpec,
+    enum_name,
 };
 pub use limits::{LIMIT_NAMES, Limits};
 #[cfg(test)]
@@ -75,6 +76,10 @@ pub struct Scenario {
     /// How the recovery interval after a fault is measured.
     #[serde(default)]
     pub recovery: RecoverySpec,
+    /// Present: the jobs travel as tasks over WebSocket connections from
+    /// client agents to a server agent (docs/websocket.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketSpec>,
 }
 
 /// A deterministic fault, placed by job id so every host meets it on the
@@ -476,6 +481,7 @@ impl Plan {
             recovery: s.recovery,
             supervisor: s.supervisor.clone(),
             class_compute: self.class_compute(),
+            websocket: None,
         }
     }
 

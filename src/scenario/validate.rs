@@ -39,6 +39,13 @@ pub(super) fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan,
     spec::check_job_timeout(s.run.job_timeout_ms).map_err(|r| c.refused(r, None, None))?;
     validate_faults(&c, &s, &sizing, &profiles, limits)?;
     s.recovery.check().map_err(|r| c.refused(r, None, None))?;
+    if let Some(ws) = &s.websocket {
+        ws.check().map_err(|r| c.refused(r, None, None))?;
+        for p in &profiles {
+            spec::WebSocketSpec::check_profile(p)
+                .map_err(|r| c.refused(r, None, Some(&p.label())))?;
+        }
+    }
     Ok(Plan {
         scenario: s,
         rates,

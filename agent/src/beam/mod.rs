@@ -220,6 +220,8 @@ mod tests {
             cpus: None,
             job_log: false,
             kill_jobs: [7, 3].into_iter().collect(),
+            remote: None,
+            serve: None,
         }
     }
 

@@ -195,3 +195,69 @@ pub(super) async fn compute_step(ctx: &Ctx, job: &Job, deadline: Option<Instant>
         },
     }
 }
+
+/// A WebSocket client's job: the task's round trip to the server, timed
+/// from `origin` (pickup = the frame written, done = the answer read); how
+/// it ended otherwise, counted.
+pub(super) async fn remote_job(
+    ctx: &Ctx,
+    remote: &crate::ws::client::Connections,
+    job: Job,
+    origin: u64,
+) -> Option<Timing> {
+    use crate::ws::client::Answer;
+    use cwbench::wsproto::Outcome as O;
+    let rec = &ctx.rec;
+    rec.in_flight.fetch_add(1, Ordering::Relaxed);
+    let answer = match ctx.cfg.job_timeout {
+        None => remote.round_trip(job, &ctx.cancel).await,
+        Some(t) => match tokio::time::timeout(t, remote.round_trip(job, &ctx.cancel)).await {
+            Ok(a) => a,
+            Err(_) => {
+                rec.in_flight.fetch_sub(1, Ordering::Relaxed);
+                rec.log_job(&job, origin, origin, crate::clock::now_ns(), 2);
+                rec.timed_out.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        },
+    };
+    rec.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let (sent, done, outcome) = match answer {
+        Answer::Answered {
+            sent,
+            done,
+            response,
+        } => (sent.max(origin), done, response.outcome),
+        Answer::Lost => {
+            rec.ws.connection_lost.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Answer::Cancelled => {
+            rec.cancelled.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    match outcome {
+        O::Completed => {
+            rec.log_job(&job, origin, sent, done, 0);
+            return Some(Timing {
+                origin,
+                pickup: sent,
+                done,
+                overshoot_us: None,
+            });
+        }
+        O::Crashed => {
+            rec.log_job(&job, origin, sent, done, 1);
+            rec.crashed(0, done);
+        }
+        O::TimedOut => {
+            rec.log_job(&job, origin, sent, done, 2);
+            rec.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        O::Refused => {
+            rec.ws.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    None
+}

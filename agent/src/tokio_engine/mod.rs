@@ -104,6 +104,7 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
         kill: kill_tx,
         stopped: Arc::default(),
         buffers: buffers.clone(),
+        remote: OnceLock::new(),
     });
     let thread = std::thread::Builder::new()
         .name("cwbench-run".into())
@@ -215,6 +216,8 @@ pub(crate) struct Ctx {
     stopped: Arc<std::sync::atomic::AtomicBool>,
     /// Where producers put the buffers they emptied.
     buffers: Arc<Buffers>,
+    /// A WebSocket client's connections (set once the runtime runs).
+    remote: OnceLock<Arc<crate::ws::client::Connections>>,
 }
 
 /// Completion entries a pool worker or the task-per-job aggregator holds
@@ -234,6 +237,10 @@ pub(crate) async fn run(
             token.cancelled().await;
             flag.store(true, Ordering::Release);
         });
+    }
+    if let Some(r) = ctx.cfg.remote.clone() {
+        let conns = crate::ws::client::Connections::open(r, ctx.rec.clone(), !ctx.cfg.open);
+        let _ = ctx.remote.set(conns);
     }
     let probe_stop = CancellationToken::new();
     let probe = tokio::spawn(probe(ctx.clone(), probe_stop.clone()));
@@ -292,6 +299,9 @@ pub(crate) async fn run(
     if let Some(p) = &ctx.compute_pool {
         p.close();
     }
+    if let Some(r) = ctx.remote.get() {
+        r.close().await;
+    }
     probe_stop.cancel();
     let _ = probe.await;
     // The aggregator ends when the last sender (in ctx) is gone: the tasks
@@ -342,6 +352,8 @@ mod tests {
             cpus: None,
             job_log: false,
             kill_jobs: std::collections::HashSet::new(),
+            remote: None,
+            serve: None,
         }
     }
 

@@ -311,7 +311,9 @@ pub(super) fn after_awaited(
 /// task-per-job: one job in its own task; the permit bounds the in-flight.
 pub(super) async fn job_task(ctx: Arc<Ctx>, job: Job, origin: u64, permit: OwnedSemaphorePermit) {
     let pickup = crate::clock::now_ns();
-    let timing = if never_awaits(&ctx.cfg, &job) {
+    let timing = if let Some(remote) = ctx.remote.get() {
+        Box::pin(remote_job(&ctx, remote, job, origin)).await
+    } else if never_awaits(&ctx.cfg, &job) {
         let n = &ctx.rec.in_flight;
         run_now(&ctx, |on| in_flight(n, on), 0, &job, origin, pickup)
     } else {

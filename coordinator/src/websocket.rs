@@ -1,0 +1,250 @@
+//! A WebSocket run's roles (one agent serves, the others load it) and the server's row of the report: the clients' round trips merged beside the server's own figures.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cwbench::histogram::{Hist, Summary, new_hist};
+use cwbench::proto::{self, web_socket::Role};
+use cwbench::scenario::WebSocketSpec;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::{self, DriveOptions, HostOutcome, HostRun, Progress, Share, WsPart};
+use crate::result::{HostResult, HostStatus, WsErrors, WsProfile};
+
+/// Which agent hosts the server: `server` names it by label, by address
+/// as given, or by index; None = the first.
+pub fn server_index(
+    server: Option<&str>,
+    addrs: &[String],
+    labels: &[String],
+) -> Result<usize, String> {
+    let Some(name) = server else { return Ok(0) };
+    if let Some(i) = labels.iter().position(|l| l == name) {
+        return Ok(i);
+    }
+    if let Some(i) = addrs.iter().position(|a| a == name) {
+        return Ok(i);
+    }
+    match name.parse::<usize>() {
+        Ok(i) if i < addrs.len() => Ok(i),
+        _ => Err(format!(
+            "websocket.server = {name:?}: no agent has that label or address, and it is not an index in 0..{}",
+            addrs.len()
+        )),
+    }
+}
+
+/// The host part of an agent address (`host:port`, `http://host:port`).
+fn host_of(addr: &str) -> &str {
+    let a = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    let a = a.split('/').next().unwrap_or(a);
+    a.rsplit_once(':').map_or(a, |(h, _)| h)
+}
+
+/// Starts the server's driver, waits for its port, then the clients'
+/// (each fed a shard of the stream); the server's EndOfJobs waits until
+/// every client is done. Handles in `hosts` order, and the URL the
+/// clients load (empty when the server did not start).
+pub async fn spawn(
+    mut hosts: Vec<HostRun>,
+    server: usize,
+    spec: &WebSocketSpec,
+    opts: &DriveOptions,
+    progress: Option<Progress>,
+) -> (Vec<JoinHandle<HostOutcome>>, String) {
+    let (port_tx, port_rx) = oneshot::channel();
+    let hold = CancellationToken::new();
+    let wire = |role: Role, url: String| proto::WebSocket {
+        role: role as i32,
+        url,
+        ..spec.to_proto()
+    };
+    let mut s = hosts[server].clone();
+    s.ws = Some(WsPart {
+        wire: wire(Role::Server, String::new()),
+        port: Some(Arc::new(Mutex::new(Some(port_tx)))),
+        hold: Some(hold.clone()),
+    });
+    let server_host = host_of(&s.addr).to_string();
+    let mut handles: Vec<Option<JoinHandle<HostOutcome>>> =
+        (0..hosts.len()).map(|_| None).collect();
+    handles[server] = Some(tokio::spawn(driver::drive(
+        s,
+        opts.clone(),
+        progress.clone(),
+    )));
+    let wait = opts.ready_timeout + Duration::from_secs(5);
+    let url = match tokio::time::timeout(wait, port_rx).await {
+        Ok(Ok(port)) => format!("ws://{server_host}:{port}/"),
+        // The server failed (its own result says why): the clients refuse
+        // an empty URL, naming it.
+        _ => String::new(),
+    };
+    let clients = hosts.len() - 1;
+    let left = Arc::new(AtomicUsize::new(clients));
+    if clients == 0 {
+        hold.cancel();
+    }
+    for (k, (i, mut h)) in hosts
+        .drain(..)
+        .enumerate()
+        .filter(|(i, _)| *i != server)
+        .enumerate()
+    {
+        h.share = Share {
+            index: k as u64,
+            of: clients as u64,
+        };
+        h.ws = Some(WsPart {
+            wire: wire(Role::Client, url.clone()),
+            port: None,
+            hold: None,
+        });
+        let (left, hold, opts, progress) =
+            (left.clone(), hold.clone(), opts.clone(), progress.clone());
+        handles[i] = Some(tokio::spawn(async move {
+            let out = driver::drive(h, opts, progress).await;
+            if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                hold.cancel();
+            }
+            out
+        }));
+    }
+    (handles.into_iter().flatten().collect(), url)
+}
+
+/// The server's row, built as the hosts come in.
+#[derive(Debug)]
+pub struct Row {
+    server: usize,
+    url: String,
+    round_trip: Hist,
+    send_delay: Hist,
+    server_parts: Option<[Hist; 2]>,
+}
+
+impl Row {
+    pub fn new(server: usize, url: String) -> Self {
+        Self {
+            server,
+            url,
+            round_trip: new_hist(),
+            send_delay: new_hist(),
+            server_parts: None,
+        }
+    }
+
+    /// Host `i`'s outcome: a client's histograms merged, the server's kept.
+    pub fn add(&mut self, i: usize, h: &HostOutcome) {
+        if i == self.server {
+            self.server_parts = h.parts.clone();
+            return;
+        }
+        if h.result.status != HostStatus::Ok {
+            return;
+        }
+        let _ = self.round_trip.add(&h.completion);
+        if let Some([q, _]) = &h.parts {
+            let _ = self.send_delay.add(q);
+        }
+    }
+
+    /// The row, once every host is in.
+    pub fn finish(self, hosts: &[HostResult]) -> WsProfile {
+        let server = &hosts[self.server];
+        let clients: Vec<&HostResult> = hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.server)
+            .map(|(_, h)| h)
+            .collect();
+        let sw = server.websocket.clone().unwrap_or_default();
+        let mut errors = WsErrors::default();
+        let (mut sent, mut sum, mut conns, mut cpu, mut done) = (0, 0u64, 0, 0, 0);
+        let mut connect = Summary::default();
+        for c in &clients {
+            let a = &c.accounting;
+            errors.crashed += a.crashed;
+            errors.timed_out += a.timed_out;
+            errors.refused += a.refused;
+            errors.connection_lost += a.connection_lost;
+            errors.cancelled += a.cancelled;
+            done += a.completed + a.crashed + a.timed_out + a.refused;
+            if let Some(w) = &c.websocket {
+                sent += w.tasks;
+                sum = sum.wrapping_add(u64::from_str_radix(&w.task_set, 16).unwrap_or(0));
+                conns += w.peak_connections;
+                cpu += w.cpu_us;
+                errors.connect_failed += w.connect_failed;
+                errors.reconnects += w.reconnects;
+                if w.connect.p99 >= connect.p99 {
+                    connect = w.connect;
+                }
+            }
+        }
+        let served_sum = u64::from_str_radix(&sw.task_set, 16).unwrap_or(0);
+        let in_process = server.info.in_process;
+        let [q, s] = self.server_parts.as_ref().map_or_else(
+            || [Summary::default(), Summary::default()],
+            |[q, s]| [Summary::of(q), Summary::of(s)],
+        );
+        WsProfile {
+            server: server.label.clone(),
+            url: self.url,
+            clients: clients.len(),
+            connections: conns,
+            round_trips_per_s: clients.iter().map(|c| c.throughput).sum(),
+            tasks_sent: sent,
+            tasks_served: sw.tasks,
+            digest_match: sent == sw.tasks && sum == served_sum,
+            round_trip: Summary::of(&self.round_trip),
+            send_delay: Summary::of(&self.send_delay),
+            server_queue_wait: q,
+            server_service: s,
+            connect,
+            errors,
+            server_bytes_per_connection: (!in_process)
+                .then(|| bytes_per_connection(server))
+                .flatten(),
+            client_cpu_us_per_task: (!in_process && done > 0).then(|| cpu as f64 / done as f64),
+            server_cpu_us_per_task: (!in_process && sw.tasks > 0)
+                .then(|| sw.cpu_us as f64 / sw.tasks as f64),
+        }
+    }
+}
+
+/// The server's RSS growth per connection between the snapshot with the
+/// fewest and the one with the most connections (at least 10% apart).
+fn bytes_per_connection(server: &HostResult) -> Option<f64> {
+    let iv = &server.intervals;
+    let lo = iv.iter().min_by_key(|p| p.connections)?;
+    let hi = iv.iter().max_by_key(|p| p.connections)?;
+    let dc = hi.connections.checked_sub(lo.connections)?;
+    if dc == 0 || dc * 10 < hi.connections {
+        return None;
+    }
+    Some((hi.rss_bytes as f64 - lo.rss_bytes as f64) / dc as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_is_named_by_label_address_or_index() {
+        let addrs = vec!["10.0.0.1:7070".to_string(), "http://b:7070".to_string()];
+        let labels = vec!["a".to_string(), "big".to_string()];
+        assert_eq!(server_index(None, &addrs, &labels), Ok(0));
+        assert_eq!(server_index(Some("big"), &addrs, &labels), Ok(1));
+        assert_eq!(server_index(Some("http://b:7070"), &addrs, &labels), Ok(1));
+        assert_eq!(server_index(Some("1"), &addrs, &labels), Ok(1));
+        let e = server_index(Some("7"), &addrs, &labels).unwrap_err();
+        assert!(e.starts_with("websocket.server = \"7\""), "{e}");
+        assert_eq!(host_of("10.0.0.1:7070"), "10.0.0.1");
+        assert_eq!(host_of("http://b:7070"), "b");
+        assert_eq!(host_of("https://[::1]:7070/"), "[::1]");
+    }
+}
