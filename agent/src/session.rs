@@ -324,6 +324,10 @@ pub async fn run(
         max_batch: cfg.limits.max_batch_jobs,
     };
     let runtime = wcfg.runtime;
+    if wcfg.remote.is_some() || wcfg.serve.is_some() {
+        let fds = crate::ws::raise_fd_limit();
+        tracing::info!(run = %run_id, ?fds, "open-file limit for a WebSocket run");
+    }
     let mut wl = match Workload::start(wcfg) {
         Ok(w) => w,
         Err(e) => return fail(&tx, Code::Internal, e).await,

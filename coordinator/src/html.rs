@@ -616,8 +616,10 @@ pub fn render(r: &RunResult) -> String {
         o.push_str("</ul>");
     }
     let mut tables = report::tables(r).into_iter();
-    // Host groups: the table, then the charts.
-    if let Some(t) = tables.next() {
+    // A WebSocket run's servers first, then host groups: the table, then
+    // the charts.
+    let ws = r.profiles.iter().any(|p| p.websocket.is_some());
+    for t in tables.by_ref().take(if ws { 2 } else { 1 }) {
         table_html(&mut o, &t);
     }
     cards(&mut o, group_charts(r));

@@ -7,6 +7,7 @@ use cwbench::histogram::Summary;
 use crate::result::{GroupResult, HostResult, HostStatus, ProfileResult, RunResult};
 
 mod fleet;
+mod ws;
 
 pub use fleet::{basis, group_table, usl_text};
 use fleet::{outlier_table, outlier_text, scaling_tables};
@@ -70,6 +71,10 @@ pub const STDOUT_HOST_ROWS: usize = 32;
 /// few enough to read), as aligned plain text.
 pub fn table(r: &RunResult) -> String {
     let mut out = String::new();
+    if let Some(ws) = ws::websocket_table(r) {
+        out.push_str(&ws.text());
+        out.push('\n');
+    }
     let groups = group_table(r);
     if !groups.rows.is_empty() {
         out.push_str(&groups.text());
@@ -222,10 +227,11 @@ fn is_outlier(p: &ProfileResult, host: &str) -> bool {
         .any(|g| g.outliers.iter().any(|o| o.host == host))
 }
 
-/// The report's tables, in order: host groups, scaling, then per-host
+/// The report's tables, in order: a WebSocket run's servers, host groups, scaling, then per-host
 /// detail (comparison, hosts, breakdown and accounting, faults, per class).
 pub fn tables(r: &RunResult) -> Vec<Table> {
-    let mut out = vec![group_table(r)];
+    let mut out: Vec<Table> = ws::websocket_table(r).into_iter().collect();
+    out.push(group_table(r));
     out.extend(scaling_tables(r));
     out.push(host_table(r).per_host());
     out.extend(outlier_table(r).map(Table::per_host));
