@@ -185,6 +185,12 @@ pub struct Args {
     /// Print only the table and the result paths.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Load a WebSocket server cwbench did not start, at ws://HOST:PORT/PATH,
+    /// if it speaks docs/websocket.md: every agent is a client (the
+    /// scenario's [websocket] settings, or their defaults). The report then
+    /// has everything measured client-side and no server-side figures.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
 }
 
 /// Why the coordinator stopped, mapped to an exit code.
@@ -233,8 +239,12 @@ pub async fn execute(
     args: Args,
     interrupt: crate::interrupt::Interrupt,
 ) -> Result<(RunResult, PathBuf), CliError> {
-    let plan = load_plan(args.scenario.as_deref(), &args.limits)?;
+    let mut plan = load_plan(args.scenario.as_deref(), &args.limits)?;
     check_job_log(&args, &plan)?;
+    if let Some(url) = &args.target {
+        check_target(url)?;
+        plan.scenario.websocket.get_or_insert_with(Default::default);
+    }
     let token = args
         .token
         .as_deref()
@@ -309,6 +319,7 @@ pub async fn execute(
         hlog: Some(dir.join(hlog::FILE_NAME)),
         job_log: args.job_log.then(|| dir.join(crate::joblog::FILE_NAME)),
         interrupt,
+        ws_target: args.target.clone(),
         ..RunOptions::default()
     };
     if !args.quiet {
@@ -323,6 +334,21 @@ pub async fn execute(
     output::write_all(&result, &dir)
         .map_err(|e| CliError::Failed(format!("cannot write results to {}: {e}", dir.display())))?;
     Ok((result, dir))
+}
+
+/// `--target` takes a plain WebSocket URL (the client speaks no TLS yet).
+fn check_target(url: &str) -> Result<(), CliError> {
+    let bad = |why: &str| Err(CliError::BadInput(format!("--target {url:?}: {why}")));
+    if url.starts_with("wss://") {
+        return bad("wss:// is not supported yet (the client speaks plain ws:// only)");
+    }
+    let Some(rest) = url.strip_prefix("ws://") else {
+        return bad("must be a ws://HOST:PORT/PATH URL");
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return bad("names no host");
+    }
+    Ok(())
 }
 
 /// `--job-log` keeps every job's record: only for runs sized in jobs, and

@@ -11,6 +11,7 @@ use cwbench::scenario::{Distribution, Plan, Profile};
 use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
 use crate::groups::Grouper;
 use crate::result::{ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
+use crate::websocket::Server;
 
 /// Where the agents are.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct RunOptions {
     /// Fired by SIGINT/SIGTERM: the agents cancel, the rest of the sweep
     /// is not run, the result is marked interrupted.
     pub interrupt: crate::interrupt::Interrupt,
+    /// A WebSocket run against a server cwbench did not start: every
+    /// agent is a client of this URL.
+    pub ws_target: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +57,7 @@ impl Default for RunOptions {
             hlog: None,
             job_log: None,
             interrupt: crate::interrupt::Interrupt::default(),
+            ws_target: None,
         }
     }
 }
@@ -203,7 +208,7 @@ pub async fn run(
         Agents::Remote(a) => (LocalAgents::default(), a.clone()),
         Agents::Local { count, threads } => {
             // A WebSocket run needs a server and a client.
-            let count = if plan.scenario.websocket.is_some() {
+            let count = if plan.scenario.websocket.is_some() && opts.ws_target.is_none() {
                 (*count).max(2)
             } else {
                 *count
@@ -214,12 +219,13 @@ pub async fn run(
     let infos = check_agents(&addrs, &opts).await?;
     check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
-    let ws_server = match &plan.scenario.websocket {
-        None => None,
-        Some(ws) => Some(
+    let ws_server = match (&plan.scenario.websocket, &opts.ws_target) {
+        (None, _) => None,
+        (Some(_), Some(url)) => Some(Server::Target(url.clone())),
+        (Some(ws), None) => Some(Server::Agent(
             crate::websocket::server_index(ws.server.as_deref(), &addrs, &labels)
                 .map_err(RunError::Roles)?,
-        ),
+        )),
     };
     let plan = Arc::new(plan);
     let mut hlog_warning = None;
@@ -285,11 +291,11 @@ pub async fn run(
             };
             hrs.push(hr);
         }
-        let (tasks, ws_row) = match (&plan.scenario.websocket, ws_server) {
+        let (tasks, ws_row) = match (&plan.scenario.websocket, &ws_server) {
             (Some(ws), Some(server)) => {
                 let (t, url) =
                     crate::websocket::spawn(hrs, server, ws, &opts.drive, progress.clone()).await;
-                (t, Some(crate::websocket::Row::new(server, url)))
+                (t, Some(crate::websocket::Row::new(server.agent(), url)))
             }
             _ => {
                 let spawn =
