@@ -56,6 +56,7 @@ fn replay_host(
         hlog: None,
         job_log: None,
         interrupt: Default::default(),
+        slot: Default::default(),
     };
     let mut rep = HostReplay::new(&run);
     for seq in 0..snapshots {

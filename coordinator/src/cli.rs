@@ -7,7 +7,8 @@ use cwbench::scenario::{self, Distribution, Limits, Plan};
 
 use crate::compare::{self, Gate};
 use crate::discovery;
-use crate::driver::{BearerToken, DriveOptions, Progress};
+use crate::driver::{BearerToken, DriveOptions};
+use crate::observer::{self, Observers, RunEnd};
 use crate::result::{self, HostStatus, RunResult};
 use crate::run::{self, Agents, RunError, RunOptions};
 use crate::{hlog, output, progress, report};
@@ -314,13 +315,37 @@ pub async fn execute(
     if !args.quiet {
         announce(&plan, &opts.agents);
     }
-    let progress: Option<Progress> = (!args.quiet).then(|| progress::reporter(per_host));
-    let result = run::run(plan, opts, progress).await.map_err(|e| match e {
-        RunError::Unavailable(u) => CliError::Unavailable(u.to_string()),
-        RunError::Local(e) => CliError::Failed(format!("cannot start a local agent: {e}")),
-    })?;
-    output::write_all(&result, &dir)
-        .map_err(|e| CliError::Failed(format!("cannot write results to {}: {e}", dir.display())))?;
+    let mut observers: Vec<Observers> = Vec::new();
+    if !args.quiet {
+        observers.push(observer::lines(progress::reporter(per_host)));
+    }
+    let observer = observer::all(observers);
+    let finished = |result: Option<&RunResult>, dir: Option<&Path>, error: Option<&CliError>| {
+        if let Some(o) = &observer {
+            o.run_finished(&RunEnd {
+                result,
+                dir,
+                error: error.map(ToString::to_string).as_deref(),
+            });
+        }
+    };
+    let result = match run::run(plan, opts, observer.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            let e = match e {
+                RunError::Unavailable(u) => CliError::Unavailable(u.to_string()),
+                RunError::Local(e) => CliError::Failed(format!("cannot start a local agent: {e}")),
+            };
+            finished(None, None, Some(&e));
+            return Err(e);
+        }
+    };
+    if let Err(e) = output::write_all(&result, &dir) {
+        let e = CliError::Failed(format!("cannot write results to {}: {e}", dir.display()));
+        finished(Some(&result), None, Some(&e));
+        return Err(e);
+    }
+    finished(Some(&result), Some(&dir), None);
     Ok((result, dir))
 }
 

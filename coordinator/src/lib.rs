@@ -15,6 +15,7 @@ pub mod html;
 pub mod interrupt;
 pub mod joblog;
 pub mod local;
+pub mod observer;
 pub mod output;
 pub mod progress;
 pub mod report;

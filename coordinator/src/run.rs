@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 use crate::local::LocalAgents;
 use cwbench::scenario::{Distribution, Plan, Profile};
 
-use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
+use crate::driver::{self, DriveOptions, HostRun, Share, Unavailable};
 use crate::groups::Grouper;
+use crate::observer::{Observers, RunStart, Slot};
 use crate::result::{ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
 
 /// Where the agents are.
@@ -189,11 +190,13 @@ fn check_runtimes(
 }
 
 /// Runs every profile of `plan` on every agent. Local agents live until the
-/// run ends.
+/// run ends. `observer` hears of the run's start, each profile, every
+/// snapshot and each host's end (not of the run's end: the caller writes
+/// the files, then tells it).
 pub async fn run(
     plan: Plan,
     opts: RunOptions,
-    progress: Option<Progress>,
+    observer: Option<Observers>,
 ) -> Result<RunResult, RunError> {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let (local, addrs) = match &opts.agents {
@@ -206,6 +209,13 @@ pub async fn run(
     check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
     let plan = Arc::new(plan);
+    if let Some(o) = &observer {
+        o.run_started(&RunStart {
+            run_id: &run_id,
+            plan: &plan,
+            hosts: &labels,
+        });
+    }
     let mut hlog_warning = None;
     let hlog = match &opts.hlog {
         None => None,
@@ -244,6 +254,9 @@ pub async fn run(
             profile.label(),
             n
         );
+        if let Some(o) = &observer {
+            o.profile_started(pi);
+        }
         let mut tasks = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             let hr = HostRun {
@@ -265,11 +278,15 @@ pub async fn run(
                     .as_ref()
                     .map(|l| l.sink(&labels[i], pi, class_names.clone())),
                 interrupt: opts.interrupt.token().clone(),
+                slot: Slot {
+                    profile: pi,
+                    host: i,
+                },
             };
             tasks.push(tokio::spawn(driver::drive(
                 hr,
                 opts.drive.clone(),
-                progress.clone(),
+                observer.clone(),
             )));
         }
         let in_process = matches!(opts.agents, Agents::Local { .. });
