@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use cwbench::scenario::{self, Distribution, Limits, Plan};
 
 use crate::compare::{self, Gate};
+use crate::dashboard::{self, Dashboard};
 use crate::discovery;
 use crate::driver::{BearerToken, DriveOptions};
 use crate::observer::{self, Observers, RunEnd};
@@ -186,6 +187,25 @@ pub struct Args {
     /// Print only the table and the result paths.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Serve a live view of the run in a browser at IP:PORT (port 0: any
+    /// free port; the URL is printed at start), e.g. 127.0.0.1:8080. Off by
+    /// default. An address other than loopback needs the token (--token /
+    /// CWBENCH_TOKEN), which the page then requires.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dashboard: Option<String>,
+    /// Seconds the dashboard keeps serving the final page and report.html
+    /// after the run (Ctrl-C ends it sooner; 0: exit at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "dashboard", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub dashboard_linger: u64,
+}
+
+/// A run that took place: its result, the directory its files went to, and
+/// the dashboard still serving them (`Dashboard::linger`).
+#[derive(Debug)]
+pub struct Ran {
+    pub result: RunResult,
+    pub dir: PathBuf,
+    pub dashboard: Option<Dashboard>,
 }
 
 /// Why the coordinator stopped, mapped to an exit code.
@@ -230,10 +250,7 @@ pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliErro
 
 /// Runs the benchmark as the flags say; returns the result and where it
 /// went. `interrupt` stops it early (results still written, marked so).
-pub async fn execute(
-    args: Args,
-    interrupt: crate::interrupt::Interrupt,
-) -> Result<(RunResult, PathBuf), CliError> {
+pub async fn execute(args: Args, interrupt: crate::interrupt::Interrupt) -> Result<Ran, CliError> {
     let plan = load_plan(args.scenario.as_deref(), &args.limits)?;
     check_job_log(&args, &plan)?;
     let token = args
@@ -243,6 +260,20 @@ pub async fn execute(
         .transpose()
         .map_err(|e| CliError::BadInput(format!("--token / CWBENCH_TOKEN: {e}")))?;
     let tls = client_tls(&args)?;
+    let dashboard = match &args.dashboard {
+        None => None,
+        Some(a) => {
+            let bind = dashboard::parse_bind(a, args.token.as_deref())
+                .map_err(|e| CliError::BadInput(e.to_string()))?;
+            let linger = std::time::Duration::from_secs(args.dashboard_linger);
+            let d = Dashboard::start(bind, linger)
+                .await
+                .map_err(|e| CliError::BadInput(e.to_string()))?;
+            // Printed even with --quiet: it was asked for, and is where to look.
+            eprintln!("{}", d.announcement());
+            Some(d)
+        }
+    };
     let connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
     let remote = discovery::discover(
         &args.agents,
@@ -319,6 +350,7 @@ pub async fn execute(
     if !args.quiet {
         observers.push(observer::lines(progress::reporter(per_host)));
     }
+    observers.extend(dashboard.as_ref().map(Dashboard::observer));
     let observer = observer::all(observers);
     let finished = |result: Option<&RunResult>, dir: Option<&Path>, error: Option<&CliError>| {
         if let Some(o) = &observer {
@@ -346,7 +378,11 @@ pub async fn execute(
         return Err(e);
     }
     finished(Some(&result), Some(&dir), None);
-    Ok((result, dir))
+    Ok(Ran {
+        result,
+        dir,
+        dashboard,
+    })
 }
 
 /// `--job-log` keeps every job's record: only for runs sized in jobs, and

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod compare;
 pub mod connection;
 pub mod csv;
+pub mod dashboard;
 pub mod discovery;
 pub mod driver;
 pub mod feed;
