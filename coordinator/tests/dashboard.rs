@@ -1,7 +1,8 @@
 //! `--dashboard`: the real coordinator binary runs a short run with the
 //! live view on a loopback port; a plain HTTP client reads its event
 //! stream (and replays it from a Last-Event-ID), headless Chromium watches
-//! the page during the run (it prints SKIP when chromium is absent), and
+//! the page during the run (it prints SKIP when chromium is absent), a late
+//! browser is replayed the run so far (and sees a spread past 12 hosts), and
 //! the token guards a dashboard that is not on loopback.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,8 +19,9 @@ mod common;
 
 use common::{chromium, coordinator, coordinator_bin, data, text};
 
-/// One real run at a time in this file: on a 2-core machine two runs and a
-/// browser at once would starve the browser of the run it is to watch.
+/// One real run (or browser) at a time in this file: on a 2-core machine
+/// two runs and a browser at once would starve the browser of the run it
+/// is to watch.
 static ONE_RUN: Mutex<()> = Mutex::new(());
 
 /// A coordinator process with its dashboard up; killed when dropped.
@@ -619,4 +621,125 @@ fn the_token_guards_the_page_and_the_stream() {
     }
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     drop(d);
+}
+
+/// A browser that joins late is replayed the run so far and then follows
+/// it live; past 12 hosts the charts draw the min, median and max host.
+/// (The dashboard in this process, fed through its observer as a run would
+/// feed it: no agents needed.)
+#[test]
+fn a_late_browser_is_replayed_and_many_hosts_draw_a_spread() {
+    use cwbench::proto;
+    use cwbench_coordinator::dashboard::{Bind, Dashboard};
+    use cwbench_coordinator::observer::{RunEnd, RunStart, Slot};
+    use cwbench_coordinator::result::IntervalPoint;
+    let Some(bin) = chromium() else {
+        eprintln!(
+            "SKIP a_late_browser_is_replayed_and_many_hosts_draw_a_spread: chromium is not installed (apt-get install chromium; .ci/run does)"
+        );
+        return;
+    };
+    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bind = Bind {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+    };
+    let d = rt.block_on(Dashboard::start(bind, Duration::ZERO)).unwrap();
+    let obs = d.observer();
+    let limits = cwbench::scenario::Limits::default();
+    let plan = cwbench::scenario::load(&data("smoke.toml"), &limits).unwrap();
+    let hosts: Vec<String> = (1..=13).map(|i| format!("h{i:02}")).collect();
+    obs.run_started(&RunStart {
+        run_id: "late",
+        plan: &plan,
+        hosts: &hosts,
+    });
+    obs.profile_started(0);
+    let snapshot = |seq: u64| {
+        for (h, label) in hosts.iter().enumerate() {
+            let s = proto::Snapshot {
+                seq,
+                counters: Some(proto::Counters {
+                    completed: (seq + 1) * 100,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let p = IntervalPoint {
+                seq,
+                t_s: (seq + 1) as f64 * 0.2,
+                jobs_per_s: 500.0 + h as f64,
+                p50_us: 800,
+                p99_us: 1000 * (h as u64 + 1),
+                queue_depth: h as u64,
+                ..Default::default()
+            };
+            obs.snapshot(
+                Slot {
+                    profile: 0,
+                    host: h,
+                },
+                label,
+                &s,
+                &p,
+            );
+        }
+    };
+    for seq in 0..5 {
+        snapshot(seq);
+    }
+    // The browser comes now, after 2 + 65 events.
+    let mut b = Browser::start(&bin);
+    let tab = b.open(&d.url());
+    let read = r#"JSON.stringify({
+      rows: document.querySelectorAll("tr[data-host]").length,
+      done: (document.querySelector('tr[data-host="h13"] td[data-k="done"]') || {}).textContent || null,
+      lines: document.querySelectorAll("[data-chart] polyline").length,
+      titles: [...document.querySelectorAll("[data-chart] svg > title")].map((t) => t.textContent),
+      legend: [...document.querySelectorAll('[data-chart="tput"] .legend-item text')].map((t) => t.textContent),
+      state: document.getElementById("state").textContent,
+      end: document.getElementById("end").textContent,
+    })"#;
+    let until = |b: &mut Browser, what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = b.eval(&tab, read);
+            if ok(&p) {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "{what}: the page shows {p}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let p = until(&mut b, "the replay", &|p| {
+        p["rows"] == 13 && p["lines"] == 12
+    });
+    assert_eq!(p["done"], "500", "host 13 after 5 snapshots: {p}");
+    assert_eq!(
+        p["legend"],
+        serde_json::json!(["min host", "median host", "max host"])
+    );
+    assert!(
+        p["titles"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("across 13 hosts"),
+        "{p}"
+    );
+    assert_eq!(p["state"], "running profile 1 of 1");
+    // Live from here: a new snapshot, then the end.
+    snapshot(5);
+    until(&mut b, "the live snapshot", &|p| p["done"] == "600");
+    obs.run_finished(&RunEnd {
+        result: None,
+        dir: None,
+        error: Some("cannot write results to /x: disk full"),
+    });
+    let p = until(&mut b, "the end", &|p| p["state"] == "failed");
+    assert!(p["end"].as_str().unwrap().contains("disk full"), "{p}");
 }

@@ -262,10 +262,11 @@ function draw(p) {
       const stats = [["min host", 0, 0], ["median host", 0.5, 1], ["max host", 1, 2]];
       series = stats.map(([name, q, c]) => ({
         name, color: color(c),
-        points: [...p.bySeq.values()].map((b) => {
-          const v = [...b[k]].sort((x, y) => x - y);
+        // Intervals with no completion have no p99 (as per host).
+        points: [...p.bySeq.values()].flatMap((b) => {
+          const v = b[k].filter((x) => k !== "p99" || x > 0).sort((x, y) => x - y);
           const t = [...b.t].sort((x, y) => x - y);
-          return [t[Math.floor((t.length - 1) / 2)], v[Math.round((v.length - 1) * q)]];
+          return v.length ? [[t[Math.floor((t.length - 1) / 2)], v[Math.round((v.length - 1) * q)]]] : [];
         }),
       }));
     }
