@@ -260,20 +260,7 @@ pub async fn execute(args: Args, interrupt: crate::interrupt::Interrupt) -> Resu
         .transpose()
         .map_err(|e| CliError::BadInput(format!("--token / CWBENCH_TOKEN: {e}")))?;
     let tls = client_tls(&args)?;
-    let dashboard = match &args.dashboard {
-        None => None,
-        Some(a) => {
-            let bind = dashboard::parse_bind(a, args.token.as_deref())
-                .map_err(|e| CliError::BadInput(e.to_string()))?;
-            let linger = std::time::Duration::from_secs(args.dashboard_linger);
-            let d = Dashboard::start(bind, linger)
-                .await
-                .map_err(|e| CliError::BadInput(e.to_string()))?;
-            // Printed even with --quiet: it was asked for, and is where to look.
-            eprintln!("{}", d.announcement());
-            Some(d)
-        }
-    };
+    let dashboard = start_dashboard(&args).await?;
     let connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
     let remote = discovery::discover(
         &args.agents,
@@ -351,7 +338,37 @@ pub async fn execute(args: Args, interrupt: crate::interrupt::Interrupt) -> Resu
         observers.push(observer::lines(progress::reporter(per_host)));
     }
     observers.extend(dashboard.as_ref().map(Dashboard::observer));
-    let observer = observer::all(observers);
+    let result = run_and_write(plan, opts, observer::all(observers), &dir).await?;
+    Ok(Ran {
+        result,
+        dir,
+        dashboard,
+    })
+}
+
+/// `--dashboard`: listening, its URL printed (even with --quiet: it was
+/// asked for, and is where to look).
+async fn start_dashboard(args: &Args) -> Result<Option<Dashboard>, CliError> {
+    let Some(a) = &args.dashboard else {
+        return Ok(None);
+    };
+    let bad = |e: dashboard::BindError| CliError::BadInput(e.to_string());
+    let bind = dashboard::parse_bind(a, args.token.as_deref()).map_err(bad)?;
+    let linger = std::time::Duration::from_secs(args.dashboard_linger);
+    let d = Dashboard::start(bind, linger).await.map_err(bad)?;
+    eprintln!("{}", d.announcement());
+    Ok(Some(d))
+}
+
+/// Runs the plan, writes its files into `dir`, and tells the observers how
+/// the run ended (with the error, when it did not start or its files could
+/// not be written).
+async fn run_and_write(
+    plan: Plan,
+    opts: RunOptions,
+    observer: Option<Observers>,
+    dir: &Path,
+) -> Result<RunResult, CliError> {
     let finished = |result: Option<&RunResult>, dir: Option<&Path>, error: Option<&CliError>| {
         if let Some(o) = &observer {
             o.run_finished(&RunEnd {
@@ -372,17 +389,13 @@ pub async fn execute(args: Args, interrupt: crate::interrupt::Interrupt) -> Resu
             return Err(e);
         }
     };
-    if let Err(e) = output::write_all(&result, &dir) {
+    if let Err(e) = output::write_all(&result, dir) {
         let e = CliError::Failed(format!("cannot write results to {}: {e}", dir.display()));
         finished(Some(&result), None, Some(&e));
         return Err(e);
     }
-    finished(Some(&result), Some(&dir), None);
-    Ok(Ran {
-        result,
-        dir,
-        dashboard,
-    })
+    finished(Some(&result), Some(dir), None);
+    Ok(result)
 }
 
 /// `--job-log` keeps every job's record: only for runs sized in jobs, and
