@@ -236,3 +236,23 @@ fn dashboard_addresses() {
         "{e}"
     );
 }
+
+/// 256 hosts, ten minutes of one-second snapshots: the history holds the
+/// last `RECENT_SNAPSHOTS` (16 intervals a host), not 153,600.
+#[test]
+fn a_fleet_of_256_hosts_keeps_a_fixed_history() {
+    let mut h = History::default();
+    h.push(Kind::Run, Slot::default(), "{}".into());
+    h.push(Kind::Profile, Slot::default(), "{}".into());
+    for _ in 0..600 {
+        for host in 0..256 {
+            h.push(Kind::Snapshot, Slot { profile: 0, host }, String::new());
+        }
+    }
+    assert_eq!(h.len(), 2 + events::RECENT_SNAPSHOTS);
+    for host in 0..256 {
+        h.push(Kind::Host, Slot { profile: 0, host }, String::new());
+    }
+    h.push(Kind::End, Slot::default(), "{}".into());
+    assert_eq!(h.len(), 2 + events::RECENT_SNAPSHOTS + 256 + 1);
+}
