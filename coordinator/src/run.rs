@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 use crate::local::LocalAgents;
 use cwbench::scenario::{Distribution, Plan, Profile};
 
-use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
+use crate::driver::{self, DriveOptions, HostRun, Share, Unavailable};
 use crate::groups::Grouper;
+use crate::observer::{Observers, RunStart, Slot};
 use crate::result::{ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
 use crate::websocket::Server;
 
@@ -197,11 +198,13 @@ fn check_runtimes(
 }
 
 /// Runs every profile of `plan` on every agent. Local agents live until the
-/// run ends.
+/// run ends. `observer` hears of the run's start, each profile, every
+/// snapshot and each host's end (not of the run's end: the caller writes
+/// the files, then tells it).
 pub async fn run(
     plan: Plan,
     opts: RunOptions,
-    progress: Option<Progress>,
+    observer: Option<Observers>,
 ) -> Result<RunResult, RunError> {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let (local, addrs) = match &opts.agents {
@@ -228,6 +231,13 @@ pub async fn run(
         )),
     };
     let plan = Arc::new(plan);
+    if let Some(o) = &observer {
+        o.run_started(&RunStart {
+            run_id: &run_id,
+            plan: &plan,
+            hosts: &labels,
+        });
+    }
     let mut hlog_warning = None;
     let hlog = match &opts.hlog {
         None => None,
@@ -266,6 +276,9 @@ pub async fn run(
             profile.label(),
             n
         );
+        if let Some(o) = &observer {
+            o.profile_started(pi);
+        }
         let mut hrs = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             let hr = HostRun {
@@ -288,18 +301,22 @@ pub async fn run(
                     .map(|l| l.sink(&labels[i], pi, class_names.clone())),
                 interrupt: opts.interrupt.token().clone(),
                 ws: None,
+                slot: Slot {
+                    profile: pi,
+                    host: i,
+                },
             };
             hrs.push(hr);
         }
         let (tasks, ws_row) = match (&plan.scenario.websocket, &ws_server) {
             (Some(ws), Some(server)) => {
                 let (t, url) =
-                    crate::websocket::spawn(hrs, server, ws, &opts.drive, progress.clone()).await;
+                    crate::websocket::spawn(hrs, server, ws, &opts.drive, observer.clone()).await;
                 (t, Some(crate::websocket::Row::new(server.agent(), url)))
             }
             _ => {
                 let spawn =
-                    |hr| tokio::spawn(driver::drive(hr, opts.drive.clone(), progress.clone()));
+                    |hr| tokio::spawn(driver::drive(hr, opts.drive.clone(), observer.clone()));
                 (hrs.into_iter().map(spawn).collect(), None)
             }
         };

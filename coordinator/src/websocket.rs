@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{self, DriveOptions, HostOutcome, HostRun, Progress, Share, WsPart};
+use crate::driver::{self, DriveOptions, HostOutcome, HostRun, Share, WsPart};
+use crate::observer::Observers;
 use crate::result::{HostResult, HostStatus, WsErrors, WsProfile};
 
 /// Which agent hosts the server: `server` names it by label, by address
@@ -72,7 +73,7 @@ pub async fn spawn(
     server: &Server,
     spec: &WebSocketSpec,
     opts: &DriveOptions,
-    progress: Option<Progress>,
+    observer: Option<Observers>,
 ) -> (Vec<JoinHandle<HostOutcome>>, String) {
     let hold = CancellationToken::new();
     let wire = |role: Role, url: String| proto::WebSocket {
@@ -93,7 +94,7 @@ pub async fn spawn(
                 hold: Some(hold.clone()),
             });
             let server_host = host_of(&s.addr).to_string();
-            let drive = driver::drive(s, opts.clone(), progress.clone());
+            let drive = driver::drive(s, opts.clone(), observer.clone());
             handles[*i] = Some(tokio::spawn(drive));
             let wait = opts.ready_timeout + Duration::from_secs(5);
             match tokio::time::timeout(wait, port_rx).await {
@@ -121,10 +122,10 @@ pub async fn spawn(
             port: None,
             hold: None,
         });
-        let (left, hold, opts, progress) =
-            (left.clone(), hold.clone(), opts.clone(), progress.clone());
+        let (left, hold, opts, observer) =
+            (left.clone(), hold.clone(), opts.clone(), observer.clone());
         handles[i] = Some(tokio::spawn(async move {
-            let out = driver::drive(h, opts, progress).await;
+            let out = driver::drive(h, opts, observer).await;
             if left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 hold.cancel();
             }
