@@ -108,15 +108,15 @@ print("ok  k8s, compose and cloud-init fit together")
 PY
 
 echo "== deploy/k8s/ against the Kubernetes $K8S_VERSION API schemas (kubernetes-validate --strict)"
-command -v kubernetes-validate >/dev/null || {
-    echo "FAIL: kubernetes-validate is needed (pip install kubernetes-validate)" >&2
+python3 -c 'import kubernetes_validate' 2>/dev/null || {
+    echo "FAIL: python3 with kubernetes-validate is needed (pip install kubernetes-validate)" >&2
     exit 1
 }
 # Prints every problem; fails on an error, and on a warning (it only warns,
 # exit 0, when it has no schema for an object's apiVersion and kind).
 k8s_validate() {
     local out rc=0
-    out=$(kubernetes-validate --strict --kubernetes-version "$K8S_VERSION" "$@" 2>&1) || rc=$?
+    out=$(python3 -m kubernetes_validate --strict --kubernetes-version "$K8S_VERSION" "$@" 2>&1) || rc=$?
     echo "$out"
     [ "$rc" -eq 0 ] && ! grep -q '^WARN' <<<"$out"
 }
@@ -141,7 +141,7 @@ for broken in misspelt old-api; do
     fi
 done
 rm -rf "$k8s_tmp"
-echo "ok  kubernetes-validate $(kubernetes-validate --version 2>&1 | awk '{print $NF}'), Kubernetes $K8S_VERSION, strict"
+echo "ok  kubernetes-validate $(python3 -m kubernetes_validate --version 2>&1 | awk '{print $NF}'), Kubernetes $K8S_VERSION, strict"
 
 echo "== no token in deploy/"
 # Tokens are 64 hex digits from `openssl rand -hex 32`; none may be committed.
