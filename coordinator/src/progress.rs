@@ -29,6 +29,11 @@ pub fn log_writer() -> IndicatifWriter {
     IndicatifWriter::new(BARS.clone())
 }
 
+/// Prints a line on stderr above the bars (as is, off a terminal).
+pub fn eprintln_above(line: &str) {
+    BARS.suspend(|| eprintln!("{line}"));
+}
+
 /// One host's figures from its latest snapshot.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostState {
@@ -308,6 +313,17 @@ mod tests {
                 ..Default::default()
             })
             .collect()
+    }
+
+    /// `--help` states the cap this module applies.
+    #[test]
+    fn the_help_states_the_cap() {
+        use clap::CommandFactory;
+        let help = crate::cli::Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains(&format!("up to {MAX_HOST_BARS} hosts")),
+            "{help}"
+        );
     }
 
     #[test]
