@@ -184,7 +184,9 @@ pub struct Args {
     /// origin, start, end, outcome). For small runs: at most 10 million jobs.
     #[arg(long)]
     pub job_log: bool,
-    /// Print only the table and the result paths.
+    /// Print only the table and the result paths. Without it: progress
+    /// bars on a terminal (a total and up to 8 hosts, those furthest
+    /// behind), else a line per host and snapshot.
     #[arg(long, short)]
     pub quiet: bool,
     /// Load a WebSocket server cwbench did not start, at ws://HOST:PORT/PATH,

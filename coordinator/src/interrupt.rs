@@ -92,13 +92,13 @@ impl Interrupt {
                 me.token.cancel();
                 return;
             }
-            eprintln!(
+            crate::progress::eprintln_above(&format!(
                 "coordinator: {}: stopping the agents and writing what was measured (Ctrl-C again to quit at once)",
                 signal_name(code)
-            );
+            ));
             me.fire(code);
             int.recv().await;
-            eprintln!("coordinator: SIGINT again: quitting without results");
+            crate::progress::eprintln_above("coordinator: SIGINT again: quitting without results");
             std::process::exit(i32::from(SIGINT_EXIT));
         });
         Ok(())

@@ -41,7 +41,8 @@ fn main() -> ExitCode {
                     .into()
                 }),
         )
-        .with_writer(std::io::stderr)
+        // Above the progress bars on a terminal; plain stderr otherwise.
+        .with_writer(cwbench_coordinator::progress::log_writer())
         // Colour codes only for a person at a terminal, not in a file or pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
