@@ -49,6 +49,10 @@ const CANCEL_WAIT: Duration = Duration::from_millis(1000);
 const READ_BUFFER: usize = 4 << 10;
 /// Listen backlog: clients may open thousands of connections at once.
 const BACKLOG: u32 = 4096;
+/// Socket send buffer of each connection (inherited from the listener):
+/// part of its outgoing queue. Autotuned, it would take up to 4 MiB (over
+/// 100k answers) from a client that never reads before a write blocks.
+const SEND_BUFFER: u32 = 64 << 10;
 
 /// Starts the task server on its own runtime, listening on
 /// `0.0.0.0:{ws.port}`. Returns the running workload (fed no jobs; it ends
@@ -147,6 +151,7 @@ fn listen(port: u16) -> Result<TcpListener, String> {
     let err = |e: std::io::Error| format!("cannot listen on {addr} (websocket.port): {e}");
     let sock = TcpSocket::new_v4().map_err(err)?;
     sock.set_reuseaddr(true).map_err(err)?;
+    sock.set_send_buffer_size(SEND_BUFFER).map_err(err)?;
     sock.bind(addr).map_err(err)?;
     sock.listen(BACKLOG).map_err(err)
 }

@@ -301,3 +301,188 @@ fn only_the_three_handler_architectures_serve() {
     let e = start(config(Dispatch::TaskPerJob), &ws(0, 0)).unwrap_err();
     assert!(e.contains("websocket.in_flight"), "{e}");
 }
+
+/// Waits (bounded) until `f` holds.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within 4 s: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A task answered on `c`: the connection still serves.
+async fn still_served(c: &mut Client, id: u64) {
+    send(c, &task(id, 0), Form::Binary).await;
+    let (r, _) = recv(c).await.unwrap();
+    assert_eq!((r.id, r.outcome), (id, Answer::Completed));
+}
+
+/// Each hostile message closes its own connection with the code that
+/// names what was wrong, and a reason; another connection keeps being
+/// answered, and nothing it sent is lost.
+#[tokio::test]
+async fn hostile_messages_close_only_their_connection_with_their_code() {
+    let (wl, port) = start(config(Dispatch::TaskPerJob), &ws(4, 1024)).unwrap();
+    let mut good = connect(port).await;
+    let mut short = Vec::new();
+    wsproto::encode_task(&task(1, 0), &mut short);
+    short.truncate(10);
+    let bad_class = Job {
+        class: 9,
+        ..task(1, 0)
+    };
+    let cases: Vec<(Message, u16, &str)> = vec![
+        (Message::Binary(short.into()), 1007, "expected 30"),
+        (
+            Message::Binary(vec![9u8; 30].into()),
+            1003,
+            "unknown frame type",
+        ),
+        (
+            Message::text(
+                r#"{"id":1,"class":0,"work_units":0,"sleep_us":0,"crash":false,"intended_us":0,"priority":1}"#,
+            ),
+            1008,
+            "priority",
+        ),
+        (Message::text("{not json"), 1007, "invalid task"),
+        (Message::text(wsproto::task_json(&bad_class)), 1007, "class"),
+        (Message::Binary(vec![1u8; 2_000].into()), 1009, "too big"),
+    ];
+    let n = cases.len() as u64;
+    for (k, (m, code, reason)) in cases.into_iter().enumerate() {
+        let mut c = connect(port).await;
+        still_served(&mut c, 100 + k as u64).await;
+        c.send(m).await.unwrap();
+        let (got, why) = recv(&mut c).await.unwrap_err();
+        assert_eq!(got, code, "{reason}: closed with {got} ({why})");
+        assert!(why.contains(reason), "{code}: {why:?}");
+        still_served(&mut good, k as u64).await;
+    }
+    until("every hostile connection closed", || {
+        wl.recorder.ws.connections.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(wl.recorder.ws.dropped.load(Ordering::Relaxed), n);
+    good.close(None).await.unwrap();
+    let (outcome, done) = finish(wl).await;
+    assert_eq!(outcome, Outcome::Finished);
+    let t = done.totals.unwrap();
+    assert_eq!((t.received, t.completed), (2 * n, 2 * n), "{t:?}");
+}
+
+/// A client that never reads its answers: once none can be written for
+/// the write deadline, the server closes that connection (the tasks it
+/// read still count); another connection keeps being answered.
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_and_others_are_served() {
+    let (wl, port) = start(config(Dispatch::TaskPerJob), &ws(64, 0)).unwrap();
+    let mut good = connect(port).await;
+    // A small receive window, so the server's writes back up soon.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (mut deaf, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let writer = tokio::spawn(async move {
+        let mut b = Vec::new();
+        for id in 0..1_000_000u64 {
+            b.clear();
+            wsproto::encode_task(&task(id, 0), &mut b);
+            let sent = timeout(
+                Duration::from_secs(3),
+                deaf.send(Message::Binary(b.clone().into())),
+            );
+            if !matches!(sent.await, Ok(Ok(()))) {
+                break;
+            }
+        }
+        deaf
+    });
+    let dropped = || wl.recorder.ws.dropped.load(Ordering::Relaxed);
+    until("the deaf client dropped", || dropped() == 1).await;
+    still_served(&mut good, 1 << 40).await;
+    drop(writer.await.unwrap());
+    good.close(None).await.unwrap();
+    let (outcome, done) = finish(wl).await;
+    assert_eq!(outcome, Outcome::Finished);
+    let t = done.totals.unwrap();
+    assert!(t.received > 100, "{t:?}");
+    assert!(balanced(&t), "{t:?}");
+}
+
+/// A client that vanishes mid-task: its connection is counted lost, its
+/// task still runs to the end and is counted.
+#[tokio::test]
+async fn a_client_that_vanishes_mid_task_loses_nothing() {
+    for dispatch in [Dispatch::Serial, Dispatch::TaskPerJob] {
+        let (wl, port) = start(config(dispatch), &ws(4, 0)).unwrap();
+        let mut c = connect(port).await;
+        send(&mut c, &task(1, 300), Form::Binary).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // No close handshake: the socket just goes.
+        drop(c);
+        let rec = wl.recorder.clone();
+        until("the connection counted lost", || {
+            rec.ws.dropped.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        until("its task done", || rec.in_flight() == 0).await;
+        let (outcome, done) = finish(wl).await;
+        assert_eq!(outcome, Outcome::Finished);
+        let t = done.totals.unwrap();
+        assert_eq!((t.received, t.completed), (1, 1), "{dispatch:?}: {t:?}");
+    }
+}
+
+/// With one task in flight per connection, task-per-job stops reading: the
+/// second task starts only once the first has been answered.
+#[tokio::test]
+async fn a_full_connection_is_not_read_until_an_answer_goes_out() {
+    let (wl, port) = start(config(Dispatch::TaskPerJob), &ws(1, 0)).unwrap();
+    let mut c = connect(port).await;
+    send(&mut c, &task(1, 200), Form::Binary).await;
+    send(&mut c, &task(2, 200), Form::Binary).await;
+    let (a, _) = recv(&mut c).await.unwrap();
+    let first = Instant::now();
+    let (b, _) = recv(&mut c).await.unwrap();
+    assert_eq!((a.id, b.id), (1, 2));
+    assert!(first.elapsed() >= Duration::from_millis(150));
+    let log = wl.recorder.take_job_log().unwrap();
+    let at = |id: u64| log.ids.iter().position(|&i| i == id).unwrap();
+    let (one, two) = (at(1), at(2));
+    assert!(
+        log.start_us[two] >= log.end_us[one],
+        "task 2 started at {} µs, task 1 ended at {} µs",
+        log.start_us[two],
+        log.end_us[one]
+    );
+    c.close(None).await.unwrap();
+    assert_eq!(finish(wl).await.0, Outcome::Finished);
+}
+
+/// A task past the job timeout is answered TimedOut; pings are answered
+/// between tasks.
+#[tokio::test]
+async fn a_task_past_the_job_timeout_is_answered_timed_out_and_pings_are_answered() {
+    let mut cfg = config(Dispatch::SpawnAwait);
+    cfg.job_timeout = Some(Duration::from_millis(100));
+    let (wl, port) = start(cfg, &ws(1, 0)).unwrap();
+    let mut c = connect(port).await;
+    c.send(Message::Ping(vec![7, 7].into())).await.unwrap();
+    let pong = timeout(Duration::from_secs(3), c.next()).await.unwrap();
+    assert!(matches!(pong, Some(Ok(Message::Pong(p))) if p[..] == [7, 7]));
+    send(&mut c, &task(1, 1_000), Form::Text).await;
+    let (r, _) = recv(&mut c).await.unwrap();
+    assert_eq!(r.outcome, Answer::TimedOut, "{r:?}");
+    assert!(
+        r.service_ns >= 100_000_000 && r.service_ns < 900_000_000,
+        "{r:?}"
+    );
+    still_served(&mut c, 2).await;
+    c.close(None).await.unwrap();
+    let (_, done) = finish(wl).await;
+    let t = done.totals.unwrap();
+    assert_eq!((t.received, t.timed_out, t.completed), (2, 1, 1), "{t:?}");
+}
