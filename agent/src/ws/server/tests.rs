@@ -253,8 +253,8 @@ async fn accounting_and_task_set_match_what_the_clients_sent() {
     assert_eq!(done.classes.len(), 2, "queue-wait and service per class");
 }
 
-/// End of jobs with a task in flight: it finishes and is answered, then
-/// the connection is closed with 1001.
+/// End of jobs with a task in flight: it finishes and is answered (a task
+/// read meanwhile is refused), then the connection is closed with 1001.
 #[tokio::test]
 async fn end_of_jobs_answers_what_is_in_flight_then_closes_with_1001() {
     let (mut wl, port) = start(config(Dispatch::TaskPerJob), &ws(4, 0)).unwrap();
@@ -262,13 +262,21 @@ async fn end_of_jobs_answers_what_is_in_flight_then_closes_with_1001() {
     send(&mut c, &task(7, 300), Form::Binary).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     wl.end_of_jobs();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Read while the server shuts down: refused, and answered so.
+    send(&mut c, &task(8, 0), Form::Text).await;
+    let (r, form) = recv(&mut c).await.unwrap();
+    assert_eq!((r.id, r.outcome, form), (8, Answer::Refused, Form::Text));
     let (r, _) = recv(&mut c).await.unwrap();
     assert_eq!((r.id, r.outcome), (7, Answer::Completed));
-    assert_eq!(recv(&mut c).await.unwrap_err().0, 1001);
+    let (code, why) = recv(&mut c).await.unwrap_err();
+    assert_eq!(code, 1001, "{why}");
     let (outcome, done) = finish(wl).await;
     assert_eq!(outcome, Outcome::Finished);
     let t = done.totals.unwrap();
-    assert_eq!((t.received, t.completed), (1, 1));
+    assert_eq!((t.received, t.completed, t.refused), (2, 1, 1), "{t:?}");
+    assert!(balanced(&t), "{t:?}");
+    assert_eq!(done.task_count, 2);
 }
 
 /// A cancel stops at once: the task in flight is counted cancelled.
