@@ -405,6 +405,8 @@ impl Conn {
         let origin = crate::clock::now_ns();
         let rec = self.srv.rec();
         rec.received.fetch_add(1, Ordering::Relaxed);
+        // Handed to the handler at once: nothing waits in a prefetch buffer.
+        rec.released.fetch_add(1, Ordering::Relaxed);
         rec.ws.task_set.lock().push(&job);
         if self.draining {
             rec.ws.refused.fetch_add(1, Ordering::Relaxed);
@@ -412,7 +414,6 @@ impl Conn {
         }
         self.srv.jobs.begin(origin);
         rec.released(&job, origin, origin);
-        rec.released.fetch_add(1, Ordering::Relaxed);
         let (jobs, shard) = (&self.srv.jobs, self.shard);
         let ran = match jobs.cfg().dispatch {
             Dispatch::Serial => jobs.serial(shard, &job, origin).await,

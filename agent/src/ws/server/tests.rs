@@ -111,14 +111,18 @@ async fn recv(c: &mut Client) -> Result<(Response, Form), (u16, String)> {
 }
 
 /// Ends the run (end of jobs); its outcome and final counters.
-async fn finish(mut wl: Workload) -> (Outcome, proto::Done) {
+async fn finish(wl: Workload) -> (Outcome, proto::Done) {
+    finish_with(wl, Aggregator::new(2, crate::recovery::Params::default())).await
+}
+
+/// `finish` with the aggregator that took the run's snapshots.
+async fn finish_with(mut wl: Workload, mut agg: Aggregator) -> (Outcome, proto::Done) {
     wl.end_of_jobs();
     let finished = std::mem::replace(&mut wl.finished, oneshot::channel().1);
     let outcome = timeout(Duration::from_secs(5), finished)
         .await
         .expect("the server did not finish within 5 s")
         .expect("the server thread died");
-    let mut agg = Aggregator::new(2, crate::recovery::Params::default());
     (outcome, agg.done(&wl.recorder, 0))
 }
 
@@ -240,11 +244,15 @@ async fn accounting_and_task_set_match_what_the_clients_sent() {
             assert_eq!(got, ids);
         }
     }
-    assert_eq!(wl.recorder.ws.connections.load(Ordering::Relaxed), 2);
+    // A snapshot carries the server's gauges.
+    let mut agg = Aggregator::new(2, crate::recovery::Params::default());
+    let g = agg.snapshot(&wl.recorder, wl.gauges()).gauges.unwrap();
+    assert_eq!((g.connections, g.runtime_workers), (2, 2), "{g:?}");
+    assert_eq!((g.in_flight, g.prefetch_depth), (0, 0), "{g:?}");
     for mut c in conns {
         c.close(None).await.unwrap();
     }
-    let (outcome, done) = finish(wl).await;
+    let (outcome, done) = finish_with(wl, agg).await;
     assert_eq!(outcome, Outcome::Finished);
     let t = done.totals.unwrap();
     assert_eq!((t.received, t.completed), (160, 160), "{t:?}");
