@@ -502,3 +502,32 @@ async fn a_task_past_the_job_timeout_is_answered_timed_out_and_pings_are_answere
     let t = done.totals.unwrap();
     assert_eq!((t.received, t.timed_out, t.completed), (2, 1, 1), "{t:?}");
 }
+
+/// The CPU step runs where the class's placement says, on either runtime
+/// flavor: every placement answers.
+#[tokio::test]
+async fn every_compute_placement_serves_on_either_runtime() {
+    for (runtime, compute) in [
+        (Flavor::CurrentThread, Compute::Yield),
+        (Flavor::CurrentThread, Compute::Blocking),
+        (Flavor::MultiThread, Compute::Pool),
+    ] {
+        let mut cfg = config(Dispatch::TaskPerJob);
+        (cfg.runtime, cfg.threads, cfg.compute) = (runtime, 1, compute);
+        cfg.compute_threads = 1;
+        cfg.yield_every = 100;
+        let (wl, port) = start(cfg, &ws(2, 0)).unwrap();
+        let mut c = connect(port).await;
+        for id in 0..4 {
+            send(&mut c, &task(id, 1), Form::Binary).await;
+        }
+        for _ in 0..4 {
+            let (r, _) = recv(&mut c).await.unwrap();
+            assert_eq!(r.outcome, Answer::Completed, "{compute:?}: {r:?}");
+        }
+        c.close(None).await.unwrap();
+        let (outcome, done) = finish(wl).await;
+        assert_eq!(outcome, Outcome::Finished, "{compute:?}");
+        assert_eq!(done.totals.unwrap().completed, 4, "{compute:?}");
+    }
+}
