@@ -34,6 +34,20 @@ impl LocalAgents {
         Ok((Self { _agents: agents }, addrs))
     }
 
+    /// Whether this process may hold `need` open files (raising its limit
+    /// as far as it may): in-process agents share one limit, and a
+    /// WebSocket run's server and clients each hold a descriptor per
+    /// connection. The limit when it is too low.
+    #[cfg(feature = "local-agents")]
+    pub fn fd_limit_below(need: u64) -> Option<u64> {
+        cwbench_agent::ws::raise_fd_limit().filter(|&limit| limit < need)
+    }
+
+    #[cfg(not(feature = "local-agents"))]
+    pub fn fd_limit_below(_need: u64) -> Option<u64> {
+        None
+    }
+
     /// This build has no agent to start.
     #[cfg(not(feature = "local-agents"))]
     pub fn start(_count: usize, _threads: u32) -> std::io::Result<(Self, Vec<String>)> {

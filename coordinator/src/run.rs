@@ -189,6 +189,7 @@ pub async fn run(
             } else {
                 *count
             };
+            check_local_fds(&plan, count)?;
             LocalAgents::start(count, *threads).map_err(RunError::Local)?
         }
     };
@@ -329,6 +330,23 @@ pub async fn run(
         warnings,
         interrupted,
     })
+}
+
+/// In-process agents share one open-file limit: a WebSocket run's
+/// connections must fit in it twice (server and client sides).
+fn check_local_fds(plan: &Plan, count: usize) -> Result<(), RunError> {
+    let Some(ws) = &plan.scenario.websocket else {
+        return Ok(());
+    };
+    let clients = count.saturating_sub(1).max(1) as u64;
+    let need = 2 * u64::from(ws.connections) * clients + 1024;
+    match LocalAgents::fd_limit_below(need) {
+        None => Ok(()),
+        Some(limit) => Err(RunError::Roles(format!(
+            "websocket.connections = {}: {count} agents in this process need about {need} open files, and this process may open {limit}: run the agents as their own processes (docs/websocket.md)",
+            ws.connections
+        ))),
+    }
 }
 
 /// One profile's hosts as their drivers finish, each placed in its group

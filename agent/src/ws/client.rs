@@ -73,6 +73,10 @@ const MAX_RECONNECTS: u32 = 5;
 pub struct Connections {
     cfg: Remote,
     slots: Vec<Slot>,
+    /// Slots whose connection has been started (in order): a task looks
+    /// for a connection among these only, not among all (during a ramp to
+    /// 10,000 most slots are still down).
+    opened: AtomicUsize,
     next: AtomicUsize,
     /// Signalled when a connection comes up.
     up: Notify,
@@ -108,6 +112,7 @@ impl Connections {
                 })
                 .collect(),
             cfg,
+            opened: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             up: Notify::new(),
             rec,
@@ -136,6 +141,7 @@ impl Connections {
             let c = self.clone();
             let h = tokio::spawn(async move { c.keep(i).await });
             self.tasks.lock().push(h);
+            self.opened.store(i + 1, Ordering::Release);
         }
     }
 
@@ -241,7 +247,7 @@ impl Connections {
     )> {
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         loop {
-            let n = self.slots.len();
+            let n = self.opened.load(Ordering::Acquire).max(1);
             let start = self.next.fetch_add(1, Ordering::Relaxed);
             for k in 0..n {
                 let slot = &self.slots[(start + k) % n];
