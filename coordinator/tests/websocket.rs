@@ -161,3 +161,99 @@ fn the_default_websocket_scenario_runs_with_local_agents() {
         text(&o.stdout)
     );
 }
+
+/// The Python server of tests/ws_python (written from docs/websocket.md
+/// alone), listening; None (and SKIP on stderr) without python3 and the
+/// `websockets` package, which CI installs.
+fn python_server() -> Option<(std::process::Child, u16)> {
+    use std::io::{BufRead, BufReader};
+    let probe = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: python3 with the websockets package (pip install websockets) is not here");
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .arg("../tests/ws_python/server.py")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    Some((child, port))
+}
+
+/// `--target`: a server in another language, from the protocol document
+/// alone, loaded by two local clients; every task answered, crashes as the
+/// trace says, and no server-side figures claimed.
+#[test]
+fn a_server_cwbench_did_not_start_is_loaded_by_url() {
+    let Some((mut server, port)) = python_server() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let scenario = data("ws-target.toml");
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut cmd = Command::new(coordinator_bin());
+    cmd.args([
+        "--scenario",
+        &scenario.display().to_string(),
+        "--target",
+        &url,
+    ])
+    .args([
+        "--out",
+        &out.path().display().to_string(),
+        "--run-id",
+        "ext",
+        "--quiet",
+    ])
+    .env_remove("CWBENCH_TOKEN");
+    let o = output_within(cmd, Duration::from_secs(120));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (r, _) = run_json(&out.path().join("ext"));
+    let p = &r.profiles[0];
+    let w = p.websocket.as_ref().unwrap();
+    assert_eq!(
+        (w.url.as_str(), w.server.as_str()),
+        (url.as_str(), url.as_str())
+    );
+    assert_eq!(p.hosts.len(), 2, "both local agents are clients");
+    assert_eq!(w.tasks_sent, 2_100);
+    assert_eq!((w.digest_match, w.tasks_served), (None, 0));
+    assert_eq!(w.errors.crashed, crashes_in(&scenario));
+    assert_eq!(
+        w.errors.connection_lost + w.errors.cancelled,
+        0,
+        "{:?}",
+        w.errors
+    );
+    let answered: u64 = p
+        .hosts
+        .iter()
+        .map(|h| h.accounting.completed + h.accounting.crashed)
+        .sum();
+    assert_eq!(answered, 2_100);
+    assert_eq!(w.server_service.count, 0, "no server-side figures");
+    let md = std::fs::read_to_string(out.path().join("ext/report.md")).unwrap();
+    assert!(md.contains("2100 (not our server: no digest)"), "{md}");
+}
+
+#[test]
+fn a_target_that_is_not_a_ws_url_is_refused() {
+    for (url, why) in [
+        ("http://x:1/", "must be a ws://HOST:PORT/PATH URL"),
+        ("wss://x:1/", "wss:// is not supported yet"),
+        ("ws:///", "names no host"),
+    ] {
+        let o = common::coordinator(&["--target", url, "--quiet"]);
+        assert_eq!(o.status.code(), Some(2), "{url}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(why), "{url}: {}", text(&o.stderr));
+    }
+}
