@@ -245,6 +245,20 @@ pub struct WebSocketSpec {
     pub port: u16,
 }
 
+impl Default for WebSocketSpec {
+    fn default() -> Self {
+        Self {
+            server: None,
+            connections: default_connections(),
+            connect_rate: 0,
+            in_flight: default_ws_in_flight(),
+            max_message: default_max_message(),
+            json: false,
+            port: 0,
+        }
+    }
+}
+
 fn default_connections() -> u32 {
     64
 }

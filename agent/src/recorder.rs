@@ -274,6 +274,9 @@ pub struct WsRecord {
     pub connect_failed: AtomicU64,
     /// Open connections now (a gauge).
     pub connections: AtomicU64,
+    /// Server: connections it closed for what their client did (a bad or
+    /// oversized message, answers left unread) or that vanished mid-task.
+    pub dropped: AtomicU64,
     /// Tasks sent (client) or read (server).
     pub task_set: Mutex<cwbench::wsproto::TaskSet>,
     /// Connection set-up times, µs (client).
@@ -288,6 +291,7 @@ impl Default for WsRecord {
             reconnects: AtomicU64::new(0),
             connect_failed: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             task_set: Mutex::default(),
             connect: Mutex::new(new_hist()),
         }

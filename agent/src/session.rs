@@ -343,7 +343,7 @@ pub async fn run(
         threads,
         initial_credit: window,
         batch_encoding: cwbench::packed::VERSION.into(),
-        ws_port: 0,
+        ws_port: wl.ws_port.into(),
     };
     if tx.send(ev(Out::Ready(ready))).await.is_err() {
         return;

@@ -57,6 +57,7 @@ fn replay_host(
         job_log: None,
         interrupt: Default::default(),
         ws: None,
+        slot: Default::default(),
     };
     let mut rep = HostReplay::new(&run);
     for seq in 0..snapshots {

@@ -361,7 +361,8 @@ fn run_plan(
         ..RunOptions::default()
     };
     let t0 = Instant::now();
-    let r = rt.block_on(cwbench_coordinator::run::run(plan, opts, progress))?;
+    let observer = progress.map(cwbench_coordinator::observer::lines);
+    let r = rt.block_on(cwbench_coordinator::run::run(plan, opts, observer))?;
     let wall = total as f64 / t0.elapsed().as_secs_f64();
     let h = &r.profiles[0].hosts[0];
     if h.status != cwbench_coordinator::result::HostStatus::Ok {

@@ -188,7 +188,11 @@ fn line(name: &str, w: &WsProfile, wall: f64) {
         w.connections,
         w.tasks_sent,
         w.tasks_served,
-        if w.digest_match { "matches" } else { "differs" },
+        match w.digest_match {
+            Some(true) => "matches",
+            Some(false) => "differs",
+            None => "not compared",
+        },
         e.crashed,
         e.timed_out,
         e.refused,

@@ -6,8 +6,10 @@ use clap::{Parser, Subcommand};
 use cwbench::scenario::{self, Distribution, Limits, Plan};
 
 use crate::compare::{self, Gate};
+use crate::dashboard::{self, Dashboard};
 use crate::discovery;
-use crate::driver::{BearerToken, DriveOptions, Progress};
+use crate::driver::{BearerToken, DriveOptions};
+use crate::observer::{self, Observers, RunEnd};
 use crate::result::{self, HostStatus, RunResult};
 use crate::run::{self, Agents, RunError, RunOptions};
 use crate::{hlog, output, progress, report};
@@ -182,9 +184,36 @@ pub struct Args {
     /// origin, start, end, outcome). For small runs: at most 10 million jobs.
     #[arg(long)]
     pub job_log: bool,
-    /// Print only the table and the result paths.
+    /// Print only the table and the result paths. Without it: progress
+    /// bars on a terminal (a total and up to 8 hosts, those furthest
+    /// behind), else a line per host and snapshot.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Load a WebSocket server cwbench did not start, at ws://HOST:PORT/PATH,
+    /// if it speaks docs/websocket.md: every agent is a client (the
+    /// scenario's [websocket] settings, or their defaults). The report then
+    /// has everything measured client-side and no server-side figures.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Serve a live view of the run in a browser at IP:PORT (port 0: any
+    /// free port; the URL is printed at start), e.g. 127.0.0.1:8080. Off by
+    /// default. An address other than loopback needs the token (--token /
+    /// CWBENCH_TOKEN), which the page then requires.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dashboard: Option<String>,
+    /// Seconds the dashboard keeps serving the final page and report.html
+    /// after the run (Ctrl-C ends it sooner; 0: exit at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "dashboard", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub dashboard_linger: u64,
+}
+
+/// A run that took place: its result, the directory its files went to, and
+/// the dashboard still serving them (`Dashboard::linger`).
+#[derive(Debug)]
+pub struct Ran {
+    pub result: RunResult,
+    pub dir: PathBuf,
+    pub dashboard: Option<Dashboard>,
 }
 
 /// Why the coordinator stopped, mapped to an exit code.
@@ -229,12 +258,13 @@ pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliErro
 
 /// Runs the benchmark as the flags say; returns the result and where it
 /// went. `interrupt` stops it early (results still written, marked so).
-pub async fn execute(
-    args: Args,
-    interrupt: crate::interrupt::Interrupt,
-) -> Result<(RunResult, PathBuf), CliError> {
-    let plan = load_plan(args.scenario.as_deref(), &args.limits)?;
+pub async fn execute(args: Args, interrupt: crate::interrupt::Interrupt) -> Result<Ran, CliError> {
+    let mut plan = load_plan(args.scenario.as_deref(), &args.limits)?;
     check_job_log(&args, &plan)?;
+    if let Some(url) = &args.target {
+        check_target(url)?;
+        plan.scenario.websocket.get_or_insert_with(Default::default);
+    }
     let token = args
         .token
         .as_deref()
@@ -242,6 +272,7 @@ pub async fn execute(
         .transpose()
         .map_err(|e| CliError::BadInput(format!("--token / CWBENCH_TOKEN: {e}")))?;
     let tls = client_tls(&args)?;
+    let dashboard = start_dashboard(&args).await?;
     let connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
     let remote = discovery::discover(
         &args.agents,
@@ -309,20 +340,91 @@ pub async fn execute(
         hlog: Some(dir.join(hlog::FILE_NAME)),
         job_log: args.job_log.then(|| dir.join(crate::joblog::FILE_NAME)),
         interrupt,
+        ws_target: args.target.clone(),
         ..RunOptions::default()
     };
     if !args.quiet {
         announce(&plan, &opts.agents);
     }
-    let progress: Option<Progress> = (!args.quiet).then(|| progress::reporter(per_host));
-    let result = run::run(plan, opts, progress).await.map_err(|e| match e {
-        RunError::Unavailable(u) => CliError::Unavailable(u.to_string()),
-        RunError::Local(e) => CliError::Failed(format!("cannot start a local agent: {e}")),
-        RunError::Roles(m) => CliError::BadInput(m),
-    })?;
-    output::write_all(&result, &dir)
-        .map_err(|e| CliError::Failed(format!("cannot write results to {}: {e}", dir.display())))?;
-    Ok((result, dir))
+    let mut observers: Vec<Observers> = Vec::new();
+    if !args.quiet {
+        observers.push(observer::lines(progress::reporter(per_host)));
+    }
+    observers.extend(dashboard.as_ref().map(Dashboard::observer));
+    let result = run_and_write(plan, opts, observer::all(observers), &dir).await?;
+    Ok(Ran {
+        result,
+        dir,
+        dashboard,
+    })
+}
+
+/// `--dashboard`: listening, its URL printed (even with --quiet: it was
+/// asked for, and is where to look).
+async fn start_dashboard(args: &Args) -> Result<Option<Dashboard>, CliError> {
+    let Some(a) = &args.dashboard else {
+        return Ok(None);
+    };
+    let bad = |e: dashboard::BindError| CliError::BadInput(e.to_string());
+    let bind = dashboard::parse_bind(a, args.token.as_deref()).map_err(bad)?;
+    let linger = std::time::Duration::from_secs(args.dashboard_linger);
+    let d = Dashboard::start(bind, linger).await.map_err(bad)?;
+    eprintln!("{}", d.announcement());
+    Ok(Some(d))
+}
+
+/// Runs the plan, writes its files into `dir`, and tells the observers how
+/// the run ended (with the error, when it did not start or its files could
+/// not be written).
+async fn run_and_write(
+    plan: Plan,
+    opts: RunOptions,
+    observer: Option<Observers>,
+    dir: &Path,
+) -> Result<RunResult, CliError> {
+    let finished = |result: Option<&RunResult>, dir: Option<&Path>, error: Option<&CliError>| {
+        if let Some(o) = &observer {
+            o.run_finished(&RunEnd {
+                result,
+                dir,
+                error: error.map(ToString::to_string).as_deref(),
+            });
+        }
+    };
+    let result = match run::run(plan, opts, observer.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            let e = match e {
+                RunError::Unavailable(u) => CliError::Unavailable(u.to_string()),
+                RunError::Local(e) => CliError::Failed(format!("cannot start a local agent: {e}")),
+                RunError::Roles(m) => CliError::BadInput(m),
+            };
+            finished(None, None, Some(&e));
+            return Err(e);
+        }
+    };
+    if let Err(e) = output::write_all(&result, dir) {
+        let e = CliError::Failed(format!("cannot write results to {}: {e}", dir.display()));
+        finished(Some(&result), None, Some(&e));
+        return Err(e);
+    }
+    finished(Some(&result), Some(dir), None);
+    Ok(result)
+}
+
+/// `--target` takes a plain WebSocket URL (the client speaks no TLS yet).
+fn check_target(url: &str) -> Result<(), CliError> {
+    let bad = |why: &str| Err(CliError::BadInput(format!("--target {url:?}: {why}")));
+    if url.starts_with("wss://") {
+        return bad("wss:// is not supported yet (the client speaks plain ws:// only)");
+    }
+    let Some(rest) = url.strip_prefix("ws://") else {
+        return bad("must be a ws://HOST:PORT/PATH URL");
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return bad("names no host");
+    }
+    Ok(())
 }
 
 /// `--job-log` keeps every job's record: only for runs sized in jobs, and

@@ -22,6 +22,7 @@ pub use crate::connection::{
 };
 use crate::feed::{FeedSignals, feed};
 pub use crate::feed::{SHARD_CHUNK, Share};
+use crate::observer::{Observers, Slot};
 use crate::result::{
     Accounting, ClassResult, FaultMark, HostInfo, HostResult, HostStatus, IntervalPoint, Latencies,
     RecoveryResult, WsHost,
@@ -44,6 +45,8 @@ pub struct HostRun {
     pub interrupt: CancellationToken,
     /// A WebSocket run: this host's part in it.
     pub ws: Option<WsPart>,
+    /// Where this host and profile sit in the run, for its observers.
+    pub slot: Slot,
 }
 
 /// A host's part in a WebSocket run, as the coordinator drives it.
@@ -63,7 +66,8 @@ impl WsPart {
     }
 }
 
-/// Progress callback: (host label, snapshot) as each arrives.
+/// Progress callback: (host label, snapshot) as each arrives (an observer
+/// through `crate::observer::lines`).
 pub type Progress = Arc<dyn Fn(&str, &proto::Snapshot) + Send + Sync>;
 
 /// A host's result and its whole-run completion histogram, which the host
@@ -102,23 +106,28 @@ impl HostError {
 
 /// Runs one profile on one agent. Never fails: every problem ends up in the
 /// returned result's status and error, with the data received until then.
-pub async fn drive(run: HostRun, opts: DriveOptions, progress: Option<Progress>) -> HostOutcome {
+/// Its observers see each snapshot and, last, the host's result.
+pub async fn drive(run: HostRun, opts: DriveOptions, observer: Option<Observers>) -> HostOutcome {
     let mut st = HostState::new(&run);
-    if let Err(e) = drive_inner(&run, &opts, &mut st, progress).await {
+    if let Err(e) = drive_inner(&run, &opts, &mut st, observer.as_ref()).await {
         if let HostError::Lost(m) = &e {
             tracing::warn!("host {} lost: {m}", run.label);
         }
         st.status = e.status();
         st.error = Some(e.to_string());
     }
-    st.finish(&run)
+    let outcome = st.finish(&run);
+    if let Some(o) = &observer {
+        o.host_finished(run.slot, &outcome.result);
+    }
+    outcome
 }
 
 async fn drive_inner(
     run: &HostRun,
     opts: &DriveOptions,
     st: &mut HostState,
-    progress: Option<Progress>,
+    observer: Option<&Observers>,
 ) -> Result<(), HostError> {
     let plan = &run.plan;
     if run
@@ -173,7 +182,7 @@ async fn drive_inner(
         &mut inbound,
         &credit,
         &signals.stop,
-        progress,
+        observer,
     )
     .await;
     credit.close();
@@ -265,7 +274,7 @@ async fn receive(
     inbound: &mut Streaming<RunEvent>,
     credit: &Semaphore,
     stop: &CancellationToken,
-    progress: Option<Progress>,
+    observer: Option<&Observers>,
 ) -> Result<proto::Done, HostError> {
     let failed = HostError::Failed;
     let timed = run.plan.sizing.timed();
@@ -306,10 +315,10 @@ async fn receive(
                 credit.add_permits((c.jobs as usize).min(room));
             }
             Some(In::Snapshot(s)) => {
-                if let Some(p) = &progress {
-                    p(&run.label, &s);
-                }
                 st.snapshot(&s);
+                if let (Some(o), Some(point)) = (observer, st.intervals.last()) {
+                    o.snapshot(run.slot, &run.label, &s, point);
+                }
             }
             Some(In::JobRecords(r)) => match &run.job_log {
                 Some(sink) => {

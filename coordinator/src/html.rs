@@ -11,7 +11,9 @@ use crate::result::{
 };
 use crate::scaling::{Dimension, ScalingPoint, ScalingSeries};
 
-const CSS: &str = r#"
+/// report.html's style sheet; the live dashboard (`crate::dashboard`) uses
+/// it too.
+pub(crate) const CSS: &str = r#"
 :root{color-scheme:light}
 *{box-sizing:border-box}
 body{margin:0;background:#f4f5f7;color:#1d1f23;font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Liberation Sans','DejaVu Sans',Arial,sans-serif}

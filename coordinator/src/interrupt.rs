@@ -4,7 +4,7 @@
 //! SIGINT ends the process at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +37,9 @@ pub struct Interrupt {
     token: CancellationToken,
     /// The exit code of the signal that fired it; 0 while it has not.
     code: Arc<AtomicU8>,
+    /// The run is over and its files written (the dashboard lingers): a
+    /// signal then only ends the wait.
+    over: Arc<AtomicBool>,
 }
 
 impl Interrupt {
@@ -66,6 +69,12 @@ impl Interrupt {
         self.token.cancel();
     }
 
+    /// The run is over: a signal from now on only ends the process's last
+    /// wait (the dashboard's linger), and says so.
+    pub fn run_over(&self) {
+        self.over.store(true, Ordering::Relaxed);
+    }
+
     /// Listens for SIGINT and SIGTERM on the current runtime: the first
     /// fires this, a second SIGINT exits the process with 130 at once.
     pub fn listen(&self) -> std::io::Result<()> {
@@ -78,13 +87,18 @@ impl Interrupt {
                 _ = int.recv() => SIGINT_EXIT,
                 _ = term.recv() => SIGTERM_EXIT,
             };
-            eprintln!(
+            if me.over.load(Ordering::Relaxed) {
+                eprintln!("coordinator: {}: exiting", signal_name(code));
+                me.token.cancel();
+                return;
+            }
+            crate::progress::eprintln_above(&format!(
                 "coordinator: {}: stopping the agents and writing what was measured (Ctrl-C again to quit at once)",
                 signal_name(code)
-            );
+            ));
             me.fire(code);
             int.recv().await;
-            eprintln!("coordinator: SIGINT again: quitting without results");
+            crate::progress::eprintln_above("coordinator: SIGINT again: quitting without results");
             std::process::exit(i32::from(SIGINT_EXIT));
         });
         Ok(())

@@ -8,12 +8,14 @@
 //! agent's clock; `origin_us` is the intended start (open loop) or the
 //! enqueue attempt (closed loop), the origin of completion latency.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use cwbench::proto::JobRecords;
+use serde::Serialize;
 
 pub const FILE_NAME: &str = "jobs.jsonl";
 
@@ -69,39 +71,89 @@ impl JobLog {
     }
 }
 
+/// One line of the job log; the field order is part of the format.
+#[derive(Serialize)]
+struct JobDone<'a> {
+    event: &'static str,
+    host: &'a str,
+    profile: usize,
+    id: u64,
+    class: Cow<'a, str>,
+    origin_us: u64,
+    start_us: u64,
+    end_us: u64,
+    outcome: &'static str,
+}
+
 impl JobLogSink {
     /// Appends one line per record.
     pub fn write(&self, r: &JobRecords) -> io::Result<()> {
-        let host = serde_json::to_string(&self.host).map_err(io::Error::other)?;
-        let mut buf = String::with_capacity(r.ids.len() * 160);
-        for k in 0..r.ids.len() {
+        let mut buf = Vec::with_capacity(r.ids.len() * 160);
+        for (k, &id) in r.ids.iter().enumerate() {
             let class_id = r.class_ids.get(k).copied().unwrap_or(0);
-            let class = self.classes.get(class_id as usize).map_or_else(
-                || format!("\"class{class_id}\""),
-                |c| serde_json::to_string(c).unwrap_or_default(),
-            );
-            let outcome = match r.outcomes.get(k) {
-                Some(0) => "completed",
-                Some(1) => "crashed",
-                Some(2) => "timed_out",
-                _ => "unknown",
+            let line = JobDone {
+                event: "job_done",
+                host: &self.host,
+                profile: self.profile,
+                id,
+                class: self.classes.get(class_id as usize).map_or_else(
+                    || Cow::Owned(format!("class{class_id}")),
+                    |c| Cow::Borrowed(c.as_str()),
+                ),
+                origin_us: r.origin_us.get(k).copied().unwrap_or(0),
+                start_us: r.start_us.get(k).copied().unwrap_or(0),
+                end_us: r.end_us.get(k).copied().unwrap_or(0),
+                outcome: outcome(r.outcomes.get(k).copied()),
             };
-            use std::fmt::Write as _;
-            let _ = writeln!(
-                buf,
-                "{{\"event\":\"job_done\",\"host\":{host},\"profile\":{},\"id\":{},\"class\":{class},\"origin_us\":{},\"start_us\":{},\"end_us\":{},\"outcome\":\"{outcome}\"}}",
-                self.profile,
-                r.ids[k],
-                r.origin_us.get(k).copied().unwrap_or(0),
-                r.start_us.get(k).copied().unwrap_or(0),
-                r.end_us.get(k).copied().unwrap_or(0),
-            );
+            serde_json::to_writer(&mut buf, &line)?;
+            buf.push(b'\n');
         }
         let mut out = self
             .log
             .out
             .lock()
             .map_err(|_| io::Error::other("job log lock poisoned"))?;
-        out.write_all(buf.as_bytes())
+        out.write_all(&buf)
+    }
+}
+
+fn outcome(code: Option<u32>) -> &'static str {
+    match code {
+        Some(0) => "completed",
+        Some(1) => "crashed",
+        Some(2) => "timed_out",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden: the line format of the module doc, field order included.
+    #[test]
+    fn lines_keep_their_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = JobLog::create(&dir.path().join(FILE_NAME)).unwrap();
+        let sink = log.sink("local-1", 0, vec!["mixed".into()]);
+        let r = JobRecords {
+            ids: vec![7, 8],
+            class_ids: vec![0, 3],
+            origin_us: vec![120, 1],
+            start_us: vec![135, 2],
+            end_us: vec![1290, 3],
+            outcomes: vec![0, 9],
+        };
+        sink.write(&r).unwrap();
+        log.finish().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap(),
+            concat!(
+                "{\"event\":\"job_done\",\"host\":\"local-1\",\"profile\":0,\"id\":7,\"class\":\"mixed\",",
+                "\"origin_us\":120,\"start_us\":135,\"end_us\":1290,\"outcome\":\"completed\"}\n",
+                "{\"event\":\"job_done\",\"host\":\"local-1\",\"profile\":0,\"id\":8,\"class\":\"class3\",",
+                "\"origin_us\":1,\"start_us\":2,\"end_us\":3,\"outcome\":\"unknown\"}\n",
+            )
+        );
     }
 }

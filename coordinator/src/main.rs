@@ -41,7 +41,8 @@ fn main() -> ExitCode {
                     .into()
                 }),
         )
-        .with_writer(std::io::stderr)
+        // Above the progress bars on a terminal; plain stderr otherwise.
+        .with_writer(cwbench_coordinator::progress::log_writer())
         // Colour codes only for a person at a terminal, not in a file or pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -65,13 +66,21 @@ fn main() -> ExitCode {
         cli::execute(args, interrupt.clone()).await
     };
     match rt.block_on(run) {
-        Ok((result, dir)) => {
-            print!("{}", report::table(&result));
+        Ok(ran) => {
+            let result = &ran.result;
+            print!("{}", report::table(result));
             for w in &result.warnings {
                 eprintln!("warning: {w}");
             }
-            println!("results: {}", dir.display());
-            ExitCode::from(cli::run_exit_code(&result, allow_partial))
+            println!("results: {}", ran.dir.display());
+            // The run's exit code, whether the linger ends by its time or
+            // by Ctrl-C.
+            let code = cli::run_exit_code(result, allow_partial);
+            if let Some(d) = ran.dashboard {
+                interrupt.run_over();
+                rt.block_on(d.linger(&interrupt));
+            }
+            ExitCode::from(code)
         }
         Err(e) => {
             eprintln!("coordinator: {e}");

@@ -31,8 +31,8 @@ pub fn write_derived(r: &RunResult, dir: &Path) -> io::Result<Vec<PathBuf>> {
     let files = [
         (DERIVED[0], report::markdown(r)),
         (DERIVED[1], html::render(r)),
-        (DERIVED[2], csv::summary(r)),
-        (DERIVED[3], csv::intervals(r)),
+        (DERIVED[2], csv::summary(r)?),
+        (DERIVED[3], csv::intervals(r)?),
     ];
     let mut out = Vec::new();
     for (name, text) in files {

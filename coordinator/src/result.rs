@@ -58,7 +58,8 @@ pub struct ProfileResult {
 /// clients measured, merged, beside what the server measured of itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WsProfile {
-    /// The server host's label and the URL the clients loaded.
+    /// The server host's label (the URL for a `--target` server) and the
+    /// URL the clients loaded.
     pub server: String,
     pub url: String,
     pub clients: usize,
@@ -70,7 +71,9 @@ pub struct WsProfile {
     /// task-set digests add up (the same tasks, whatever the order).
     pub tasks_sent: u64,
     pub tasks_served: u64,
-    pub digest_match: bool,
+    /// None when cwbench did not start the server (`--target`): nothing
+    /// to compare with.
+    pub digest_match: Option<bool>,
     /// Client-side round trip from the intended send, all clients merged.
     pub round_trip: Summary,
     /// Client-side send delay (intended send to the frame written).

@@ -3,14 +3,18 @@
 //! and assemble the result.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use jiff::Timestamp;
 
 use crate::local::LocalAgents;
 use cwbench::scenario::{Distribution, Plan, Profile};
 
-use crate::driver::{self, DriveOptions, HostRun, Progress, Share, Unavailable};
+use crate::driver::{self, DriveOptions, HostRun, Share, Unavailable};
 use crate::groups::Grouper;
+use crate::observer::{Observers, RunStart, Slot};
 use crate::result::{ProfileResult, RunResult, SCHEMA_VERSION, ThroughputBasis};
+use crate::websocket::Server;
 
 /// Where the agents are.
 #[derive(Debug, Clone)]
@@ -38,6 +42,9 @@ pub struct RunOptions {
     /// Fired by SIGINT/SIGTERM: the agents cancel, the rest of the sweep
     /// is not run, the result is marked interrupted.
     pub interrupt: crate::interrupt::Interrupt,
+    /// A WebSocket run against a server cwbench did not start: every
+    /// agent is a client of this URL.
+    pub ws_target: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +60,7 @@ impl Default for RunOptions {
             hlog: None,
             job_log: None,
             interrupt: crate::interrupt::Interrupt::default(),
+            ws_target: None,
         }
     }
 }
@@ -71,50 +79,20 @@ pub enum RunError {
 
 /// A new run id: UTC time and a random suffix, e.g. `20261123-130501-3fa2`.
 pub fn new_run_id() -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let (date, time) = utc(now.as_secs());
-    let suffix = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!("{date}-{time}-{suffix:04x}")
+    let now = Timestamp::now();
+    let suffix =
+        (now.subsec_nanosecond().unsigned_abs() ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{}-{suffix:04x}", now.strftime("%Y%m%d-%H%M%S"))
 }
 
-/// (YYYYMMDD, HHMMSS) of a Unix time, UTC (civil-from-days, Howard Hinnant).
-fn utc(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        format!("{y:04}{m:02}{d:02}"),
-        format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
-    )
-}
-
-/// RFC 3339 UTC timestamp of now.
+/// RFC 3339 UTC timestamp of now, to the second.
 pub fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let (d, t) = utc(secs);
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &d[..4],
-        &d[4..6],
-        &d[6..],
-        &t[..2],
-        &t[2..4],
-        &t[4..]
-    )
+    rfc3339(Timestamp::now())
+}
+
+/// `2026-11-23T12:34:56Z`: RFC 3339, UTC, whole seconds.
+fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Describes an agent, retrying unreachable ones with backoff (agents that
@@ -192,18 +170,21 @@ fn check_runtimes(
 }
 
 /// Runs every profile of `plan` on every agent. Local agents live until the
-/// run ends.
+/// run ends. `observer` hears of the run's start, each profile, every
+/// snapshot and each host's end (not of the run's end: the caller writes
+/// the files, then tells it).
 pub async fn run(
     plan: Plan,
     opts: RunOptions,
-    progress: Option<Progress>,
+    observer: Option<Observers>,
 ) -> Result<RunResult, RunError> {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+    let started_at = rfc3339_now();
     let (local, addrs) = match &opts.agents {
         Agents::Remote(a) => (LocalAgents::default(), a.clone()),
         Agents::Local { count, threads } => {
             // A WebSocket run needs a server and a client.
-            let count = if plan.scenario.websocket.is_some() {
+            let count = if plan.scenario.websocket.is_some() && opts.ws_target.is_none() {
                 (*count).max(2)
             } else {
                 *count
@@ -214,14 +195,22 @@ pub async fn run(
     let infos = check_agents(&addrs, &opts).await?;
     check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
-    let ws_server = match &plan.scenario.websocket {
-        None => None,
-        Some(ws) => Some(
+    let ws_server = match (&plan.scenario.websocket, &opts.ws_target) {
+        (None, _) => None,
+        (Some(_), Some(url)) => Some(Server::Target(url.clone())),
+        (Some(ws), None) => Some(Server::Agent(
             crate::websocket::server_index(ws.server.as_deref(), &addrs, &labels)
                 .map_err(RunError::Roles)?,
-        ),
+        )),
     };
     let plan = Arc::new(plan);
+    if let Some(o) = &observer {
+        o.run_started(&RunStart {
+            run_id: &run_id,
+            plan: &plan,
+            hosts: &labels,
+        });
+    }
     let mut hlog_warning = None;
     let hlog = match &opts.hlog {
         None => None,
@@ -260,6 +249,9 @@ pub async fn run(
             profile.label(),
             n
         );
+        if let Some(o) = &observer {
+            o.profile_started(pi);
+        }
         let mut hrs = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             let hr = HostRun {
@@ -282,18 +274,22 @@ pub async fn run(
                     .map(|l| l.sink(&labels[i], pi, class_names.clone())),
                 interrupt: opts.interrupt.token().clone(),
                 ws: None,
+                slot: Slot {
+                    profile: pi,
+                    host: i,
+                },
             };
             hrs.push(hr);
         }
-        let (tasks, ws_row) = match (&plan.scenario.websocket, ws_server) {
+        let (tasks, ws_row) = match (&plan.scenario.websocket, &ws_server) {
             (Some(ws), Some(server)) => {
                 let (t, url) =
-                    crate::websocket::spawn(hrs, server, ws, &opts.drive, progress.clone()).await;
-                (t, Some(crate::websocket::Row::new(server, url)))
+                    crate::websocket::spawn(hrs, server, ws, &opts.drive, observer.clone()).await;
+                (t, Some(crate::websocket::Row::new(server.agent(), url)))
             }
             _ => {
                 let spawn =
-                    |hr| tokio::spawn(driver::drive(hr, opts.drive.clone(), progress.clone()));
+                    |hr| tokio::spawn(driver::drive(hr, opts.drive.clone(), observer.clone()));
                 (hrs.into_iter().map(spawn).collect(), None)
             }
         };
@@ -319,7 +315,7 @@ pub async fn run(
         schema_version: SCHEMA_VERSION,
         run_id,
         cwbench_version: cwbench::VERSION.into(),
-        started_at: rfc3339_now(),
+        started_at,
         scenario: plan.scenario.clone(),
         scenario_source: plan.source.clone(),
         sizing: Some(plan.sizing),
@@ -594,9 +590,20 @@ mod tests {
     }
 
     #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), ("19700101".into(), "000000".into()));
-        assert_eq!(utc(951_782_400), ("20000229".into(), "000000".into()));
-        assert_eq!(utc(1_795_437_296), ("20261123".into(), "123456".into()));
+    fn utc_timestamps() {
+        let at = |s| Timestamp::from_second(s).unwrap();
+        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(at(1_795_437_296)), "2026-11-23T12:34:56Z");
+        let id = new_run_id();
+        let (stamp, suffix) = id.rsplit_once('-').unwrap();
+        assert!(
+            Timestamp::strptime("%Y%m%d-%H%M%S%z", format!("{stamp}+0000")).is_ok(),
+            "{id}"
+        );
+        assert!(
+            suffix.len() == 4 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
     }
 }

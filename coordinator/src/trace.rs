@@ -3,37 +3,45 @@
 
 use std::io::{self, Write};
 
+use serde::Serialize;
+
 use cwbench::digest::Digest;
 use cwbench::generator::Generator;
 use cwbench::scenario::Plan;
 
+/// One line of the trace (JSON Lines); the field order is part of the
+/// format.
+#[derive(Serialize)]
+struct TraceLine<'a> {
+    id: u64,
+    class: &'a str,
+    class_id: u32,
+    work_units: u32,
+    sleep_us: u32,
+    crash: bool,
+    intended_us: u64,
+}
+
 /// Writes the first `jobs` jobs (default: the scenario's total) and returns
-/// their digest and count.
+/// their digest and count. `out` is best buffered.
 pub fn write_trace(plan: &Plan, jobs: Option<u64>, out: &mut dyn Write) -> io::Result<(u64, u64)> {
     let n = jobs.unwrap_or_else(|| plan.total_jobs());
     let mut g = Generator::new(plan);
     let mut d = Digest::new();
-    let mut line = String::with_capacity(160);
     for _ in 0..n {
         let j = g.next_job();
         d.push(&j);
-        line.clear();
-        // Hand-formatted: the field order is part of the format, and class
-        // names are validated to need no escaping beyond JSON's.
-        use std::fmt::Write as _;
-        let _ = write!(
-            line,
-            "{{\"id\":{},\"class\":{},\"class_id\":{},\"work_units\":{},\"sleep_us\":{},\"crash\":{},\"intended_us\":{}}}",
-            j.id,
-            serde_json::to_string(&plan.classes[j.class as usize].name).unwrap_or_default(),
-            j.class,
-            j.work_units,
-            j.sleep_us,
-            j.crash,
-            j.intended_us
-        );
-        line.push('\n');
-        out.write_all(line.as_bytes())?;
+        let line = TraceLine {
+            id: j.id,
+            class: plan.classes.get(j.class as usize).map_or("", |c| &c.name),
+            class_id: j.class,
+            work_units: j.work_units,
+            sleep_us: j.sleep_us,
+            crash: j.crash,
+            intended_us: j.intended_us,
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok((d.value(), d.count()))

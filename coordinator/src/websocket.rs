@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{self, DriveOptions, HostOutcome, HostRun, Progress, Share, WsPart};
+use crate::driver::{self, DriveOptions, HostOutcome, HostRun, Share, WsPart};
+use crate::observer::Observers;
 use crate::result::{HostResult, HostStatus, WsErrors, WsProfile};
 
 /// Which agent hosts the server: `server` names it by label, by address
@@ -44,56 +45,74 @@ fn host_of(addr: &str) -> &str {
     a.rsplit_once(':').map_or(a, |(h, _)| h)
 }
 
-/// Starts the server's driver, waits for its port, then the clients'
-/// (each fed a shard of the stream); the server's EndOfJobs waits until
-/// every client is done. Handles in `hosts` order, and the URL the
-/// clients load (empty when the server did not start).
+/// Who serves a WebSocket run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Server {
+    /// This agent (by index in the agent list).
+    Agent(usize),
+    /// A server cwbench did not start (`--target URL`): every agent loads it.
+    Target(String),
+}
+
+impl Server {
+    pub fn agent(&self) -> Option<usize> {
+        match self {
+            Server::Agent(i) => Some(*i),
+            Server::Target(_) => None,
+        }
+    }
+}
+
+/// Starts a WebSocket run's drivers: the server agent's first (its Ready
+/// gives the port, so the URL), then the clients', each fed a shard of the
+/// stream; the server's EndOfJobs waits until every client is done.
+/// Handles in `hosts` order, and the URL the clients load (empty when the
+/// server did not start).
 pub async fn spawn(
     mut hosts: Vec<HostRun>,
-    server: usize,
+    server: &Server,
     spec: &WebSocketSpec,
     opts: &DriveOptions,
-    progress: Option<Progress>,
+    observer: Option<Observers>,
 ) -> (Vec<JoinHandle<HostOutcome>>, String) {
-    let (port_tx, port_rx) = oneshot::channel();
     let hold = CancellationToken::new();
     let wire = |role: Role, url: String| proto::WebSocket {
         role: role as i32,
         url,
         ..spec.to_proto()
     };
-    let mut s = hosts[server].clone();
-    s.ws = Some(WsPart {
-        wire: wire(Role::Server, String::new()),
-        port: Some(Arc::new(Mutex::new(Some(port_tx)))),
-        hold: Some(hold.clone()),
-    });
-    let server_host = host_of(&s.addr).to_string();
     let mut handles: Vec<Option<JoinHandle<HostOutcome>>> =
         (0..hosts.len()).map(|_| None).collect();
-    handles[server] = Some(tokio::spawn(driver::drive(
-        s,
-        opts.clone(),
-        progress.clone(),
-    )));
-    let wait = opts.ready_timeout + Duration::from_secs(5);
-    let url = match tokio::time::timeout(wait, port_rx).await {
-        Ok(Ok(port)) => format!("ws://{server_host}:{port}/"),
-        // The server failed (its own result says why): the clients refuse
-        // an empty URL, naming it.
-        _ => String::new(),
+    let url = match server {
+        Server::Target(url) => url.clone(),
+        Server::Agent(i) => {
+            let (port_tx, port_rx) = oneshot::channel();
+            let mut s = hosts[*i].clone();
+            s.ws = Some(WsPart {
+                wire: wire(Role::Server, String::new()),
+                port: Some(Arc::new(Mutex::new(Some(port_tx)))),
+                hold: Some(hold.clone()),
+            });
+            let server_host = host_of(&s.addr).to_string();
+            let drive = driver::drive(s, opts.clone(), observer.clone());
+            handles[*i] = Some(tokio::spawn(drive));
+            let wait = opts.ready_timeout + Duration::from_secs(5);
+            match tokio::time::timeout(wait, port_rx).await {
+                Ok(Ok(port)) => format!("ws://{server_host}:{port}/"),
+                // The server failed (its own result says why): the clients
+                // fail at once, saying so.
+                _ => String::new(),
+            }
+        }
     };
-    let clients = hosts.len() - 1;
+    let at = server.agent();
+    let clients = hosts.len() - usize::from(at.is_some());
     let left = Arc::new(AtomicUsize::new(clients));
     if clients == 0 {
         hold.cancel();
     }
-    for (k, (i, mut h)) in hosts
-        .drain(..)
-        .enumerate()
-        .filter(|(i, _)| *i != server)
-        .enumerate()
-    {
+    let clients_of = hosts.drain(..).enumerate().filter(|(i, _)| Some(*i) != at);
+    for (k, (i, mut h)) in clients_of.enumerate() {
         h.share = Share {
             index: k as u64,
             of: clients as u64,
@@ -103,10 +122,10 @@ pub async fn spawn(
             port: None,
             hold: None,
         });
-        let (left, hold, opts, progress) =
-            (left.clone(), hold.clone(), opts.clone(), progress.clone());
+        let (left, hold, opts, observer) =
+            (left.clone(), hold.clone(), opts.clone(), observer.clone());
         handles[i] = Some(tokio::spawn(async move {
-            let out = driver::drive(h, opts, progress).await;
+            let out = driver::drive(h, opts, observer).await;
             if left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 hold.cancel();
             }
@@ -119,7 +138,7 @@ pub async fn spawn(
 /// The server's row, built as the hosts come in.
 #[derive(Debug)]
 pub struct Row {
-    server: usize,
+    server: Option<usize>,
     url: String,
     round_trip: Hist,
     send_delay: Hist,
@@ -127,7 +146,7 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(server: usize, url: String) -> Self {
+    pub fn new(server: Option<usize>, url: String) -> Self {
         Self {
             server,
             url,
@@ -139,7 +158,7 @@ impl Row {
 
     /// Host `i`'s outcome: a client's histograms merged, the server's kept.
     pub fn add(&mut self, i: usize, h: &HostOutcome) {
-        if i == self.server {
+        if Some(i) == self.server {
             self.server_parts = h.parts.clone();
             return;
         }
@@ -154,65 +173,91 @@ impl Row {
 
     /// The row, once every host is in.
     pub fn finish(self, hosts: &[HostResult]) -> WsProfile {
-        let server = &hosts[self.server];
+        let server = self.server.map(|i| &hosts[i]);
         let clients: Vec<&HostResult> = hosts
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != self.server)
+            .filter(|(i, _)| Some(*i) != self.server)
             .map(|(_, h)| h)
             .collect();
-        let sw = server.websocket.clone().unwrap_or_default();
-        let mut errors = WsErrors::default();
-        let (mut sent, mut sum, mut conns, mut cpu, mut done) = (0, 0u64, 0, 0, 0);
-        let mut connect = Summary::default();
-        for c in &clients {
-            let a = &c.accounting;
-            errors.crashed += a.crashed;
-            errors.timed_out += a.timed_out;
-            errors.refused += a.refused;
-            errors.connection_lost += a.connection_lost;
-            errors.cancelled += a.cancelled;
-            done += a.completed + a.crashed + a.timed_out + a.refused;
-            if let Some(w) = &c.websocket {
-                sent += w.tasks;
-                sum = sum.wrapping_add(u64::from_str_radix(&w.task_set, 16).unwrap_or(0));
-                conns += w.peak_connections;
-                cpu += w.cpu_us;
-                errors.connect_failed += w.connect_failed;
-                errors.reconnects += w.reconnects;
-                if w.connect.p99 >= connect.p99 {
-                    connect = w.connect;
-                }
-            }
-        }
-        let served_sum = u64::from_str_radix(&sw.task_set, 16).unwrap_or(0);
-        let in_process = server.info.in_process;
+        let t = ClientTotals::of(&clients);
+        let sw = server.and_then(|s| s.websocket.clone());
+        let served = sw.as_ref().map(|w| {
+            let sum = u64::from_str_radix(&w.task_set, 16).unwrap_or(0);
+            (w.tasks, t.sent == w.tasks && t.sum == sum)
+        });
+        // In-process agents' CPU and RSS are the whole process's.
+        let own = !clients.iter().any(|c| c.info.in_process);
         let [q, s] = self.server_parts.as_ref().map_or_else(
             || [Summary::default(), Summary::default()],
             |[q, s]| [Summary::of(q), Summary::of(s)],
         );
         WsProfile {
-            server: server.label.clone(),
+            server: server.map_or_else(|| self.url.clone(), |s| s.label.clone()),
             url: self.url,
             clients: clients.len(),
-            connections: conns,
+            connections: t.connections,
             round_trips_per_s: clients.iter().map(|c| c.throughput).sum(),
-            tasks_sent: sent,
-            tasks_served: sw.tasks,
-            digest_match: sent == sw.tasks && sum == served_sum,
+            tasks_sent: t.sent,
+            tasks_served: served.map_or(0, |(n, _)| n),
+            digest_match: served.map(|(_, ok)| ok),
             round_trip: Summary::of(&self.round_trip),
             send_delay: Summary::of(&self.send_delay),
             server_queue_wait: q,
             server_service: s,
-            connect,
-            errors,
-            server_bytes_per_connection: (!in_process)
-                .then(|| bytes_per_connection(server))
-                .flatten(),
-            client_cpu_us_per_task: (!in_process && done > 0).then(|| cpu as f64 / done as f64),
-            server_cpu_us_per_task: (!in_process && sw.tasks > 0)
-                .then(|| sw.cpu_us as f64 / sw.tasks as f64),
+            connect: t.connect,
+            errors: t.errors,
+            server_bytes_per_connection: server.filter(|_| own).and_then(bytes_per_connection),
+            client_cpu_us_per_task: (own && t.answered > 0)
+                .then(|| t.cpu_us as f64 / t.answered as f64),
+            server_cpu_us_per_task: sw
+                .filter(|w| own && w.tasks > 0)
+                .map(|w| w.cpu_us as f64 / w.tasks as f64),
         }
+    }
+}
+
+/// What the clients add up to.
+#[derive(Debug, Default)]
+struct ClientTotals {
+    sent: u64,
+    /// Their task-set digests, summed (mod 2^64).
+    sum: u64,
+    connections: u64,
+    cpu_us: u64,
+    /// Tasks the server answered.
+    answered: u64,
+    errors: WsErrors,
+    /// The worst client's connection set-up.
+    connect: Summary,
+}
+
+impl ClientTotals {
+    fn of(clients: &[&HostResult]) -> Self {
+        let mut t = Self::default();
+        for c in clients {
+            let a = &c.accounting;
+            let e = &mut t.errors;
+            e.crashed += a.crashed;
+            e.timed_out += a.timed_out;
+            e.refused += a.refused;
+            e.connection_lost += a.connection_lost;
+            e.cancelled += a.cancelled;
+            t.answered += a.completed + a.crashed + a.timed_out + a.refused;
+            let Some(w) = &c.websocket else { continue };
+            t.sent += w.tasks;
+            t.sum = t
+                .sum
+                .wrapping_add(u64::from_str_radix(&w.task_set, 16).unwrap_or(0));
+            t.connections += w.peak_connections;
+            t.cpu_us += w.cpu_us;
+            e.connect_failed += w.connect_failed;
+            e.reconnects += w.reconnects;
+            if w.connect.p99 >= t.connect.p99 {
+                t.connect = w.connect;
+            }
+        }
+        t
     }
 }
 

@@ -49,14 +49,17 @@ fn run_dir() -> &'static Path {
             .enable_all()
             .build()
             .unwrap();
-        let (r, dir) = rt
+        let ran = rt
             .block_on(cwbench_coordinator::cli::execute(
                 cli.run,
                 cwbench_coordinator::interrupt::Interrupt::default(),
             ))
             .expect("the smoke run works");
-        assert_eq!(cwbench_coordinator::cli::run_exit_code(&r, false), 0);
-        dir
+        assert_eq!(
+            cwbench_coordinator::cli::run_exit_code(&ran.result, false),
+            0
+        );
+        ran.dir
     })
 }
 

@@ -6,11 +6,19 @@
 #  2. `systemd-analyze verify` finds nothing to say about the unit (it only
 #     warns about unknown keys and bad values, exit 0, so any output fails),
 #     with ExecStart pointed at an executable that exists here;
-#  3. no token is written into a deploy file.
-# What it does not check: that the image builds, that the manifests are
-# accepted by a Kubernetes API server, that cloud-init runs on a VM.
+#  3. no token is written into a deploy file;
+#  4. every Kubernetes manifest under deploy/k8s/ (but the kustomization,
+#     which is kustomize's file, not an API object) validates against the
+#     API schemas of the Kubernetes release K8S_VERSION names, offline, in strict mode
+#     (unknown fields are errors) with the PyPI package kubernetes-validate;
+#     an object whose apiVersion/kind that version does not serve fails too.
+# What it does not check: that the image builds, what a live API server
+# would add (admission, quotas, webhooks), that cloud-init runs on a VM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+# The Kubernetes release the manifests are checked against.
+K8S_VERSION=1.35.0
 
 python3 -c 'import yaml' 2>/dev/null || {
     echo "FAIL: python3 with PyYAML is needed (pip install pyyaml)" >&2
@@ -98,6 +106,42 @@ if ["systemctl", "enable", "--now", "cwbench-agent.service"] not in ci["runcmd"]
     fail(f"{ci_path}: must enable the unit")
 print("ok  k8s, compose and cloud-init fit together")
 PY
+
+echo "== deploy/k8s/ against the Kubernetes $K8S_VERSION API schemas (kubernetes-validate --strict)"
+python3 -c 'import kubernetes_validate' 2>/dev/null || {
+    echo "FAIL: python3 with kubernetes-validate is needed (pip install kubernetes-validate)" >&2
+    exit 1
+}
+# Prints every problem; fails on an error, and on a warning (it only warns,
+# exit 0, when it has no schema for an object's apiVersion and kind).
+k8s_validate() {
+    local out rc=0
+    out=$(python3 -m kubernetes_validate --strict --kubernetes-version "$K8S_VERSION" "$@" 2>&1) || rc=$?
+    echo "$out"
+    [ "$rc" -eq 0 ] && ! grep -q '^WARN' <<<"$out"
+}
+manifests=()
+for f in deploy/k8s/*.yaml; do
+    [ "$(basename "$f")" = kustomization.yaml ] || manifests+=("$f")
+done
+k8s_validate "${manifests[@]}" || {
+    echo "FAIL: a manifest under deploy/k8s/ is not a valid Kubernetes $K8S_VERSION object (above)" >&2
+    exit 1
+}
+# The checker must catch what it claims to: a misspelt field and an API
+# version this Kubernetes does not serve.
+k8s_tmp=$(mktemp -d)
+sed 's/^\( *\)serviceName:/\1serviceNme:/' deploy/k8s/agents.yaml >"$k8s_tmp/misspelt.yaml"
+sed 's#^apiVersion: apps/v1$#apiVersion: apps/v1beta1#' deploy/k8s/agents.yaml >"$k8s_tmp/old-api.yaml"
+for broken in misspelt old-api; do
+    if k8s_validate "$k8s_tmp/$broken.yaml" >/dev/null; then
+        rm -rf "$k8s_tmp"
+        echo "FAIL: kubernetes-validate passed a broken copy ($broken) of agents.yaml; this check proves nothing" >&2
+        exit 1
+    fi
+done
+rm -rf "$k8s_tmp"
+echo "ok  kubernetes-validate $(python3 -m kubernetes_validate --version 2>&1 | awk '{print $NF}'), Kubernetes $K8S_VERSION, strict"
 
 echo "== no token in deploy/"
 # Tokens are 64 hex digits from `openssl rand -hex 32`; none may be committed.

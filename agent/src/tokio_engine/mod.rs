@@ -27,6 +27,7 @@ mod job;
 mod probe;
 mod produce;
 mod supervisor;
+pub(crate) mod ws_server;
 
 use job::*;
 use probe::*;
@@ -109,28 +110,10 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
     let thread = std::thread::Builder::new()
         .name("cwbench-run".into())
         .spawn(move || {
-            let mut builder = if cfg.runtime == Flavor::CurrentThread {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(cfg.threads).thread_name("cwbench-work");
-                b
-            };
-            if let Some(cpus) = cfg.cpus.clone() {
-                // This thread runs a current-thread runtime itself.
-                if let Err(e) = crate::affinity::pin_current_thread(&cpus) {
-                    let _ = built_tx.send(Err(format!("cannot pin to CPUs: {e}")));
-                    return;
-                }
-                builder.on_thread_start(move || {
-                    let _ = crate::affinity::pin_current_thread(&cpus);
-                });
-            }
-            let built = builder.enable_all().build();
-            let rt = match built {
+            let rt = match build_runtime(&cfg) {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = built_tx.send(Err(format!("cannot build the runtime: {e}")));
+                    let _ = built_tx.send(Err(e));
                     return;
                 }
             };
@@ -155,6 +138,30 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
         cancel,
         thread,
     }))
+}
+
+/// The profile's runtime (flavor, threads, CPU pinning), built on the
+/// thread that will drive it: a current-thread runtime runs there.
+pub(crate) fn build_runtime(cfg: &Config) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if cfg.runtime == Flavor::CurrentThread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cfg.threads).thread_name("cwbench-work");
+        b
+    };
+    if let Some(cpus) = cfg.cpus.clone() {
+        // This thread runs a current-thread runtime itself.
+        crate::affinity::pin_current_thread(&cpus)
+            .map_err(|e| format!("cannot pin to CPUs: {e}"))?;
+        builder.on_thread_start(move || {
+            let _ = crate::affinity::pin_current_thread(&cpus);
+        });
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot build the runtime: {e}"))
 }
 
 /// The tokio engine's gauges: queue depth and the runtime's stable metrics.

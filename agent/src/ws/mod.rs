@@ -1,6 +1,7 @@
 //! WebSocket runs (docs/websocket.md): the task server (the system under test) and the client that loads it.
 
 pub mod client;
+pub mod server;
 
 /// Raises the open-file soft limit to the hard limit: 10,000 connections
 /// need 10,000 descriptors on each side, past the usual soft 1,024.

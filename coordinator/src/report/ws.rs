@@ -57,15 +57,16 @@ pub fn websocket_table(r: &RunResult) -> Option<Table> {
     );
     for p in &r.profiles {
         let Some(w) = &p.websocket else { continue };
-        let tasks = if w.digest_match {
-            format!("{} (digest ok)", w.tasks_sent)
-        } else {
-            format!(
+        let tasks = match w.digest_match {
+            Some(true) => format!("{} (digest ok)", w.tasks_sent),
+            Some(false) => format!(
                 "sent {}, served {}: digest differs",
                 w.tasks_sent, w.tasks_served
-            )
+            ),
+            None => format!("{} (not our server: no digest)", w.tasks_sent),
         };
-        t.bad.push(!w.digest_match || w.errors.connection_lost > 0);
+        t.bad
+            .push(w.digest_match == Some(false) || w.errors.connection_lost > 0);
         t.rows.push(vec![
             p.label.clone(),
             w.server.clone(),

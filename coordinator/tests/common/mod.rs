@@ -153,6 +153,8 @@ impl Drop for AgentProc {
 /// Whether a host's `accounting` (as in result.json) balances: every job
 /// sent is completed, crashed, timed out, shed, cancelled or unreleased.
 pub fn balanced(a: &serde_json::Value) -> bool {
+    // WebSocket clients' two counts are left out when zero.
+    let ws = |k: &str| a[k].as_u64().unwrap_or(0);
     let n = |k: &str| a[k].as_u64().expect("an accounting count");
     n("sent")
         == [
@@ -166,6 +168,8 @@ pub fn balanced(a: &serde_json::Value) -> bool {
         .iter()
         .map(|k| n(k))
         .sum::<u64>()
+            + ws("refused")
+            + ws("connection_lost")
 }
 
 /// docs/result.schema.json, compiled.
