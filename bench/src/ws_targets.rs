@@ -28,10 +28,10 @@ pub struct WsArgs {
     #[arg(long, default_value = "rate,p99,conns")]
     pub only: String,
     /// Worker threads of the server's runtime (the profile's threads).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     pub server_threads: u32,
     /// The client agent's threads (`agent --threads`: its runtime).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     pub client_threads: u32,
 }
 
