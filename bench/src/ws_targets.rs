@@ -180,11 +180,14 @@ fn line(name: &str, w: &WsProfile, wall: f64) {
     let e = &w.errors;
     let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
     println!(
-        "  {name}: {:.0} round trips/s, round trip p50 {} µs p99 {} µs max {} µs, {} connections, tasks sent {} served {} (digest {}), errors: crashed {} timed out {} refused {} lost {} cancelled {} connect failed {} reconnects {}; CPU µs per task client {} server {}; server bytes per connection {}; wall {wall:.1} s; load {}",
+        "  {name}: {:.0} round trips/s, round trip p50 {} µs p99 {} µs max {} µs (p99 of: send delay {} µs, server queue wait {} µs, server service {} µs), {} connections, tasks sent {} served {} (digest {}), errors: crashed {} timed out {} refused {} lost {} cancelled {} connect failed {} reconnects {}; CPU µs per task client {} server {}; server bytes per connection {}; wall {wall:.1} s; load {}",
         w.round_trips_per_s,
         w.round_trip.p50,
         w.round_trip.p99,
         w.round_trip.max,
+        w.send_delay.p99,
+        w.server_queue_wait.p99,
+        w.server_service.p99,
         w.connections,
         w.tasks_sent,
         w.tasks_served,
