@@ -199,8 +199,13 @@ pub async fn run(
         (None, _) => None,
         (Some(_), Some(url)) => Some(Server::Target(url.clone())),
         (Some(ws), None) => Some(Server::Agent(
-            crate::websocket::server_index(ws.server.as_deref(), &addrs, &labels)
-                .map_err(RunError::Roles)?,
+            crate::websocket::server_index(
+                ws.server.as_deref(),
+                &addrs,
+                &labels,
+                &infos.iter().map(|i| i.label.as_str()).collect::<Vec<_>>(),
+            )
+            .map_err(RunError::Roles)?,
         )),
     };
     let plan = Arc::new(plan);

@@ -15,18 +15,23 @@ use crate::driver::{self, DriveOptions, HostOutcome, HostRun, Share, WsPart};
 use crate::observer::Observers;
 use crate::result::{HostResult, HostStatus, WsErrors, WsProfile};
 
-/// Which agent hosts the server: `server` names it by label, by address
-/// as given, or by index; None = the first.
+/// Which agent hosts the server: `server` names it by its host label in
+/// the report, its `--label` (the first agent with it), its address as
+/// given, or its index in the agent list; None = the first.
 pub fn server_index(
     server: Option<&str>,
     addrs: &[String],
     labels: &[String],
+    agent_labels: &[&str],
 ) -> Result<usize, String> {
     let Some(name) = server else { return Ok(0) };
-    if let Some(i) = labels.iter().position(|l| l == name) {
-        return Ok(i);
-    }
-    if let Some(i) = addrs.iter().position(|a| a == name) {
+    let by = |names: &[&str]| names.iter().position(|n| *n == name);
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let addrs_s: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    if let Some(i) = by(&labels)
+        .or_else(|| by(agent_labels))
+        .or_else(|| by(&addrs_s))
+    {
         return Ok(i);
     }
     match name.parse::<usize>() {
@@ -282,11 +287,14 @@ mod tests {
     fn the_server_is_named_by_label_address_or_index() {
         let addrs = vec!["10.0.0.1:7070".to_string(), "http://b:7070".to_string()];
         let labels = vec!["a".to_string(), "big".to_string()];
-        assert_eq!(server_index(None, &addrs, &labels), Ok(0));
-        assert_eq!(server_index(Some("big"), &addrs, &labels), Ok(1));
-        assert_eq!(server_index(Some("http://b:7070"), &addrs, &labels), Ok(1));
-        assert_eq!(server_index(Some("1"), &addrs, &labels), Ok(1));
-        let e = server_index(Some("7"), &addrs, &labels).unwrap_err();
+        let agent = ["", "srv"];
+        let at = |name| server_index(name, &addrs, &labels, &agent);
+        assert_eq!(at(None), Ok(0));
+        assert_eq!(at(Some("big")), Ok(1));
+        assert_eq!(at(Some("srv")), Ok(1));
+        assert_eq!(at(Some("http://b:7070")), Ok(1));
+        assert_eq!(at(Some("1")), Ok(1));
+        let e = at(Some("7")).unwrap_err();
         assert!(e.starts_with("websocket.server = \"7\""), "{e}");
         assert_eq!(host_of("10.0.0.1:7070"), "10.0.0.1");
         assert_eq!(host_of("http://b:7070"), "b");

@@ -39,8 +39,11 @@ pub(super) fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan,
     spec::check_job_timeout(s.run.job_timeout_ms).map_err(|r| c.refused(r, None, None))?;
     validate_faults(&c, &s, &sizing, &profiles, limits)?;
     s.recovery.check().map_err(|r| c.refused(r, None, None))?;
+    let mut s = s;
     if let Some(ws) = &s.websocket {
         ws.check().map_err(|r| c.refused(r, None, None))?;
+        // The clients share one stream: the rate is the server's.
+        s.run.distribution = Distribution::Shard;
         for p in &profiles {
             spec::WebSocketSpec::check_profile(p)
                 .map_err(|r| c.refused(r, None, Some(&p.label())))?;

@@ -59,8 +59,11 @@ const SEND_BUFFER: u32 = 64 << 10;
 /// at `end_of_jobs`) and the bound port.
 pub fn start(cfg: Config, ws: &proto::WebSocket) -> Result<(Workload, u16), String> {
     let per_conn = check(&cfg, ws)?;
+    let port = u16::try_from(ws.port)
+        .map_err(|_| format!("websocket.port = {}: not a TCP port", ws.port))?;
+    // Calibrates the TSC clock now rather than on the first task.
     let _ = crate::clock::now();
-    let shards = (cfg.threads.max(1) * 2).max(1);
+    let shards = cfg.threads.max(1) * 2;
     let rec = Arc::new(Recorder::new(
         shards,
         cfg.classes,
@@ -68,34 +71,19 @@ pub fn start(cfg: Config, ws: &proto::WebSocket) -> Result<(Workload, u16), Stri
         crate::clock::now(),
         cfg.job_log,
     ));
-    let ws_config = ws_config(ws.max_message);
-    let port = u16::try_from(ws.port)
-        .map_err(|_| format!("websocket.port = {}: not a TCP port", ws.port))?;
+    let jobs = Jobs::new(cfg.clone(), rec.clone())?;
+    let cancel = jobs.cancel_token().clone();
+    let srv = Server::new(jobs, ws_config(ws.max_message), per_conn, shards);
     let (feed_tx, feed_rx) = mpsc::unbounded_channel();
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
     let (built_tx, built_rx) = std::sync::mpsc::channel();
-    let jobs = Jobs::new(cfg.clone(), rec.clone())?;
-    let cancel = jobs.cancel_token().clone();
     let thread = std::thread::Builder::new()
         .name("cwbench-ws".into())
         .spawn(move || {
-            let rt = match build_runtime(&cfg) {
-                Ok(rt) => rt,
-                Err(e) => return drop(built_tx.send(Err(e))),
-            };
-            let listener = match rt.block_on(async { listen(port) }) {
-                Ok(l) => l,
-                Err(e) => return drop(built_tx.send(Err(e))),
-            };
-            let bound = listener.local_addr().map_or(port, |a| a.port());
-            let _ = built_tx.send(Ok((rt.handle().clone(), bound)));
-            let srv = Arc::new(Server::new(jobs, ws_config, per_conn, shards));
-            let outcome = rt.block_on(run(srv, listener, feed_rx));
+            on_thread(&cfg, port, srv, feed_rx, built_tx, done_tx);
             // Held to the end: a closed credit channel means nothing here.
             drop(credit_tx);
-            let _ = done_tx.send(outcome);
-            rt.shutdown_timeout(Duration::from_secs(1));
         })
         .map_err(|e| format!("cannot start the WebSocket server thread: {e}"))?;
     let (runtime, bound) = match built_rx.recv() {
@@ -113,6 +101,35 @@ pub fn start(cfg: Config, ws: &proto::WebSocket) -> Result<(Workload, u16), Stri
         thread,
     });
     Ok((wl, bound))
+}
+
+type Built = Result<(tokio::runtime::Handle, u16), String>;
+
+/// The server thread: builds the runtime, listens, says so on `built`,
+/// serves until the end, says how it ended on `done`.
+fn on_thread(
+    cfg: &Config,
+    port: u16,
+    srv: Server,
+    feed: mpsc::UnboundedReceiver<Vec<Job>>,
+    built: std::sync::mpsc::Sender<Built>,
+    done: oneshot::Sender<Outcome>,
+) {
+    let started = build_runtime(cfg).and_then(|rt| {
+        let listener = rt.block_on(async { listen(port) })?;
+        Ok((rt, listener))
+    });
+    let (rt, listener) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = built.send(Err(e));
+            return;
+        }
+    };
+    let bound = listener.local_addr().map_or(port, |a| a.port());
+    let _ = built.send(Ok((rt.handle().clone(), bound)));
+    let _ = done.send(rt.block_on(run(Arc::new(srv), listener, feed)));
+    rt.shutdown_timeout(Duration::from_secs(1));
 }
 
 /// The profile and WebSocket fields a server needs; tasks per connection.
@@ -388,6 +405,8 @@ impl Conn {
         let origin = crate::clock::now_ns();
         let rec = self.srv.rec();
         rec.received.fetch_add(1, Ordering::Relaxed);
+        // Handed to the handler at once: nothing waits in a prefetch buffer.
+        rec.released.fetch_add(1, Ordering::Relaxed);
         rec.ws.task_set.lock().push(&job);
         if self.draining {
             rec.ws.refused.fetch_add(1, Ordering::Relaxed);
@@ -395,7 +414,6 @@ impl Conn {
         }
         self.srv.jobs.begin(origin);
         rec.released(&job, origin, origin);
-        rec.released.fetch_add(1, Ordering::Relaxed);
         let (jobs, shard) = (&self.srv.jobs, self.shard);
         let ran = match jobs.cfg().dispatch {
             Dispatch::Serial => jobs.serial(shard, &job, origin).await,

@@ -111,14 +111,18 @@ async fn recv(c: &mut Client) -> Result<(Response, Form), (u16, String)> {
 }
 
 /// Ends the run (end of jobs); its outcome and final counters.
-async fn finish(mut wl: Workload) -> (Outcome, proto::Done) {
+async fn finish(wl: Workload) -> (Outcome, proto::Done) {
+    finish_with(wl, Aggregator::new(2, crate::recovery::Params::default())).await
+}
+
+/// `finish` with the aggregator that took the run's snapshots.
+async fn finish_with(mut wl: Workload, mut agg: Aggregator) -> (Outcome, proto::Done) {
     wl.end_of_jobs();
     let finished = std::mem::replace(&mut wl.finished, oneshot::channel().1);
     let outcome = timeout(Duration::from_secs(5), finished)
         .await
         .expect("the server did not finish within 5 s")
         .expect("the server thread died");
-    let mut agg = Aggregator::new(2, crate::recovery::Params::default());
     (outcome, agg.done(&wl.recorder, 0))
 }
 
@@ -240,11 +244,15 @@ async fn accounting_and_task_set_match_what_the_clients_sent() {
             assert_eq!(got, ids);
         }
     }
-    assert_eq!(wl.recorder.ws.connections.load(Ordering::Relaxed), 2);
+    // A snapshot carries the server's gauges.
+    let mut agg = Aggregator::new(2, crate::recovery::Params::default());
+    let g = agg.snapshot(&wl.recorder, wl.gauges()).gauges.unwrap();
+    assert_eq!((g.connections, g.runtime_workers), (2, 2), "{g:?}");
+    assert_eq!((g.in_flight, g.prefetch_depth), (0, 0), "{g:?}");
     for mut c in conns {
         c.close(None).await.unwrap();
     }
-    let (outcome, done) = finish(wl).await;
+    let (outcome, done) = finish_with(wl, agg).await;
     assert_eq!(outcome, Outcome::Finished);
     let t = done.totals.unwrap();
     assert_eq!((t.received, t.completed), (160, 160), "{t:?}");
@@ -253,8 +261,8 @@ async fn accounting_and_task_set_match_what_the_clients_sent() {
     assert_eq!(done.classes.len(), 2, "queue-wait and service per class");
 }
 
-/// End of jobs with a task in flight: it finishes and is answered, then
-/// the connection is closed with 1001.
+/// End of jobs with a task in flight: it finishes and is answered (a task
+/// read meanwhile is refused), then the connection is closed with 1001.
 #[tokio::test]
 async fn end_of_jobs_answers_what_is_in_flight_then_closes_with_1001() {
     let (mut wl, port) = start(config(Dispatch::TaskPerJob), &ws(4, 0)).unwrap();
@@ -262,13 +270,21 @@ async fn end_of_jobs_answers_what_is_in_flight_then_closes_with_1001() {
     send(&mut c, &task(7, 300), Form::Binary).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     wl.end_of_jobs();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Read while the server shuts down: refused, and answered so.
+    send(&mut c, &task(8, 0), Form::Text).await;
+    let (r, form) = recv(&mut c).await.unwrap();
+    assert_eq!((r.id, r.outcome, form), (8, Answer::Refused, Form::Text));
     let (r, _) = recv(&mut c).await.unwrap();
     assert_eq!((r.id, r.outcome), (7, Answer::Completed));
-    assert_eq!(recv(&mut c).await.unwrap_err().0, 1001);
+    let (code, why) = recv(&mut c).await.unwrap_err();
+    assert_eq!(code, 1001, "{why}");
     let (outcome, done) = finish(wl).await;
     assert_eq!(outcome, Outcome::Finished);
     let t = done.totals.unwrap();
-    assert_eq!((t.received, t.completed), (1, 1));
+    assert_eq!((t.received, t.completed, t.refused), (2, 1, 1), "{t:?}");
+    assert!(balanced(&t), "{t:?}");
+    assert_eq!(done.task_count, 2);
 }
 
 /// A cancel stops at once: the task in flight is counted cancelled.
@@ -485,4 +501,33 @@ async fn a_task_past_the_job_timeout_is_answered_timed_out_and_pings_are_answere
     let (_, done) = finish(wl).await;
     let t = done.totals.unwrap();
     assert_eq!((t.received, t.timed_out, t.completed), (2, 1, 1), "{t:?}");
+}
+
+/// The CPU step runs where the class's placement says, on either runtime
+/// flavor: every placement answers.
+#[tokio::test]
+async fn every_compute_placement_serves_on_either_runtime() {
+    for (runtime, compute) in [
+        (Flavor::CurrentThread, Compute::Yield),
+        (Flavor::CurrentThread, Compute::Blocking),
+        (Flavor::MultiThread, Compute::Pool),
+    ] {
+        let mut cfg = config(Dispatch::TaskPerJob);
+        (cfg.runtime, cfg.threads, cfg.compute) = (runtime, 1, compute);
+        cfg.compute_threads = 1;
+        cfg.yield_every = 100;
+        let (wl, port) = start(cfg, &ws(2, 0)).unwrap();
+        let mut c = connect(port).await;
+        for id in 0..4 {
+            send(&mut c, &task(id, 1), Form::Binary).await;
+        }
+        for _ in 0..4 {
+            let (r, _) = recv(&mut c).await.unwrap();
+            assert_eq!(r.outcome, Answer::Completed, "{compute:?}: {r:?}");
+        }
+        c.close(None).await.unwrap();
+        let (outcome, done) = finish(wl).await;
+        assert_eq!(outcome, Outcome::Finished, "{compute:?}");
+        assert_eq!(done.totals.unwrap().completed, 4, "{compute:?}");
+    }
 }
