@@ -27,7 +27,11 @@ use cwbench_coordinator::run::{Agents, RunOptions};
 use prost::Message;
 
 mod coord_scale;
+mod ws_lib;
+mod ws_targets;
 use coord_scale::coord_scale;
+use ws_lib::{WsLibArgs, ws_lib};
+use ws_targets::{WsArgs, ws};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -126,6 +130,12 @@ enum Figure {
         #[arg(long, default_value_t = 2)]
         threads: u32,
     },
+    /// WebSocket crates side by side: echo round trips of task frames over
+    /// loopback, server and client in this process, closed loop.
+    WsLib(WsLibArgs),
+    /// The WebSocket targets through the real pipeline: a server and a
+    /// client agent as processes (the release `agent` binary), zero work.
+    Ws(WsArgs),
     /// Every figure with default sizes (memory with --memory-jobs; the
     /// documented figure is 50 M jobs).
     All {
@@ -190,6 +200,8 @@ fn main() -> Result<()> {
             memory(memory_jobs, 2, 65_536)?;
             coord_scale(256, 600)?;
         }
+        Figure::WsLib(a) => ws_lib(&a)?,
+        Figure::Ws(a) => ws(&a)?,
         Figure::ServeAgent { threads } => serve_agent(threads)?,
     }
     Ok(())
