@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::driver::{self, DriveOptions, HostOutcome, HostRun, Share, WsPart};
 use crate::observer::Observers;
-use crate::result::{HostResult, HostStatus, WsErrors, WsProfile};
+use crate::result::{HostResult, HostStatus, IntervalPoint, WsErrors, WsProfile};
 
 /// Which agent hosts the server: `server` names it by its host label in
 /// the report, its `--label` (the first agent with it), its address as
@@ -212,7 +212,9 @@ impl Row {
             server_service: s,
             connect: t.connect,
             errors: t.errors,
-            server_bytes_per_connection: server.filter(|_| own).and_then(bytes_per_connection),
+            server_bytes_per_connection: server
+                .filter(|_| own)
+                .and_then(|s| bytes_per_connection(&s.intervals)),
             client_cpu_us_per_task: (own && t.answered > 0)
                 .then(|| t.cpu_us as f64 / t.answered as f64),
             server_cpu_us_per_task: sw
@@ -266,13 +268,16 @@ impl ClientTotals {
     }
 }
 
-/// The server's RSS growth per connection between the snapshot with the
-/// fewest and the one with the most connections (at least 10% apart).
-fn bytes_per_connection(server: &HostResult) -> Option<f64> {
-    let iv = &server.intervals;
-    let lo = iv.iter().min_by_key(|p| p.connections)?;
-    let hi = iv.iter().max_by_key(|p| p.connections)?;
-    let dc = hi.connections.checked_sub(lo.connections)?;
+/// The server's RSS growth per connection over the ramp: from the
+/// snapshot with the fewest connections before the first with the most, to
+/// that one (at least 10% apart; not after the peak, when connections
+/// close and memory may not be returned).
+fn bytes_per_connection(iv: &[IntervalPoint]) -> Option<f64> {
+    let peak = iv.iter().map(|p| p.connections).max()?;
+    let at = iv.iter().position(|p| p.connections == peak)?;
+    let hi = &iv[at];
+    let lo = iv[..at].iter().min_by_key(|p| p.connections)?;
+    let dc = hi.connections - lo.connections;
     if dc == 0 || dc * 10 < hi.connections {
         return None;
     }
@@ -299,5 +304,33 @@ mod tests {
         assert_eq!(host_of("10.0.0.1:7070"), "10.0.0.1");
         assert_eq!(host_of("http://b:7070"), "b");
         assert_eq!(host_of("https://[::1]:7070/"), "[::1]");
+    }
+
+    /// Memory per connection is read over the ramp, never across the
+    /// close at the end, and not at all when every connection was open by
+    /// the first snapshot.
+    #[test]
+    fn memory_per_connection_is_the_ramp_s_slope() {
+        use crate::result::IntervalPoint;
+        let iv = |points: &[(u64, u64)]| -> Vec<IntervalPoint> {
+            points
+                .iter()
+                .map(|&(connections, rss_bytes)| IntervalPoint {
+                    connections,
+                    rss_bytes,
+                    ..IntervalPoint::default()
+                })
+                .collect()
+        };
+        let ramp = iv(&[
+            (1_000, 10 << 20),
+            (5_000, 20 << 20),
+            (9_000, 30 << 20),
+            (0, 25 << 20),
+        ]);
+        let slope = (20 << 20) as f64 / 8_000.0;
+        assert_eq!(bytes_per_connection(&ramp), Some(slope));
+        let at_once = iv(&[(64, 10 << 20), (64, 11 << 20), (0, 9 << 20)]);
+        assert_eq!(bytes_per_connection(&at_once), None);
     }
 }

@@ -151,7 +151,10 @@ impl Connections {
         let mut attempts = 0u32;
         loop {
             let started = crate::clock::now();
-            let dial = tokio_tungstenite::connect_async(self.cfg.url.as_str());
+            // No Nagle: a task must not wait for the next to fill a packet.
+            let cfg = Some(super::ws_config(0));
+            let dial =
+                tokio_tungstenite::connect_async_with_config(self.cfg.url.as_str(), cfg, true);
             let ws = tokio::select! {
                 r = tokio::time::timeout(CONNECT_TIMEOUT, dial) => r,
                 _ = self.close.cancelled() => return,

@@ -31,8 +31,6 @@ use crate::span::Span;
 use crate::tokio_engine::build_runtime;
 use crate::tokio_engine::ws_server::{Jobs, Ran, server_probe};
 
-/// `max_message` = 0: the largest task message accepted.
-pub const DEFAULT_MAX_MESSAGE: usize = 64 << 10;
 /// A client that has not finished its opening handshake by then is dropped.
 const HANDSHAKE: Duration = Duration::from_secs(5);
 /// Answers that cannot be written for this long: the client is not reading.
@@ -44,9 +42,6 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_secs(10);
 /// After a cancel: well within the session's grace (phase::CANCEL_GRACE).
 const CANCEL_WAIT: Duration = Duration::from_millis(1000);
-/// Read buffer per connection: tungstenite allocates it eagerly (128 KiB by
-/// default, over a gigabyte at 10k connections); tasks are 30 bytes.
-const READ_BUFFER: usize = 4 << 10;
 /// Listen backlog: clients may open thousands of connections at once.
 const BACKLOG: u32 = 4096;
 /// Socket send buffer of each connection (inherited from the listener):
@@ -73,7 +68,7 @@ pub fn start(cfg: Config, ws: &proto::WebSocket) -> Result<(Workload, u16), Stri
     ));
     let jobs = Jobs::new(cfg.clone(), rec.clone())?;
     let cancel = jobs.cancel_token().clone();
-    let srv = Server::new(jobs, ws_config(ws.max_message), per_conn, shards);
+    let srv = Server::new(jobs, super::ws_config(ws.max_message), per_conn, shards);
     let (feed_tx, feed_rx) = mpsc::unbounded_channel();
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -148,19 +143,6 @@ fn check(cfg: &Config, ws: &proto::WebSocket) -> Result<usize, String> {
     Err(format!(
         "profile.dispatch = {name}: a WebSocket server's handler is spawn-await, serial or task-per-job"
     ))
-}
-
-/// tungstenite's limits: messages and frames of at most `max_message`
-/// bytes (0 = DEFAULT_MAX_MESSAGE); a larger one is an error on read.
-fn ws_config(max_message: u32) -> WebSocketConfig {
-    let max = match max_message {
-        0 => DEFAULT_MAX_MESSAGE,
-        n => n as usize,
-    };
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
 }
 
 fn listen(port: u16) -> Result<TcpListener, String> {
