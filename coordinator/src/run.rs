@@ -180,35 +180,11 @@ pub async fn run(
 ) -> Result<RunResult, RunError> {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let started_at = rfc3339_now();
-    let (local, addrs) = match &opts.agents {
-        Agents::Remote(a) => (LocalAgents::default(), a.clone()),
-        Agents::Local { count, threads } => {
-            // A WebSocket run needs a server and a client.
-            let count = if plan.scenario.websocket.is_some() && opts.ws_target.is_none() {
-                (*count).max(2)
-            } else {
-                *count
-            };
-            check_local_fds(&plan, count)?;
-            LocalAgents::start(count, *threads).map_err(RunError::Local)?
-        }
-    };
+    let (local, addrs) = agents(&plan, &opts)?;
     let infos = check_agents(&addrs, &opts).await?;
     check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
-    let ws_server = match (&plan.scenario.websocket, &opts.ws_target) {
-        (None, _) => None,
-        (Some(_), Some(url)) => Some(Server::Target(url.clone())),
-        (Some(ws), None) => Some(Server::Agent(
-            crate::websocket::server_index(
-                ws.server.as_deref(),
-                &addrs,
-                &labels,
-                &infos.iter().map(|i| i.label.as_str()).collect::<Vec<_>>(),
-            )
-            .map_err(RunError::Roles)?,
-        )),
-    };
+    let ws_server = ws_server(&plan, &opts, &addrs, &labels, &infos)?;
     let plan = Arc::new(plan);
     if let Some(o) = &observer {
         o.run_started(&RunStart {
@@ -217,30 +193,7 @@ pub async fn run(
             hosts: &labels,
         });
     }
-    let mut hlog_warning = None;
-    let hlog = match &opts.hlog {
-        None => None,
-        Some(path) => match open_hlog(path, &run_id, &plan) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                hlog_warning = Some(format!(
-                    "cannot write the interval log {}: {e}",
-                    path.display()
-                ));
-                None
-            }
-        },
-    };
-    let job_log = match &opts.job_log {
-        None => None,
-        Some(path) => match crate::joblog::JobLog::create(path) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                hlog_warning = Some(format!("cannot write the job log {}: {e}", path.display()));
-                None
-            }
-        },
-    };
+    let (hlog, job_log, hlog_warning) = open_logs(&opts, &run_id, &plan);
     let class_names: Vec<String> = plan.classes.iter().map(|c| c.name.clone()).collect();
     let mut profiles = Vec::new();
     let n = addrs.len() as u64;
@@ -330,6 +283,76 @@ pub async fn run(
         warnings,
         interrupted,
     })
+}
+
+/// The agents' addresses, and the local agents started for the run (two
+/// at least for a WebSocket run with its server among them).
+fn agents(plan: &Plan, opts: &RunOptions) -> Result<(LocalAgents, Vec<String>), RunError> {
+    match &opts.agents {
+        Agents::Remote(a) => Ok((LocalAgents::default(), a.clone())),
+        Agents::Local { count, threads } => {
+            let count = if plan.scenario.websocket.is_some() && opts.ws_target.is_none() {
+                (*count).max(2)
+            } else {
+                *count
+            };
+            check_local_fds(plan, count)?;
+            LocalAgents::start(count, *threads).map_err(RunError::Local)
+        }
+    }
+}
+
+/// Who serves a WebSocket run: `--target`, or the agent the scenario
+/// names (the first by default). None for other runs.
+fn ws_server(
+    plan: &Plan,
+    opts: &RunOptions,
+    addrs: &[String],
+    labels: &[String],
+    infos: &[cwbench::proto::AgentInfo],
+) -> Result<Option<Server>, RunError> {
+    let Some(ws) = &plan.scenario.websocket else {
+        return Ok(None);
+    };
+    if let Some(url) = &opts.ws_target {
+        return Ok(Some(Server::Target(url.clone())));
+    }
+    let agent_labels: Vec<&str> = infos.iter().map(|i| i.label.as_str()).collect();
+    crate::websocket::server_index(ws.server.as_deref(), addrs, labels, &agent_labels)
+        .map(|i| Some(Server::Agent(i)))
+        .map_err(RunError::Roles)
+}
+
+/// The interval log and the job log the options ask for; what could not
+/// be opened, as a warning.
+fn open_logs(
+    opts: &RunOptions,
+    run_id: &str,
+    plan: &Plan,
+) -> (
+    Option<crate::hlog::HlogWriter>,
+    Option<Arc<crate::joblog::JobLog>>,
+    Option<String>,
+) {
+    let mut warning = None;
+    let hlog = opts.hlog.as_ref().and_then(|path| {
+        open_hlog(path, run_id, plan)
+            .map_err(|e| {
+                warning = Some(format!(
+                    "cannot write the interval log {}: {e}",
+                    path.display()
+                ));
+            })
+            .ok()
+    });
+    let job_log = opts.job_log.as_ref().and_then(|path| {
+        crate::joblog::JobLog::create(path)
+            .map_err(|e| {
+                warning = Some(format!("cannot write the job log {}: {e}", path.display()));
+            })
+            .ok()
+    });
+    (hlog, job_log, warning)
 }
 
 /// In-process agents share one open-file limit: a WebSocket run's
