@@ -501,7 +501,7 @@ pub const USL_MIN_POINTS: usize = 3;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Dimension {
     /// `cores`, `threads`, `workers`, `queue_bound`, `producers`,
-    /// `compute_threads`, `yield_every`, `dispatch`, `compute`,
+    /// `compute_threads`, `yield_every`, `connections`, `dispatch`, `compute`,
     /// `backpressure`, `runtime`, `schedulers` or `label`.
     pub name: String,
     /// Ordered numbers (speedup from the smallest) or categories (relative

@@ -362,12 +362,18 @@ fn check_local_fds(plan: &Plan, count: usize) -> Result<(), RunError> {
         return Ok(());
     };
     let clients = count.saturating_sub(1).max(1) as u64;
-    let need = 2 * u64::from(ws.connections) * clients + 1024;
+    let per = plan
+        .profiles
+        .iter()
+        .filter_map(|p| p.connections)
+        .chain([ws.connections])
+        .max()
+        .unwrap_or(ws.connections);
+    let need = 2 * u64::from(per) * clients + 1024;
     match LocalAgents::fd_limit_below(need) {
         None => Ok(()),
         Some(limit) => Err(RunError::Roles(format!(
-            "websocket.connections = {}: {count} agents in this process need about {need} open files, and this process may open {limit}: run the agents as their own processes (docs/websocket.md)",
-            ws.connections
+            "websocket.connections = {per}: {count} agents in this process need about {need} open files, and this process may open {limit}: run the agents as their own processes (docs/websocket.md)"
         ))),
     }
 }

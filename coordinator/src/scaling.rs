@@ -140,7 +140,7 @@ struct Point<'a> {
 }
 
 /// The dimensions, in report order: (name, numeric).
-const DIMS: [(&str, bool); 13] = [
+const DIMS: [(&str, bool); 14] = [
     ("cores", true),
     ("threads", true),
     ("workers", true),
@@ -148,6 +148,7 @@ const DIMS: [(&str, bool); 13] = [
     ("producers", true),
     ("compute_threads", true),
     ("yield_every", true),
+    ("connections", true),
     ("dispatch", false),
     ("compute", false),
     ("backpressure", false),
@@ -166,6 +167,7 @@ fn attrs(p: &ProfileResult, g: &GroupResult) -> Vec<String> {
         f.producers.to_string(),
         f.compute_threads.to_string(),
         f.yield_every.to_string(),
+        f.connections.map_or_else(|| "—".into(), |c| c.to_string()),
         enum_name(&f.dispatch),
         enum_name(&f.compute),
         enum_name(&f.backpressure),

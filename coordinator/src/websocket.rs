@@ -81,9 +81,12 @@ pub async fn spawn(
     observer: Option<Observers>,
 ) -> (Vec<JoinHandle<HostOutcome>>, String) {
     let hold = CancellationToken::new();
+    // The profile's connections (a sweep), else the table's.
+    let connections = hosts.first().and_then(|h| h.profile.connections);
     let wire = |role: Role, url: String| proto::WebSocket {
         role: role as i32,
         url,
+        connections: connections.unwrap_or(spec.connections),
         ..spec.to_proto()
     };
     let mut handles: Vec<Option<JoinHandle<HostOutcome>>> =

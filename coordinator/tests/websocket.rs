@@ -61,7 +61,22 @@ fn a_server_and_two_clients_account_for_every_task() {
     let o = output_within(cmd, Duration::from_secs(120));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let (r, doc) = run_json(&out.path().join("ws"));
-    let p = &r.profiles[0];
+    assert_eq!(r.profiles.len(), 2, "profile.connections = [4, 8]");
+    for (k, per) in [(0usize, 4u64), (1, 8)] {
+        check_profile(&r, &doc, k, per, crashes_in(&scenario));
+    }
+    // The sweep is a scaling dimension of the clients' groups.
+    let dims: Vec<String> = r.scaling.iter().map(|d| d.name.clone()).collect();
+    assert!(dims.contains(&"connections".to_string()), "{dims:?}");
+    let md = std::fs::read_to_string(out.path().join("ws/report.md")).unwrap();
+    assert!(md.find("## WebSocket servers").unwrap() < md.find("## Host groups").unwrap());
+    assert!(md.contains("3200 (digest ok)"), "{md}");
+}
+
+/// Profile `k` of the two-client run: `per` connections a client, every
+/// task accounted for on both ends.
+fn check_profile(r: &RunResult, doc: &serde_json::Value, k: usize, per: u64, crashes: u64) {
+    let p = &r.profiles[k];
     assert!(
         p.hosts.iter().all(|h| h.status == HostStatus::Ok),
         "{:?}",
@@ -69,7 +84,7 @@ fn a_server_and_two_clients_account_for_every_task() {
     );
     let w = p.websocket.as_ref().expect("the servers row");
     assert_eq!(w.server, p.hosts[2].label);
-    assert_eq!((w.clients, w.connections), (2, 16));
+    assert_eq!((w.clients, w.connections), (2, 2 * per));
     assert!(w.url.starts_with("ws://127.0.0.1:"), "{}", w.url);
     // Every job of the stream went out as a task, and the server read
     // exactly those: the digests add up.
@@ -82,7 +97,7 @@ fn a_server_and_two_clients_account_for_every_task() {
         (0, 0, 0),
         "{e:?}"
     );
-    assert_eq!(e.crashed, crashes_in(&scenario));
+    assert_eq!(e.crashed, crashes);
     let server = &p.hosts[2];
     assert_eq!(server.websocket.as_ref().unwrap().role, "server");
     assert_eq!(server.accounting.received, 3_200);
@@ -90,11 +105,12 @@ fn a_server_and_two_clients_account_for_every_task() {
     for (i, c) in p.hosts[..2].iter().enumerate() {
         let a = &c.accounting;
         assert!(common::balanced(
-            &doc["profiles"][0]["hosts"][i]["accounting"]
+            &doc["profiles"][k]["hosts"][i]["accounting"]
         ));
         assert_eq!(a.received, a.completed + a.crashed, "{a:?}");
-        assert_eq!(c.websocket.as_ref().unwrap().role, "client");
-        assert!(c.websocket.as_ref().unwrap().connect.count >= 8);
+        let cw = c.websocket.as_ref().unwrap();
+        assert_eq!((cw.role.as_str(), cw.peak_connections), ("client", per));
+        assert!(cw.connect.count >= per);
     }
     // Clients only in the groups; the round trip merged from both.
     assert_eq!(p.groups.len(), 1);
@@ -106,9 +122,6 @@ fn a_server_and_two_clients_account_for_every_task() {
     assert_eq!(w.round_trip.count, measured);
     assert!(w.server_service.count > 0 && w.server_queue_wait.count > 0);
     assert!(w.client_cpu_us_per_task.is_some() && w.server_cpu_us_per_task.is_some());
-    let md = std::fs::read_to_string(out.path().join("ws/report.md")).unwrap();
-    assert!(md.find("## WebSocket servers").unwrap() < md.find("## Host groups").unwrap());
-    assert!(md.contains("3200 (digest ok)"), "{md}");
 }
 
 #[test]

@@ -228,6 +228,10 @@ pub struct ProfileSpec {
     /// default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedulers: Option<u32>,
+    /// A WebSocket run (`[websocket]`): connections per client agent, in
+    /// place of `websocket.connections`; a list sweeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<OneOrMany<u32>>,
     /// compute = "yield": yield to the scheduler every this many work units.
     #[serde(default = "default_yield_every")]
     pub yield_every: u32,

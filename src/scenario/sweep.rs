@@ -74,6 +74,7 @@ pub(super) fn expand(
                                         yield_every: p.yield_every,
                                         compute_threads: p.compute_threads,
                                         schedulers: if beam { p.schedulers } else { None },
+                                        connections: None,
                                     };
                                     prof.check()
                                         .map_err(|r| c.refused(r, None, Some(&prof.label())))?;
@@ -86,6 +87,7 @@ pub(super) fn expand(
             }
         }
     }
+    let profiles = with_connections(c, p, profiles)?;
     if profiles.len() > limits.max_profiles {
         return Err(c.err(
             "profile",
@@ -98,4 +100,27 @@ pub(super) fn expand(
     }
 
     Ok(profiles)
+}
+
+/// `profile.connections`: each profile once per value (a WebSocket run's
+/// connections per client; the caller checks there is a `[websocket]`).
+fn with_connections(
+    c: &Checker<'_>,
+    p: &ProfileSpec,
+    profiles: Vec<Profile>,
+) -> Result<Vec<Profile>, ScenarioError> {
+    let Some(list) = &p.connections else {
+        return Ok(profiles);
+    };
+    let max = crate::spec::MAX_CONNECTIONS;
+    let conns = c.list("profile.connections", list, 1, max)?;
+    Ok(profiles
+        .into_iter()
+        .flat_map(|prof| {
+            conns.iter().map(move |&n| Profile {
+                connections: Some(n),
+                ..prof.clone()
+            })
+        })
+        .collect())
 }

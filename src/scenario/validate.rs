@@ -40,6 +40,13 @@ pub(super) fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan,
     validate_faults(&c, &s, &sizing, &profiles, limits)?;
     s.recovery.check().map_err(|r| c.refused(r, None, None))?;
     let mut s = s;
+    if s.websocket.is_none() && s.profile.connections.is_some() {
+        return Err(c.err(
+            "profile.connections",
+            "(set)",
+            "only a WebSocket run has connections: add a [websocket] table",
+        ));
+    }
     if let Some(ws) = &s.websocket {
         ws.check().map_err(|r| c.refused(r, None, None))?;
         // The clients share one stream: the rate is the server's.

@@ -142,6 +142,10 @@ pub struct Profile {
     /// agent's default). Always None for tokio runtimes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedulers: Option<u32>,
+    /// A WebSocket run: connections per client agent (None = the
+    /// `[websocket]` table's). A profile key, so it can be swept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
 }
 
 impl Profile {
@@ -175,8 +179,11 @@ impl Profile {
             Compute::Pool => format!("pool{}", self.compute_threads),
             c => enum_name(&c),
         };
+        let conns = self
+            .connections
+            .map_or_else(String::new, |c| format!(" c{c}"));
         format!(
-            "{t} w{} q{} p{} {}/{compute}{shed}",
+            "{t} w{} q{} p{} {}/{compute}{shed}{conns}",
             self.workers,
             self.queue_bound,
             self.producers,
@@ -286,6 +293,7 @@ pub enum Field {
     WsRole,
     WsUrl,
     WsPort,
+    ProfileConnections,
 }
 
 impl Field {
@@ -325,6 +333,7 @@ impl Field {
             Field::WsRole => "websocket.role",
             Field::WsUrl => "websocket.url",
             Field::WsPort => "websocket.port",
+            Field::ProfileConnections => "profile.connections",
         })
     }
 
@@ -353,6 +362,7 @@ impl Field {
             Field::WsRole => "plan.websocket.role",
             Field::WsUrl => "plan.websocket.url",
             Field::WsPort => "plan.websocket.port",
+            Field::ProfileConnections => "plan.websocket.connections",
             // Profile fields have the same path on both sides.
             f => return f.toml_key(),
         })
@@ -745,6 +755,8 @@ impl TryFrom<&proto::Profile> for Profile {
             yield_every: p.yield_every,
             compute_threads: p.compute_threads,
             schedulers: (beam && p.schedulers != 0).then_some(p.schedulers),
+            // Travels in plan.websocket.connections.
+            connections: None,
         })
     }
 }
@@ -963,6 +975,7 @@ mod tests {
                 yield_every: 3,
                 compute_threads: 2,
                 schedulers: None,
+                connections: None,
             };
             assert_eq!(Profile::try_from(&p.to_proto()), Ok(p));
         }

@@ -215,5 +215,10 @@ mod tests {
             crate::scenario::PARITY_TOML.replace("[supervisor]", "[websocket]\n\n[supervisor]");
         let e = crate::scenario::parse(&toml, "ws.toml", &Default::default()).unwrap_err();
         assert!(e.to_string().contains("profile.dispatch"), "{e}");
+        let toml = crate::scenario::PARITY_TOML
+            .replace("[profile]\n", "[profile]\nconnections = [1, 2]\n");
+        let e = crate::scenario::parse(&toml, "c.toml", &Default::default()).unwrap_err();
+        assert!(e.to_string().contains("profile.connections"), "{e}");
+        assert!(e.to_string().contains("[websocket]"), "{e}");
     }
 }
