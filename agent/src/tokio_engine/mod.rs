@@ -84,11 +84,7 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
         _ => Vec::new(),
     };
     let cancel = CancellationToken::new();
-    let compute_pool = cfg
-        .places_on(Compute::Pool)
-        .then(|| ComputePool::new(cfg.compute_threads, cfg.cpus.clone()))
-        .transpose()
-        .map_err(|e| format!("cannot start the compute pool: {e}"))?;
+    let compute_pool = compute_pool(&cfg)?;
     let (done_jobs_tx, done_jobs_rx) = mpsc::unbounded_channel();
     let (kill_tx, kill_rx) = mpsc::unbounded_channel();
     let buffers = Arc::new(Buffers::new(cfg.recycle_jobs as usize));
@@ -162,6 +158,15 @@ pub(crate) fn build_runtime(cfg: &Config) -> Result<tokio::runtime::Runtime, Str
         .enable_all()
         .build()
         .map_err(|e| format!("cannot build the runtime: {e}"))
+}
+
+/// The dedicated compute pool, when the profile or a class places its CPU
+/// step there.
+pub(crate) fn compute_pool(cfg: &Config) -> Result<Option<ComputePool>, String> {
+    cfg.places_on(Compute::Pool)
+        .then(|| ComputePool::new(cfg.compute_threads, cfg.cpus.clone()))
+        .transpose()
+        .map_err(|e| format!("cannot start the compute pool: {e}"))
 }
 
 /// The tokio engine's gauges: queue depth and the runtime's stable metrics.

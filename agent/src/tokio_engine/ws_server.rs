@@ -43,11 +43,7 @@ impl Jobs {
     /// no pool workers: handlers run the jobs themselves.
     pub(crate) fn new(cfg: Config, rec: Arc<Recorder>) -> Result<Self, String> {
         install_panic_hook();
-        let compute_pool = cfg
-            .places_on(Compute::Pool)
-            .then(|| ComputePool::new(cfg.compute_threads, cfg.cpus.clone()))
-            .transpose()
-            .map_err(|e| format!("cannot start the compute pool: {e}"))?;
+        let compute_pool = super::compute_pool(&cfg)?;
         // Receivers dropped at once: nothing here sends completions or kills.
         let (completions, _) = mpsc::unbounded_channel();
         let (kill, _) = mpsc::unbounded_channel();
