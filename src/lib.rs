@@ -14,6 +14,8 @@ pub mod scenario;
 pub mod spec;
 pub mod stream;
 pub mod sysinfo;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tls;
 pub mod token;
 pub mod wsproto;

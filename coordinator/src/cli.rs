@@ -189,12 +189,17 @@ pub struct Args {
     /// behind), else a line per host and snapshot.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Load a WebSocket server cwbench did not start, at ws://HOST:PORT/PATH,
-    /// if it speaks docs/websocket.md: every agent is a client (the
-    /// scenario's [websocket] settings, or their defaults). The report then
-    /// has everything measured client-side and no server-side figures.
+    /// Load a WebSocket server cwbench did not start, at ws://HOST:PORT/PATH
+    /// or wss://HOST:PORT/PATH, if it speaks docs/websocket.md: every agent
+    /// is a client (the scenario's [websocket] settings, or their
+    /// defaults). The report then has everything measured client-side and
+    /// no server-side figures.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    /// CA certificates (PEM) the agents trust for a wss:// --target,
+    /// besides the system's; the agents get them from the coordinator.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    pub target_ca: Option<PathBuf>,
     /// Serve a live view of the run in a browser at IP:PORT (port 0: any
     /// free port; the URL is printed at start), e.g. 127.0.0.1:8080. Off by
     /// default. An address other than loopback needs the token (--token /
@@ -261,8 +266,8 @@ pub fn load_plan(path: Option<&Path>, limits: &[String]) -> Result<Plan, CliErro
 pub async fn execute(args: Args, interrupt: crate::interrupt::Interrupt) -> Result<Ran, CliError> {
     let mut plan = load_plan(args.scenario.as_deref(), &args.limits)?;
     check_job_log(&args, &plan)?;
-    if let Some(url) = &args.target {
-        check_target(url)?;
+    let ws_target = target(&args)?;
+    if ws_target.is_some() {
         plan.scenario.websocket.get_or_insert_with(Default::default);
     }
     let token = args
@@ -340,7 +345,7 @@ pub async fn execute(args: Args, interrupt: crate::interrupt::Interrupt) -> Resu
         hlog: Some(dir.join(hlog::FILE_NAME)),
         job_log: args.job_log.then(|| dir.join(crate::joblog::FILE_NAME)),
         interrupt,
-        ws_target: args.target.clone(),
+        ws_target,
         ..RunOptions::default()
     };
     if !args.quiet {
@@ -412,19 +417,33 @@ async fn run_and_write(
     Ok(result)
 }
 
-/// `--target` takes a plain WebSocket URL (the client speaks no TLS yet).
-fn check_target(url: &str) -> Result<(), CliError> {
+/// `--target` (a ws:// or wss:// URL) and `--target-ca` (for wss:// only),
+/// checked and read.
+fn target(args: &Args) -> Result<Option<crate::websocket::Target>, CliError> {
+    let Some(url) = &args.target else {
+        return Ok(None);
+    };
     let bad = |why: &str| Err(CliError::BadInput(format!("--target {url:?}: {why}")));
-    if url.starts_with("wss://") {
-        return bad("wss:// is not supported yet (the client speaks plain ws:// only)");
-    }
-    let Some(rest) = url.strip_prefix("ws://") else {
-        return bad("must be a ws://HOST:PORT/PATH URL");
+    let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return bad("must be a ws://HOST:PORT/PATH or wss://HOST:PORT/PATH URL"),
     };
     if rest.is_empty() || rest.starts_with('/') {
         return bad("names no host");
     }
-    Ok(())
+    let tls_ca = match &args.target_ca {
+        None => Vec::new(),
+        Some(_) if !tls => {
+            return bad("--target-ca is for a wss:// server; this one speaks plain ws://");
+        }
+        Some(path) => cwbench::tls::read_pem("--target-ca", path, "CA certificates")
+            .map_err(|e| CliError::BadInput(e.to_string()))?,
+    };
+    Ok(Some(crate::websocket::Target {
+        url: url.clone(),
+        tls_ca,
+    }))
 }
 
 /// `--job-log` keeps every job's record: only for runs sized in jobs, and

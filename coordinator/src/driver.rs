@@ -500,6 +500,9 @@ impl HostState {
             hlog: run.hlog.clone(),
             ws: run.ws.as_ref().map(|w| WsHost {
                 role: if w.is_server() { "server" } else { "client" }.into(),
+                // The empty set's digest, until Done says otherwise (a
+                // failed host never does).
+                task_set: hex(0),
                 ..WsHost::default()
             }),
         }
@@ -519,6 +522,10 @@ impl HostState {
         a.refused = c.refused;
         a.connection_lost = c.connection_lost;
         self.feed_stall_us = c.feed_stall_us;
+        // From snapshots too: a client that fails sends no Done.
+        if let Some(w) = &mut self.ws {
+            (w.reconnects, w.connect_failed) = (c.reconnects, c.connect_failed);
+        }
     }
 
     fn snapshot(&mut self, s: &proto::Snapshot) {
@@ -640,9 +647,6 @@ impl HostState {
             let mut h = new_hist();
             merge_encoded(&mut h, &d.connect).map_err(|e| e.to_string())?;
             w.connect = Summary::of(&h);
-            if let Some(c) = &d.totals {
-                (w.reconnects, w.connect_failed) = (c.reconnects, c.connect_failed);
-            }
         }
         self.window_s = d.measured_window_us as f64 / 1e6;
         self.classes = vec![(Latencies::default(), false); self.class_names.len()];

@@ -43,8 +43,8 @@ pub struct RunOptions {
     /// is not run, the result is marked interrupted.
     pub interrupt: crate::interrupt::Interrupt,
     /// A WebSocket run against a server cwbench did not start: every
-    /// agent is a client of this URL.
-    pub ws_target: Option<String>,
+    /// agent is a client of it.
+    pub ws_target: Option<crate::websocket::Target>,
 }
 
 impl Default for RunOptions {
@@ -314,8 +314,8 @@ fn ws_server(
     let Some(ws) = &plan.scenario.websocket else {
         return Ok(None);
     };
-    if let Some(url) = &opts.ws_target {
-        return Ok(Some(Server::Target(url.clone())));
+    if let Some(t) = &opts.ws_target {
+        return Ok(Some(Server::Target(t.clone())));
     }
     let agent_labels: Vec<&str> = infos.iter().map(|i| i.label.as_str()).collect();
     crate::websocket::server_index(ws.server.as_deref(), addrs, labels, &agent_labels)

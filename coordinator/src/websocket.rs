@@ -56,7 +56,15 @@ pub enum Server {
     /// This agent (by index in the agent list).
     Agent(usize),
     /// A server cwbench did not start (`--target URL`): every agent loads it.
-    Target(String),
+    Target(Target),
+}
+
+/// A server given by URL (`--target`), and for wss:// the CA certificates
+/// (PEM, `--target-ca`) its clients trust besides the system's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub tls_ca: Vec<u8>,
 }
 
 impl Server {
@@ -83,16 +91,21 @@ pub async fn spawn(
     let hold = CancellationToken::new();
     // The profile's connections (a sweep), else the table's.
     let connections = hosts.first().and_then(|h| h.profile.connections);
+    let tls_ca = match server {
+        Server::Target(t) => t.tls_ca.clone(),
+        Server::Agent(_) => Vec::new(),
+    };
     let wire = |role: Role, url: String| proto::WebSocket {
         role: role as i32,
         url,
         connections: connections.unwrap_or(spec.connections),
+        tls_ca: tls_ca.clone(),
         ..spec.to_proto()
     };
     let mut handles: Vec<Option<JoinHandle<HostOutcome>>> =
         (0..hosts.len()).map(|_| None).collect();
     let url = match server {
-        Server::Target(url) => url.clone(),
+        Server::Target(t) => t.url.clone(),
         Server::Agent(i) => {
             let (port_tx, port_rx) = oneshot::channel();
             let mut s = hosts[*i].clone();

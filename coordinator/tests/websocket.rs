@@ -178,7 +178,24 @@ fn the_default_websocket_scenario_runs_with_local_agents() {
 /// The Python server of tests/ws_python (written from docs/websocket.md
 /// alone), listening; None (and SKIP on stderr) without python3 and the
 /// `websockets` package, which CI installs.
-fn python_server() -> Option<(std::process::Child, u16)> {
+fn python_server() -> Option<(PyServer, u16)> {
+    python_server_with(&[])
+}
+
+/// The Python server's process, killed when dropped (a failed assertion
+/// must not leave it holding the test's output open).
+struct PyServer(std::process::Child);
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Python server with extra arguments after the port (a certificate
+/// and key: wss://).
+fn python_server_with(extra: &[&str]) -> Option<(PyServer, u16)> {
     use std::io::{BufRead, BufReader};
     let probe = Command::new("python3")
         .args(["-c", "import websockets"])
@@ -189,6 +206,12 @@ fn python_server() -> Option<(std::process::Child, u16)> {
     }
     let mut child = Command::new("python3")
         .arg("../tests/ws_python/server.py")
+        .args(if extra.is_empty() {
+            &[][..]
+        } else {
+            &["0"][..]
+        })
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 starts");
@@ -197,7 +220,7 @@ fn python_server() -> Option<(std::process::Child, u16)> {
         .read_line(&mut line)
         .unwrap();
     let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    Some((child, port))
+    Some((PyServer(child), port))
 }
 
 /// `--target`: a server in another language, from the protocol document
@@ -205,30 +228,14 @@ fn python_server() -> Option<(std::process::Child, u16)> {
 /// trace says, and no server-side figures claimed.
 #[test]
 fn a_server_cwbench_did_not_start_is_loaded_by_url() {
-    let Some((mut server, port)) = python_server() else {
+    let Some((server, port)) = python_server() else {
         return;
     };
     let out = tempfile::tempdir().unwrap();
     let scenario = data("ws-target.toml");
     let url = format!("ws://127.0.0.1:{port}/");
-    let mut cmd = Command::new(coordinator_bin());
-    cmd.args([
-        "--scenario",
-        &scenario.display().to_string(),
-        "--target",
-        &url,
-    ])
-    .args([
-        "--out",
-        &out.path().display().to_string(),
-        "--run-id",
-        "ext",
-        "--quiet",
-    ])
-    .env_remove("CWBENCH_TOKEN");
-    let o = output_within(cmd, Duration::from_secs(120));
-    let _ = server.kill();
-    let _ = server.wait();
+    let o = target_run(&url, &[], &out.path().join("ext"));
+    drop(server);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let (r, _) = run_json(&out.path().join("ext"));
     let p = &r.profiles[0];
@@ -258,14 +265,100 @@ fn a_server_cwbench_did_not_start_is_loaded_by_url() {
     assert!(md.contains("2100 (not our server: no digest)"), "{md}");
 }
 
+/// Runs ws-target.toml against `url` with these extra flags, writing
+/// into `dir`.
+fn target_run(url: &str, extra: &[&str], dir: &std::path::Path) -> std::process::Output {
+    let scenario = data("ws-target.toml");
+    let mut cmd = Command::new(coordinator_bin());
+    cmd.args([
+        "--scenario",
+        &scenario.display().to_string(),
+        "--target",
+        url,
+    ])
+    .args(extra)
+    .arg("--out")
+    .arg(dir.parent().unwrap())
+    .arg("--run-id")
+    .arg(dir.file_name().unwrap())
+    .arg("--quiet")
+    .env_remove("CWBENCH_TOKEN");
+    output_within(cmd, Duration::from_secs(120))
+}
+
+/// `--target wss://...`: the agents trust the CA the coordinator gives
+/// them (`--target-ca`) and load a TLS server; without it the server's
+/// certificate is refused and no connection opens.
+#[test]
+fn a_wss_server_is_loaded_with_the_ca_given() {
+    let dir = tempfile::tempdir().unwrap();
+    common::make_certs(dir.path());
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let Some((server, port)) = python_server_with(&[cert.to_str().unwrap(), key.to_str().unwrap()])
+    else {
+        return;
+    };
+    let url = format!("wss://127.0.0.1:{port}/");
+    let ca = dir.path().join("ca.pem");
+    let (trusted, untrusted) = (dir.path().join("ca"), dir.path().join("none"));
+    let o = target_run(&url, &["--target-ca", ca.to_str().unwrap()], &trusted);
+    let bad = target_run(&url, &[], &untrusted);
+    drop(server);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (r, _) = run_json(&trusted);
+    let w = r.profiles[0].websocket.as_ref().unwrap();
+    assert_eq!((w.url.as_str(), w.tasks_sent), (url.as_str(), 2_100));
+    let e = &w.errors;
+    assert_eq!(
+        (e.connection_lost, e.cancelled, e.connect_failed),
+        (0, 0, 0),
+        "{e:?}"
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("invalid peer certificate: UnknownIssuer"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let (r, _) = run_json(&untrusted);
+    let e = &r.profiles[0].websocket.as_ref().unwrap().errors;
+    assert!(e.connect_failed > 0, "{e:?}");
+}
+
 #[test]
 fn a_target_that_is_not_a_ws_url_is_refused() {
-    for (url, why) in [
-        ("http://x:1/", "must be a ws://HOST:PORT/PATH URL"),
-        ("wss://x:1/", "wss:// is not supported yet"),
-        ("ws:///", "names no host"),
+    let pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pem.path(), "not a certificate").unwrap();
+    let pem = pem.path().to_str().unwrap();
+    for (args, why) in [
+        (
+            &["--target", "http://x:1/"][..],
+            "must be a ws://HOST:PORT/PATH or wss://HOST:PORT/PATH URL",
+        ),
+        (&["--target", "ws:///"][..], "names no host"),
+        (&["--target", "wss://"][..], "names no host"),
+        (
+            &["--target", "ws://x:1/", "--target-ca", pem][..],
+            "--target-ca is for a wss:// server",
+        ),
+        (
+            &["--target", "wss://x:1/", "--target-ca", pem][..],
+            "--target-ca",
+        ),
+        (
+            &[
+                "--target",
+                "wss://x:1/",
+                "--target-ca",
+                "/nonexistent/ca.pem",
+            ][..],
+            "cannot read",
+        ),
     ] {
-        let o = common::coordinator(&["--target", url, "--quiet"]);
+        let mut args = args.to_vec();
+        args.push("--quiet");
+        let o = common::coordinator(&args);
+        let url = args.join(" ");
         assert_eq!(o.status.code(), Some(2), "{url}: {}", text(&o.stderr));
         assert!(text(&o.stderr).contains(why), "{url}: {}", text(&o.stderr));
     }

@@ -87,6 +87,7 @@ impl WebSocketSpec {
             max_message: self.max_message,
             json: self.json,
             port: self.port.into(),
+            tls_ca: Vec::new(),
         }
     }
 

@@ -3,12 +3,13 @@
 finish. It proves the protocol document is enough to be measured by
 `coordinator --target`; coordinator/tests/websocket.rs runs it.
 
-Usage: python3 server.py [PORT]  (prints "listening on PORT", then serves
-until killed).
+Usage: python3 server.py [PORT [CERT KEY]]  (prints "listening on PORT", then
+serves until killed; with a PEM certificate and key, over TLS: wss://).
 """
 
 import asyncio
 import json
+import ssl
 import struct
 import sys
 import time
@@ -102,7 +103,11 @@ async def handler(ws):
 
 async def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    async with serve(handler, "127.0.0.1", port, max_size=65536) as server:
+    tls = None
+    if len(sys.argv) > 3:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[2], sys.argv[3])
+    async with serve(handler, "127.0.0.1", port, max_size=65536, ssl=tls) as server:
         print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
         await asyncio.get_running_loop().create_future()
 

@@ -311,19 +311,20 @@ pub(crate) async fn run(
     if let Some(p) = &ctx.compute_pool {
         p.close();
     }
-    if let Some(r) = ctx.remote.get() {
-        r.close().await;
-    }
+    let remote = match ctx.remote.get() {
+        Some(r) => r.close().await,
+        None => Ok(()),
+    };
     probe_stop.cancel();
     let _ = probe.await;
     // The aggregator ends when the last sender (in ctx) is gone: the tasks
     // hold clones of ctx until they finish, so wait for the count to drop.
     drop(ctx);
     let _ = aggregator.await;
-    if outcome == Outcome::Finished {
-        pool_outcome
-    } else {
-        outcome
+    match (outcome, pool_outcome, remote) {
+        (Outcome::Finished, Outcome::Finished, Err(why)) => Outcome::Internal(why),
+        (Outcome::Finished, pool, _) => pool,
+        (outcome, _, _) => outcome,
     }
 }
 

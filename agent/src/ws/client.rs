@@ -13,6 +13,7 @@ use cwbench::wsproto::{self, Response, TaskSet};
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,8 @@ pub struct Remote {
     /// Closed loop: tasks outstanding per connection.
     pub in_flight: usize,
     pub json: bool,
+    /// wss://: PEM CA certificates trusted besides the system's.
+    pub tls_ca: Vec<u8>,
 }
 
 /// How one task's round trip ended.
@@ -72,14 +75,25 @@ const MAX_RECONNECTS: u32 = 5;
 /// The client's connections.
 pub struct Connections {
     cfg: Remote,
+    /// wss:// with CAs of the run's own (None: plain, or the system's CAs).
+    tls: Option<Connector>,
     slots: Vec<Slot>,
     /// Slots whose connection has been started (in order): a task looks
     /// for a connection among these only, not among all (during a ramp to
     /// 10,000 most slots are still down).
     opened: AtomicUsize,
     next: AtomicUsize,
-    /// Signalled when a connection comes up.
+    /// Signalled when a connection comes up, or the last one gives up.
     up: Notify,
+    /// Slots that gave up (MAX_RECONNECTS failed): once all have, a task
+    /// is lost at once instead of waiting CONNECT_TIMEOUT for none.
+    dead: AtomicUsize,
+    /// Why the first connect failed (a refused certificate, a refused
+    /// connection): logged once, the rest counted; the run's failure when
+    /// no connection ever opened.
+    first_error: Mutex<Option<String>>,
+    /// A connection opened at least once.
+    ever_up: std::sync::atomic::AtomicBool,
     rec: Arc<Recorder>,
     /// Stops the connection tasks at the end of the run.
     close: CancellationToken,
@@ -104,7 +118,13 @@ impl Connections {
         } else {
             Semaphore::MAX_PERMITS
         };
+        // Checked when the run was accepted (session::validate_start).
+        let tls = super::tls_connector(&cfg.tls_ca).unwrap_or_else(|e| {
+            tracing::warn!("{e}: the system's CAs only");
+            None
+        });
         let c = Arc::new(Self {
+            tls,
             slots: (0..cfg.connections.max(1))
                 .map(|_| Slot {
                     tx: Mutex::new(None),
@@ -115,6 +135,9 @@ impl Connections {
             opened: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             up: Notify::new(),
+            dead: AtomicUsize::new(0),
+            first_error: Mutex::new(None),
+            ever_up: Default::default(),
             rec,
             close: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
@@ -153,27 +176,33 @@ impl Connections {
             let started = crate::clock::now();
             // No Nagle: a task must not wait for the next to fill a packet.
             let cfg = Some(super::ws_config(0));
-            let dial =
-                tokio_tungstenite::connect_async_with_config(self.cfg.url.as_str(), cfg, true);
+            let dial = tokio_tungstenite::connect_async_tls_with_config(
+                self.cfg.url.as_str(),
+                cfg,
+                true,
+                self.tls.clone(),
+            );
             let ws = tokio::select! {
                 r = tokio::time::timeout(CONNECT_TIMEOUT, dial) => r,
                 _ = self.close.cancelled() => return,
             };
             match ws {
                 Ok(Ok((ws, _))) => {
+                    self.ever_up.store(true, Ordering::Relaxed);
                     let us = crate::recorder::us(started, crate::clock::now());
                     cwbench::histogram::record(&mut self.rec.ws.connect.lock(), us);
                     self.serve(i, ws).await;
                 }
-                Ok(Err(e)) => {
-                    tracing::debug!("connection {i} to {}: {e}", self.cfg.url);
-                    self.rec.ws.connect_failed.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    self.rec.ws.connect_failed.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(Err(e)) => self.connect_failed(e.to_string()),
+                Err(_) => self.connect_failed(format!("no handshake within {CONNECT_TIMEOUT:?}")),
             }
-            if self.close.is_cancelled() || attempts >= MAX_RECONNECTS {
+            if self.close.is_cancelled() {
+                return;
+            }
+            if attempts >= MAX_RECONNECTS {
+                if self.dead.fetch_add(1, Ordering::AcqRel) + 1 == self.slots.len() {
+                    self.up.notify_waiters();
+                }
                 return;
             }
             attempts += 1;
@@ -250,6 +279,9 @@ impl Connections {
     )> {
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         loop {
+            if self.dead.load(Ordering::Acquire) == self.slots.len() {
+                return None;
+            }
             let n = self.opened.load(Ordering::Acquire).max(1);
             let start = self.next.fetch_add(1, Ordering::Relaxed);
             for k in 0..n {
@@ -276,13 +308,31 @@ impl Connections {
         }
     }
 
+    /// A connect failed: counted; the first one's reason logged and kept.
+    fn connect_failed(&self, why: String) {
+        self.rec.ws.connect_failed.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock();
+        if first.is_none() {
+            tracing::warn!("connecting to {} failed: {why}", self.cfg.url);
+            *first = Some(why);
+        }
+    }
+
     /// Closes every connection (after the last task's answer) and waits
-    /// for their tasks, at most a few seconds.
-    pub async fn close(&self) {
+    /// for their tasks, at most a few seconds. An error when no connection
+    /// ever opened: the run measured nothing of the server.
+    pub async fn close(&self) -> Result<(), String> {
         self.close.cancel();
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock());
         let all = futures_util::future::join_all(tasks);
         let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+        match self.first_error.lock().take() {
+            Some(why) if !self.ever_up.load(Ordering::Relaxed) => Err(format!(
+                "no WebSocket connection to {} could be opened: {why}",
+                self.cfg.url
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -449,6 +499,13 @@ mod tests {
     /// Runs `n` jobs (every 7th crashing) through a client against the
     /// server at `url`; the final counters and the task set.
     fn run(url: &str, n: u64) -> (proto::Counters, TaskSet, TaskSet) {
+        let (end, c, got, want) = run_to(url, n);
+        assert_eq!(end, End::Finished);
+        (c, got, want)
+    }
+
+    /// `run`, and how the run ended.
+    fn run_to(url: &str, n: u64) -> (End, proto::Counters, TaskSet, TaskSet) {
         let cfg = crate::session::validate_start(&AgentConfig::default(), &start(url, 3)).unwrap();
         let mut wl = Workload::start(cfg).unwrap();
         let jobs: Vec<_> = (0..n)
@@ -465,14 +522,14 @@ mod tests {
         wl.feed(jobs);
         wl.end_of_jobs();
         let finished = std::mem::replace(&mut wl.finished, tokio::sync::oneshot::channel().1);
-        assert_eq!(finished.blocking_recv().unwrap(), End::Finished);
+        let end = finished.blocking_recv().unwrap();
         let mut agg = Aggregator::new(1, crate::recovery::Params::default());
         let done = agg.done(&wl.recorder, 0);
         let got = TaskSet {
             sum: done.task_set,
             count: done.task_count,
         };
-        (done.totals.unwrap(), got, want)
+        (end, done.totals.unwrap(), got, want)
     }
 
     #[test]
@@ -502,5 +559,38 @@ mod tests {
             "{c:?}"
         );
         assert!(got.count <= 1_000);
+    }
+
+    /// No server at all: once every connection has given up, the rest of
+    /// the tasks are lost at once rather than each waiting for a
+    /// connection (1,000 tasks 64 at a time would take minutes), and the
+    /// run fails with the reason.
+    #[test]
+    fn with_every_connection_given_up_tasks_are_lost_at_once() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/", free.local_addr().unwrap());
+        drop(free);
+        let t = std::time::Instant::now();
+        let (end, c, _, _) = run_to(&url, 1_000);
+        let End::Internal(why) = end else {
+            panic!("{end:?}")
+        };
+        assert!(
+            why.starts_with(&format!(
+                "no WebSocket connection to {url} could be opened: "
+            )),
+            "{why}"
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!((c.connection_lost, c.completed), (1_000, 0), "{c:?}");
+        assert_eq!(
+            c.connect_failed,
+            3 * (u64::from(super::MAX_RECONNECTS) + 1),
+            "{c:?}"
+        );
     }
 }

@@ -1,8 +1,14 @@
 //! WebSocket runs (docs/websocket.md): the task server (the system under test) and the client that loads it.
 
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub mod client;
+mod page;
 pub mod server;
 
 /// `max_message` = 0: the largest task message accepted.
@@ -24,6 +30,39 @@ pub(crate) fn ws_config(max_message: u32) -> WebSocketConfig {
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
+}
+
+/// A wss:// client's TLS: None when `ca_pem` is empty (the system's CAs,
+/// tokio-tungstenite's default), else the system's CAs and these.
+pub(crate) fn tls_connector(ca_pem: &[u8]) -> Result<Option<Connector>, String> {
+    if ca_pem.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: String| format!("plan.websocket.tls_ca (--target-ca): {why}");
+    let mut roots = rustls::RootCertStore::empty();
+    // The system's may be missing or partly unreadable: the run's own CAs
+    // are enough for a server they signed.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    let mut ours = 0;
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("a certificate cannot be a trust anchor: {e}")))?;
+        ours += 1;
+    }
+    if ours == 0 {
+        return Err(bad("holds no CERTIFICATE block".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(Connector::Rustls(Arc::new(config))))
 }
 
 /// Raises the open-file limit: 10,000 connections need 10,000 descriptors

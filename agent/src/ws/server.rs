@@ -30,6 +30,7 @@ use crate::recorder::Recorder;
 use crate::span::Span;
 use crate::tokio_engine::build_runtime;
 use crate::tokio_engine::ws_server::{Jobs, Ran, server_probe};
+use crate::ws::page::{self, Route};
 
 /// A client that has not finished its opening handshake by then is dropped.
 const HANDSHAKE: Duration = Duration::from_secs(5);
@@ -166,11 +167,15 @@ struct Server {
     drain: tokio_util::sync::CancellationToken,
     /// Connections and task-per-job tasks, awaited at the end.
     tasks: TaskTracker,
+    /// The browser client page, this run's facts written in.
+    page: String,
 }
 
 impl Server {
     fn new(jobs: Jobs, ws_config: WebSocketConfig, per_conn: usize, shards: usize) -> Self {
+        let page = page::render(jobs.cfg().classes, per_conn);
         Self {
+            page,
             jobs,
             ws_config,
             per_conn,
@@ -248,9 +253,16 @@ async fn accept(
 }
 
 /// One client connection, from the opening handshake to its close.
-async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, shard: usize) {
+async fn connection(srv: Arc<Server>, mut tcp: TcpStream, peer: SocketAddr, shard: usize) {
     // Answers are small and latency is the measurement: no Nagle delay.
     let _ = tcp.set_nodelay(true);
+    // A browser asking for the page gets it; a WebSocket goes on.
+    match timeout(HANDSHAKE, page::route(&mut tcp, &srv.page)).await {
+        Ok(Ok(Route::Upgrade)) => {}
+        Ok(Ok(Route::Served)) => return,
+        Ok(Err(e)) => return tracing::debug!(%peer, "reading a request failed: {e}"),
+        Err(_) => return tracing::warn!(%peer, "no request within {HANDSHAKE:?}"),
+    }
     let accepted = tokio_tungstenite::accept_async_with_config(tcp, Some(srv.ws_config));
     let ws = match timeout(HANDSHAKE, accepted).await {
         Ok(Ok(ws)) => ws,

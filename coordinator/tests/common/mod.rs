@@ -187,13 +187,8 @@ pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<
         .collect()
 }
 
-/// Debian's Chromium, when installed (`.ci/run` installs it).
-pub fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
+#[allow(unused_imports)] // not every test file drives a browser
+pub use cwbench::testkit::chromium;
 
 /// Renders `html` in headless Chromium at `size` (width, height) into
 /// `png`; returns the PNG's bytes.
@@ -301,4 +296,28 @@ pub fn decode_png(bytes: &[u8]) -> (usize, usize, Vec<[u8; 4]>) {
         prev = cur;
     }
     (w, h, px)
+}
+
+/// Writes ca.pem, server.{pem,key}, client.{pem,key} into `dir`.
+pub fn make_certs(dir: &Path) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, sans) in [
+        (
+            "server",
+            vec!["localhost".to_string(), "127.0.0.1".to_string()],
+        ),
+        ("client", vec!["coordinator".to_string()]),
+    ] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(sans)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
 }
