@@ -119,7 +119,12 @@ pub async fn spawn(
             handles[*i] = Some(tokio::spawn(drive));
             let wait = opts.ready_timeout + Duration::from_secs(5);
             match tokio::time::timeout(wait, port_rx).await {
-                Ok(Ok(port)) => format!("ws://{server_host}:{port}/"),
+                Ok(Ok(port)) => {
+                    tracing::info!(
+                        "WebSocket server at ws://{server_host}:{port}/ (a browser at http://{server_host}:{port}/ gives it tasks too)"
+                    );
+                    format!("ws://{server_host}:{port}/")
+                }
                 // The server failed (its own result says why): the clients
                 // fail at once, saying so.
                 _ => String::new(),
