@@ -9,17 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{AgentProc, agent_bin, coordinator, coordinator_bin, text};
-
-fn erl_missing(test: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join("erl").is_file() && d.join("erlc").is_file())
-    });
-    if !found {
-        eprintln!("SKIP: {test}: Erlang/OTP is not installed (apt-get install erlang-nox)");
-    }
-    !found
-}
+use common::{AgentProc, agent_bin, coordinator, coordinator_bin, erl_missing, text};
 
 /// Runs `scenario` (under tests/data) on `agent`; returns result.json.
 fn run(agent: &AgentProc, scenario: &str, out: &Path) -> serde_json::Value {
