@@ -212,7 +212,7 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 
-    fn config() -> Config {
+    pub(super) fn config() -> Config {
         Config {
             runtime: cwbench::spec::Flavor::Beam,
             threads: 1,

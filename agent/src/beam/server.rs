@@ -41,6 +41,14 @@ struct ServerIo {
 /// Returns once it listens: the running workload (fed no jobs; it ends at
 /// `end_of_jobs`) and the bound port.
 pub fn serve(cfg: Config, ws: &proto::WebSocket) -> Result<(Workload, u16), String> {
+    serve_with(cfg, ws).map(|(wl, port, _)| (wl, port))
+}
+
+/// `serve`, and the VM's gauges (its pid while it runs).
+fn serve_with(
+    cfg: Config,
+    ws: &proto::WebSocket,
+) -> Result<(Workload, u16, Arc<BeamGauges>), String> {
     check(&cfg, ws)?;
     if let Some(r) = unavailable_reason() {
         return Err(r);
@@ -82,12 +90,12 @@ pub fn serve(cfg: Config, ws: &proto::WebSocket) -> Result<(Workload, u16), Stri
         finished: done_rx,
         recorder: rec,
         buffers: Arc::new(Buffers::new(0)),
-        probe: gauges,
+        probe: gauges.clone(),
         cancel,
         thread,
     });
     match ready_rx.recv_timeout(START_WAIT) {
-        Ok(Ok(port)) => Ok((wl, port)),
+        Ok(Ok(port)) => Ok((wl, port, gauges)),
         Ok(Err(e)) => Err(e),
         // Dropping `wl` cancels the VM.
         Err(_) => Err(format!(
@@ -300,4 +308,66 @@ fn end(digest: u64, tasks: u64, cancelled: u64, tally: &Tally) -> Outcome {
         ));
     }
     Outcome::Finished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cancel mid-task ends the run within the grace, with the task
+    /// counted cancelled, and the VM is gone (reaped) when it has ended.
+    #[test]
+    fn a_cancelled_server_leaves_no_vm() {
+        if let Some(why) = unavailable_reason() {
+            eprintln!("SKIP: a_cancelled_server_leaves_no_vm: {why}");
+            return;
+        }
+        let cfg = Config {
+            dispatch: Dispatch::TaskPerJob,
+            ..super::super::tests::config()
+        };
+        let ws = proto::WebSocket {
+            in_flight: 4,
+            ..Default::default()
+        };
+        let (mut wl, port, gauges) = serve_with(cfg, &ws).unwrap();
+        let pid = gauges.pid.load(Ordering::Relaxed);
+        assert!(pid > 0);
+        let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        assert!(alive());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(async {
+            use futures_util::SinkExt;
+            let url = format!("ws://127.0.0.1:{port}/");
+            let (mut c, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            let mut b = Vec::new();
+            let job = Job {
+                id: 1,
+                sleep_us: 5_000_000,
+                ..Default::default()
+            };
+            cwbench::wsproto::encode_task(&job, &mut b);
+            c.send(tokio_tungstenite::tungstenite::Message::Binary(b.into()))
+                .await
+                .unwrap();
+            let t = Instant::now();
+            while wl.recorder.in_flight() == 0 {
+                assert!(t.elapsed() < Duration::from_secs(5), "the task never ran");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            wl.cancel();
+            tokio::time::timeout(Duration::from_millis(2500), &mut wl.finished).await
+        });
+        assert_eq!(
+            outcome.expect("ends soon after the cancel").unwrap(),
+            Outcome::Finished
+        );
+        assert!(!alive(), "the VM (pid {pid}) outlived its run");
+        let mut agg = crate::recorder::Aggregator::new(2, Default::default());
+        let t = agg.done(&wl.recorder, 0).totals.unwrap();
+        assert_eq!((t.received, t.cancelled), (1, 1), "{t:?}");
+    }
 }
