@@ -94,7 +94,15 @@ fn serve_with(
         cancel,
         thread,
     });
-    match ready_rx.recv_timeout(START_WAIT) {
+    // Starting the VM takes a second or so (more on a first run, which
+    // compiles the modules): on a multi-thread runtime, its other tasks
+    // (the agent's gRPC streams) go on meanwhile.
+    let wait = || ready_rx.recv_timeout(START_WAIT);
+    let ready = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        _ => wait(),
+    };
+    match ready {
         Ok(Ok(port)) => Ok((wl, port, gauges)),
         Ok(Err(e)) => Err(e),
         // Dropping `wl` cancels the VM.
@@ -369,5 +377,27 @@ mod tests {
         let mut agg = crate::recorder::Aggregator::new(2, Default::default());
         let t = agg.done(&wl.recorder, 0).totals.unwrap();
         assert_eq!((t.received, t.cancelled), (1, 1), "{t:?}");
+    }
+
+    /// A port already taken: the start fails, naming the field.
+    #[test]
+    fn a_taken_port_is_a_clear_error() {
+        if let Some(why) = unavailable_reason() {
+            eprintln!("SKIP: a_taken_port_is_a_clear_error: {why}");
+            return;
+        }
+        let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let cfg = Config {
+            dispatch: Dispatch::TaskPerJob,
+            ..super::super::tests::config()
+        };
+        let ws = proto::WebSocket {
+            in_flight: 4,
+            port: taken.local_addr().unwrap().port().into(),
+            ..Default::default()
+        };
+        let e = serve(cfg, &ws).map(|_| ()).unwrap_err();
+        assert!(e.contains("cannot listen on 0.0.0.0:"), "{e}");
+        assert!(e.contains("(websocket.port)"), "{e}");
     }
 }
