@@ -102,13 +102,15 @@ handle({Port, {data, {eol, Line}}}, #srv{port = Port}) ->
 handle({Port, eof}, #srv{port = Port}) ->
     %% The agent is gone: stop at once.
     erlang:halt(0);
-handle({accepted, Pid}, S = #srv{ending = none}) ->
-    erlang:monitor(process, Pid),
-    S#srv{conns = (S#srv.conns)#{Pid => accepted}};
 handle({accepted, Pid}, S) ->
-    %% Accepted just before the listener closed: it goes at once.
-    exit(Pid, kill),
-    S;
+    erlang:monitor(process, Pid),
+    %% Accepted just before the listener closed: it ends with the others.
+    case S#srv.ending of
+        none -> ok;
+        Ending -> Pid ! Ending
+    end,
+    %% Its `up` may have come first (another sender): keep that.
+    S#srv{conns = maps:merge(#{Pid => accepted}, S#srv.conns)};
 handle({up, Pid}, S) ->
     conns(S#srv{conns = (S#srv.conns)#{Pid => up}, open = S#srv.open + 1});
 handle({down, Pid, Dropped}, S) ->
