@@ -3,7 +3,8 @@
 //! streams it the jobs over the line protocol of docs/workload.md ("Other
 //! runtimes") within the VM's credit, and feeds the per-job records it sends
 //! back (timed on the VM's own monotonic clock) into the same recorder as the
-//! tokio path, so snapshots, recovery and Done need no special case.
+//! tokio path, so snapshots, recovery and Done need no special case. The
+//! same VM, started in server mode (`server`), is a WebSocket run's server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -28,7 +28,7 @@ fn servers(test: &str) -> Vec<Srv> {
     match crate::beam::unavailable_reason() {
         None => vec![Srv::Tokio, Srv::Beam],
         Some(why) => {
-            eprintln!("SKIP: {test} (beam): {why}");
+            eprintln!("SKIP: {test}: the BEAM server: {why}");
             vec![Srv::Tokio]
         }
     }
