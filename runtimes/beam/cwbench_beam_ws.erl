@@ -11,7 +11,7 @@
 -export([serve/2]).
 %% Spawned.
 -export([acceptor/3, conn/2]).
-%% For tests and the connection's own use.
+%% The protocol's pure parts, callable from a shell.
 -export([parse_frame/3, decode_task/1, json_task/1, frame/2]).
 
 -define(GUID, <<"258EAFA5-E914-47DA-95CA-C5AB0DC85B11">>).
@@ -264,12 +264,14 @@ handshake(Sock, Acc, Deadline) ->
             case accept_key(Head) of
                 {ok, Key} ->
                     Accept = base64:encode(crypto:hash(sha, <<Key/binary, ?GUID/binary>>)),
-                    ok = send_raw(Sock, [<<"HTTP/1.1 101 Switching Protocols\r\n"
-                                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                                           "Sec-WebSocket-Accept: ">>, Accept, <<"\r\n\r\n">>]),
-                    {ok, Rest};
+                    case gen_tcp:send(Sock, [<<"HTTP/1.1 101 Switching Protocols\r\n"
+                                               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                               "Sec-WebSocket-Accept: ">>, Accept, <<"\r\n\r\n">>]) of
+                        ok -> {ok, Rest};
+                        {error, _} = E -> E
+                    end;
                 error ->
-                    _ = send_raw(Sock, <<"HTTP/1.1 400 Bad Request\r\n"
+                    _ = gen_tcp:send(Sock, <<"HTTP/1.1 400 Bad Request\r\n"
                                          "Content-Length: 0\r\nConnection: close\r\n\r\n">>),
                     {error, bad_request}
             end;
@@ -281,12 +283,6 @@ handshake(Sock, Acc, Deadline) ->
                 {ok, More} -> handshake(Sock, <<Acc/binary, More/binary>>, Deadline);
                 _ -> {error, no_handshake}
             end
-    end.
-
-send_raw(Sock, Data) ->
-    case gen_tcp:send(Sock, Data) of
-        ok -> ok;
-        E -> E
     end.
 
 accept_key(Head) ->
