@@ -110,15 +110,7 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
     let (feed_tx, feed_rx) = mpsc::unbounded_channel();
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
-    // A timed run's span is decided in the VM (M and X lines) and mirrored
-    // here, so the recorder tells measured jobs as for tokio.
-    let recorder = Arc::new(Recorder::new(
-        1,
-        cfg.classes,
-        Arc::new(crate::span::Span::new(cfg.warmup, cfg.end)),
-        Instant::now(),
-        cfg.job_log,
-    ));
+    let recorder = recorder(&cfg);
     let gauges = Arc::new(BeamGauges::default());
     let cancel = CancellationToken::new();
     let io = Io {
@@ -142,6 +134,19 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
         cancel,
         thread,
     }))
+}
+
+/// The recorder a VM's records go to: one shard (one driver records). A
+/// timed run's span is decided in the VM (M and X lines) and mirrored
+/// here, so the recorder tells measured jobs as for tokio.
+pub(crate) fn recorder(cfg: &Config) -> Arc<Recorder> {
+    Arc::new(Recorder::new(
+        1,
+        cfg.classes,
+        Arc::new(crate::span::Span::new(cfg.warmup, cfg.end)),
+        Instant::now(),
+        cfg.job_log,
+    ))
 }
 
 /// The thread that owns a VM: compiles the modules if needed, runs `run`

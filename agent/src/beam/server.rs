@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cwbench::generator::Job;
 use cwbench::proto;
@@ -53,13 +53,7 @@ fn serve_with(
     if let Some(r) = unavailable_reason() {
         return Err(r);
     }
-    let rec = Arc::new(Recorder::new(
-        1,
-        cfg.classes,
-        Arc::new(crate::span::Span::new(cfg.warmup, cfg.end)),
-        Instant::now(),
-        cfg.job_log,
-    ));
+    let rec = super::recorder(&cfg);
     let gauges = Arc::new(BeamGauges::default());
     let cancel = CancellationToken::new();
     let (feed_tx, feed_rx) = mpsc::unbounded_channel();
@@ -320,6 +314,8 @@ fn end(digest: u64, tasks: u64, cancelled: u64, tally: &Tally) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     /// A cancel mid-task ends the run within the grace, with the task
