@@ -714,6 +714,24 @@ mod two_paths {
                 },
             ),
             (
+                "a BEAM WebSocket server pulling from a pool",
+                vec![
+                    ("[supervisor]", "[websocket]\n\n[supervisor]"),
+                    (
+                        "compute = \"inline\"",
+                        "compute = \"inline\"\nruntime = \"beam\"",
+                    ),
+                ],
+                "profile.dispatch",
+                |p, plan| {
+                    p.runtime = Flavor::Beam;
+                    plan.websocket = Some(proto::WebSocket {
+                        role: proto::web_socket::Role::Server as i32,
+                        ..cwbench::spec::WebSocketSpec::default().to_proto()
+                    });
+                },
+            ),
+            (
                 "the BEAM computing in a blocking pool",
                 vec![("\"inline\"", "\"blocking\"\nruntime = \"beam\"")],
                 "profile.compute",

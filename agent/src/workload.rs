@@ -10,7 +10,10 @@ impl Workload {
     pub fn start(cfg: Config) -> Result<Self, String> {
         if let Some(ws) = cfg.serve.clone() {
             // A WebSocket server: its tasks come over its connections.
-            let (mut wl, port) = crate::ws::server::start(cfg, &ws)?;
+            let (mut wl, port) = match cfg.runtime {
+                Flavor::Beam => crate::beam::serve(cfg, &ws)?,
+                Flavor::MultiThread | Flavor::CurrentThread => crate::ws::server::start(cfg, &ws)?,
+            };
             wl.ws_port = port;
             return Ok(wl);
         }

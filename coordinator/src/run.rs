@@ -124,6 +124,7 @@ fn check_runtimes(
     plan: &Plan,
     addrs: &[String],
     infos: &[cwbench::proto::AgentInfo],
+    ws_server: Option<&Server>,
 ) -> Result<(), Unavailable> {
     if let Some(i) = plan.classes.iter().position(|c| c.compute.is_some()) {
         for (addr, info) in addrs.iter().zip(infos) {
@@ -147,7 +148,15 @@ fn check_runtimes(
     else {
         return Ok(());
     };
-    for (addr, info) in addrs.iter().zip(infos) {
+    // A WebSocket run's profile is its server's: the clients run tokio.
+    let runs_profile = |i: usize| match ws_server {
+        None => true,
+        Some(s) => s.agent() == Some(i),
+    };
+    for (i, (addr, info)) in addrs.iter().zip(infos).enumerate() {
+        if !runs_profile(i) {
+            continue;
+        }
         if !info.runtimes_available.iter().any(|r| r == "beam") {
             let reason = if info.beam_unavailable_reason.is_empty() {
                 format!(
@@ -182,9 +191,9 @@ pub async fn run(
     let started_at = rfc3339_now();
     let (local, addrs) = agents(&plan, &opts)?;
     let infos = check_agents(&addrs, &opts).await?;
-    check_runtimes(&plan, &addrs, &infos)?;
     let labels = labels(&addrs, &infos, matches!(opts.agents, Agents::Local { .. }));
     let ws_server = ws_server(&plan, &opts, &addrs, &labels, &infos)?;
+    check_runtimes(&plan, &addrs, &infos, ws_server.as_ref())?;
     let plan = Arc::new(plan);
     if let Some(o) = &observer {
         o.run_started(&RunStart {
@@ -611,6 +620,37 @@ mod tests {
         assert_eq!((m.as_str(), f.len()), ("sent #, got #: mismatch", 2));
     }
 
+    /// A WebSocket run whose server is the BEAM needs Erlang on the server
+    /// only: its clients run tokio.
+    #[test]
+    fn only_a_beam_server_needs_the_beam() {
+        let ws = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ws-beam.toml");
+        let limits = cwbench::scenario::Limits::default();
+        let plan = cwbench::scenario::load(std::path::Path::new(ws), &limits).unwrap();
+        let addrs = ["a:1".to_string(), "b:2".to_string()];
+        let tokio = cwbench::proto::AgentInfo {
+            runtimes_available: vec!["tokio".into()],
+            beam_unavailable_reason: "no erl".into(),
+            ..Default::default()
+        };
+        let beam = cwbench::proto::AgentInfo {
+            runtimes_available: vec!["tokio".into(), "beam".into()],
+            ..Default::default()
+        };
+        let infos = [tokio.clone(), beam];
+        assert!(check_runtimes(&plan, &addrs, &infos, Some(&Server::Agent(1))).is_ok());
+        let e = check_runtimes(&plan, &addrs, &infos, Some(&Server::Agent(0)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("agent a:1 cannot run beam"), "{e}");
+        assert!(e.contains("no erl"), "{e}");
+        let target = Server::Target(crate::websocket::Target {
+            url: "ws://h/".into(),
+            tls_ca: Vec::new(),
+        });
+        assert!(check_runtimes(&plan, &addrs, &[tokio.clone(), tokio], Some(&target)).is_ok());
+    }
+
     /// An agent that would ignore Plan.class_compute (older than it) is
     /// refused before anything runs, naming the class's key.
     #[test]
@@ -629,8 +669,8 @@ mod tests {
             agent_version: "0.0.9".into(),
             ..new.clone()
         };
-        assert!(check_runtimes(&plan, &addrs, &[new.clone(), new.clone()]).is_ok());
-        let e = check_runtimes(&plan, &addrs, &[new, old])
+        assert!(check_runtimes(&plan, &addrs, &[new.clone(), new.clone()], None).is_ok());
+        let e = check_runtimes(&plan, &addrs, &[new, old], None)
             .unwrap_err()
             .to_string();
         assert!(

@@ -9,17 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{AgentProc, agent_bin, coordinator, coordinator_bin, text};
-
-fn erl_missing(test: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join("erl").is_file() && d.join("erlc").is_file())
-    });
-    if !found {
-        eprintln!("SKIP: {test}: Erlang/OTP is not installed (apt-get install erlang-nox)");
-    }
-    !found
-}
+use common::{AgentProc, agent_bin, coordinator, coordinator_bin, erl_missing, text};
 
 /// Runs `scenario` (under tests/data) on `agent`; returns result.json.
 fn run(agent: &AgentProc, scenario: &str, out: &Path) -> serde_json::Value {
@@ -246,9 +236,24 @@ fn wait_gone(marker: &str, within: Duration) -> Vec<String> {
 
 /// Starts the crash-storm run (about 5 s) and waits until its VM runs.
 fn start_beam_run(agent: &AgentProc, marker: &str, out: &Path) -> std::process::Child {
-    let mut child = Command::new(coordinator_bin())
-        .args(["--agent", &agent.addr, "--scenario"])
-        .arg(common::data("beam-crash-storm.toml"))
+    start_run(&[agent], "beam-crash-storm.toml", marker, out)
+}
+
+/// Starts `scenario` (tests/data) on `agents` and waits until the VM
+/// named by `marker` runs.
+fn start_run(
+    agents: &[&AgentProc],
+    scenario: &str,
+    marker: &str,
+    out: &Path,
+) -> std::process::Child {
+    let mut cmd = Command::new(coordinator_bin());
+    for a in agents {
+        cmd.args(["--agent", &a.addr]);
+    }
+    let mut child = cmd
+        .arg("--scenario")
+        .arg(common::data(scenario))
         .arg("--out")
         .arg(out)
         .arg("--quiet")
@@ -299,4 +304,37 @@ fn the_vm_never_outlives_its_run() {
     let _ = coord.kill();
     let _ = coord.wait();
     assert!(left.is_empty(), "VM left after the agent died: {left:?}");
+}
+
+/// A WebSocket run's BEAM server goes with its run too: when the
+/// coordinator vanishes (its agent cancels) and when the server's agent
+/// is killed (the VM's stdin closes).
+#[test]
+fn the_server_vm_never_outlives_its_run() {
+    if erl_missing("the_server_vm_never_outlives_its_run")
+        || !Path::new("/proc/self/cmdline").exists()
+    {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    for kill_agent in [false, true] {
+        let mut server = AgentProc::spawn(&["--listen", "127.0.0.1:0", "--label", "srv"]);
+        let client = AgentProc::start();
+        let marker = format!("cwbench-agent={}", server.child.id());
+        let mut coord = start_run(&[&client, &server], "ws-beam.toml", &marker, out.path());
+        if kill_agent {
+            server.child.kill().unwrap();
+            server.child.wait().unwrap();
+        } else {
+            coord.kill().unwrap();
+            coord.wait().unwrap();
+        }
+        let left = wait_gone(&marker, Duration::from_secs(5));
+        let _ = coord.kill();
+        let _ = coord.wait();
+        assert!(
+            left.is_empty(),
+            "server VM left (agent killed: {kill_agent}): {left:?}"
+        );
+    }
 }

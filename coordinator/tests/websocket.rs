@@ -124,6 +124,79 @@ fn check_profile(r: &RunResult, doc: &serde_json::Value, k: usize, per: u64, cra
     assert!(w.client_cpu_us_per_task.is_some() && w.server_cpu_us_per_task.is_some());
 }
 
+/// The BEAM as the server (agents as their own processes, so the server's
+/// figures are its own): every task accounted for on both ends, the
+/// digests add up, and the servers row carries the VM's connections, CPU
+/// per task and memory per connection.
+#[test]
+fn a_beam_server_and_two_clients_account_for_every_task() {
+    if common::erl_missing("a_beam_server_and_two_clients_account_for_every_task") {
+        return;
+    }
+    let server = AgentProc::spawn(&["--listen", "127.0.0.1:0", "--label", "srv"]);
+    let clients: Vec<AgentProc> = (0..2).map(|_| AgentProc::start()).collect();
+    let out = tempfile::tempdir().unwrap();
+    let scenario = data("ws-beam.toml");
+    let mut cmd = Command::new(coordinator_bin());
+    cmd.args(["--scenario", &scenario.display().to_string()])
+        .args([
+            "--out",
+            &out.path().display().to_string(),
+            "--run-id",
+            "beam",
+            "--quiet",
+        ])
+        .env_remove("CWBENCH_TOKEN");
+    for a in clients.iter().chain([&server]) {
+        cmd.args(["--agent", &a.addr]);
+    }
+    let o = output_within(cmd, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (r, doc) = run_json(&out.path().join("beam"));
+    let p = &r.profiles[0];
+    assert_eq!(p.label, "beam s1 task-per-job");
+    let w = p.websocket.as_ref().expect("the servers row");
+    assert_eq!(w.server, p.hosts[2].label);
+    assert_eq!((w.clients, w.connections), (2, 32));
+    assert_eq!((w.tasks_sent, w.tasks_served), (3_200, 3_200));
+    assert_eq!(w.digest_match, Some(true));
+    let e = &w.errors;
+    assert_eq!(
+        (e.connection_lost, e.cancelled, e.refused),
+        (0, 0, 0),
+        "{e:?}"
+    );
+    assert_eq!(e.crashed, crashes_in(&scenario));
+    let srv = &p.hosts[2];
+    assert_eq!(srv.info.runtime, "beam");
+    let sw = srv.websocket.as_ref().unwrap();
+    assert_eq!((sw.role.as_str(), sw.peak_connections), ("server", 32));
+    assert!(common::balanced(
+        &doc["profiles"][0]["hosts"][2]["accounting"]
+    ));
+    assert_eq!(
+        (srv.accounting.received, srv.accounting.crashed),
+        (3_200, e.crashed)
+    );
+    // The VM's processes and scheduler utilisation reach the intervals.
+    assert!(
+        srv.intervals.iter().any(|i| i.alive_tasks > 32),
+        "{:?}",
+        srv.intervals
+    );
+    assert!(srv.intervals.iter().any(|i| i.runtime_busy_cores > 0.0));
+    assert!(w.server_service.count > 0 && w.server_queue_wait.count > 0);
+    let cpu = w.server_cpu_us_per_task.expect("server CPU per task");
+    assert!(cpu > 0.0, "{cpu}");
+    assert!(
+        w.server_bytes_per_connection.is_some(),
+        "{:?}",
+        srv.intervals
+    );
+    let md = std::fs::read_to_string(out.path().join("beam/report.md")).unwrap();
+    assert!(md.contains("3200 (digest ok)"), "{md}");
+}
+
 #[test]
 fn a_server_no_agent_is_named_after_is_refused_before_the_run() {
     let a = AgentProc::start();

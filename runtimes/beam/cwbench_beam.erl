@@ -11,6 +11,8 @@
 %% restart policy, and is the only writer of stdout.
 -module(cwbench_beam).
 -export([main/0, digest_hex/1]).
+%% Shared with the WebSocket server mode (cwbench_beam_ws).
+-export([probe/4, wall_time/0, busy_us/2, job_digest/1]).
 
 -define(M64, 16#FFFFFFFFFFFFFFFF).
 -define(DSEED, 16#cbf29ce484222325).
@@ -87,15 +89,20 @@ header(S = #s{port = Port}, Acc) ->
         {Port, {data, {eol, Part}}} ->
             case <<Acc/binary, Part/binary>> of
                 <<"cwbench-beam 2 ", Rest/binary>> ->
-                    Cfg = maps:from_list(
-                            [kv(P) || P <- binary:split(Rest, <<" ">>, [global, trim_all])]),
-                    start(S#s{cfg = Cfg});
+                    start(S#s{cfg = plan(Rest)});
+                <<"cwbench-beam-ws 1 ", Rest/binary>> ->
+                    %% Server mode: this process serves WebSocket tasks
+                    %% until the agent's E or C, then halts.
+                    cwbench_beam_ws:serve(Port, plan(Rest));
                 Other ->
                     error({bad_header, binary:part(Other, 0, min(byte_size(Other), 200))})
             end;
         {Port, eof} ->
             erlang:halt(0)
     end.
+
+plan(Rest) ->
+    maps:from_list([kv(P) || P <- binary:split(Rest, <<" ">>, [global, trim_all])]).
 
 kv(P) ->
     [K, V] = binary:split(P, <<"=">>),
@@ -469,7 +476,9 @@ wall_time() ->
 %% active share of its wall time times the elapsed time. (The unit of
 %% scheduler_wall_time is unspecified, so only its ratios are used.)
 busy_us(S = #s{wall0 = W0}) ->
-    Elapsed = now_us(S),
+    busy_us(W0, now_us(S)).
+
+busy_us(W0, Elapsed) ->
     Busy = lists:sum([case T1 - T0 of
                           0 -> 0;
                           DT -> (A1 - A0) / DT
@@ -496,15 +505,25 @@ probe(Disp, T0, Period, Next) ->
 
 %% --- the job-stream digest (docs/workload.md) --------------------------------
 
+digest_value(State, Count) ->
+    Z0 = State bxor ((Count * ?DMUL) band ?M64),
+    Z1 = ((Z0 bxor (Z0 bsr 30)) * 16#bf58476d1ce4e5b9) band ?M64,
+    Z2 = ((Z1 bxor (Z1 bsr 27)) * 16#94d049bb133111eb) band ?M64,
+    Z2 bxor (Z2 bsr 31).
+
+%% One task's digest (the sequence holding it alone): the WebSocket
+%% server's task-set digest is the wrapping sum of these.
+job_digest({Id, Class, Work, Sleep, Crash, Intended}) ->
+    D = lists:foldl(fun(W, A) -> word(A, W) end, ?DSEED,
+                    [Id, Work bor (Sleep bsl 32), Class bor (Crash bsl 32), Intended]),
+    digest_value(D, 1).
+
 word(State, W) ->
     R = ((State bsl 5) bor (State bsr 59)) band ?M64,
     ((R bxor W) * ?DMUL) band ?M64.
 
 digest_hex(#s{digest = State, count = Count}) ->
-    Z0 = State bxor ((Count * ?DMUL) band ?M64),
-    Z1 = ((Z0 bxor (Z0 bsr 30)) * 16#bf58476d1ce4e5b9) band ?M64,
-    Z2 = ((Z1 bxor (Z1 bsr 27)) * 16#94d049bb133111eb) band ?M64,
-    io_lib:format("~16.16.0b", [Z2 bxor (Z2 bsr 31)]);
+    io_lib:format("~16.16.0b", [digest_value(State, Count)]);
 digest_hex(Jobs) when is_list(Jobs) ->
     %% For tests: [{Id, Class, Work, Sleep, Crash(0|1), Intended}].
     S = lists:foldl(fun({Id, Class, Work, Sleep, Crash, Intended}, St) ->

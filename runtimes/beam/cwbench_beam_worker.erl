@@ -7,6 +7,8 @@
 %% (microseconds on erlang:monotonic_time, relative to the run's time zero).
 -module(cwbench_beam_worker).
 -export([start_link/2, init/2, spin/2, sink/1]).
+%% One job's execution, shared with the WebSocket server's task processes.
+-export([run/7]).
 
 start_link(Idx, Dispatcher) ->
     {ok, spawn_link(?MODULE, init, [Idx, Dispatcher])}.

@@ -8,6 +8,7 @@ use super::*;
 pub(super) fn expand(
     c: &Checker<'_>,
     p: &ProfileSpec,
+    websocket: bool,
     limits: &Limits,
 ) -> Result<Vec<Profile>, ScenarioError> {
     let threads: Vec<Option<u32>> = match &p.threads {
@@ -76,7 +77,7 @@ pub(super) fn expand(
                                         schedulers: if beam { p.schedulers } else { None },
                                         connections: None,
                                     };
-                                    prof.check()
+                                    prof.check(websocket)
                                         .map_err(|r| c.refused(r, None, Some(&prof.label())))?;
                                     profiles.push(prof);
                                 }

@@ -25,7 +25,7 @@ pub(super) fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan,
         .map_err(|r| c.refused(r, None, None))?;
     c.range("run.prefetch_jobs", s.run.prefetch_jobs, 1024, 1 << 22)?;
 
-    let profiles = super::sweep::expand(&c, &s.profile, limits)?;
+    let profiles = super::sweep::expand(&c, &s.profile, s.websocket.is_some(), limits)?;
     s.supervisor.check().map_err(|r| c.refused(r, None, None))?;
 
     let classes = validate_classes(&c, &s.classes, limits)?;
@@ -49,12 +49,9 @@ pub(super) fn validate(s: Scenario, file: &str, limits: &Limits) -> Result<Plan,
     }
     if let Some(ws) = &s.websocket {
         ws.check().map_err(|r| c.refused(r, None, None))?;
-        // The clients share one stream: the rate is the server's.
+        // The clients share one stream: the rate is the server's. (The
+        // server's profile rules ran with the sweep.)
         s.run.distribution = Distribution::Shard;
-        for p in &profiles {
-            spec::WebSocketSpec::check_profile(p)
-                .map_err(|r| c.refused(r, None, Some(&p.label())))?;
-        }
     }
     Ok(Plan {
         scenario: s,

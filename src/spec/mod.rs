@@ -168,6 +168,13 @@ impl Profile {
                     .schedulers
                     .or(self.threads)
                     .map_or_else(|| "s=agent".to_string(), |s| format!("s{s}"));
+                if self.dispatch == Dispatch::TaskPerJob {
+                    // A WebSocket server: a process per task.
+                    let conns = self
+                        .connections
+                        .map_or_else(String::new, |c| format!(" c{c}"));
+                    return format!("beam {s} task-per-job{conns}");
+                }
                 return format!(
                     "beam {s} w{} q{} p{} pool{shed}",
                     self.workers, self.queue_bound, self.producers
@@ -410,8 +417,13 @@ fn quoted<T: Serialize>(v: &T) -> String {
 
 impl Profile {
     /// Refuses combinations that make no sense, with the reason. Upper
-    /// limits are each end's own (see the module doc).
-    pub fn check(&self) -> Result<(), Refusal> {
+    /// limits are each end's own (see the module doc). `websocket`: the
+    /// profile is a WebSocket run's server's, whose handler architectures
+    /// are WebSocketSpec::check_profile's to judge.
+    pub fn check(&self, websocket: bool) -> Result<(), Refusal> {
+        if websocket {
+            WebSocketSpec::check_profile(self)?;
+        }
         if self.runtime == Flavor::Beam {
             let why = |field, value: String, reason: &str| {
                 Err(Refusal::new(
@@ -420,7 +432,7 @@ impl Profile {
                     format!("runtime = \"beam\" {reason}"),
                 ))
             };
-            if self.dispatch != Dispatch::Pool {
+            if self.dispatch != Dispatch::Pool && !websocket {
                 return why(
                     Field::Dispatch,
                     quoted(&self.dispatch),
@@ -686,7 +698,7 @@ impl RunSpec {
             ));
         }
         check_intervals(self.snapshot_interval_ms, self.probe_interval_us)?;
-        self.profile.check()?;
+        self.profile.check(self.websocket.is_some())?;
         check_class_compute(&self.profile, &self.class_compute)?;
         self.supervisor.check()?;
         check_job_timeout(self.job_timeout_ms)?;
@@ -783,7 +795,7 @@ impl TryFrom<&proto::Start> for RunSpec {
         let class_compute = class_compute_from_wire(plan)?;
         let profile = Profile::try_from(p)?;
         let websocket = match &plan.websocket {
-            Some(w) => Some(websocket_from_wire(w, &profile)?),
+            Some(w) => Some(websocket_from_wire(w)?),
             None => None,
         };
         let spec = RunSpec {

@@ -91,14 +91,19 @@ impl WebSocketSpec {
         }
     }
 
-    /// A WebSocket run's rules on the server's profile.
+    /// A WebSocket run's rules on the server's profile (called by
+    /// [`Profile::check`], the one place a profile is judged).
     pub fn check_profile(p: &Profile) -> Result<(), Refusal> {
         if p.runtime == Flavor::Beam {
-            return Err(Refusal::new(
-                Field::Runtime,
-                "\"beam\"",
-                "a WebSocket run's server is tokio's (\"tokio\" or \"current-thread\")",
-            ));
+            // The BEAM's shape: a process per connection, one per task.
+            if p.dispatch != Dispatch::TaskPerJob {
+                return Err(Refusal::new(
+                    Field::Dispatch,
+                    quoted(&p.dispatch),
+                    "a WebSocket server on runtime = \"beam\" runs \"task-per-job\" only (a process per task)",
+                ));
+            }
+            return Ok(());
         }
         if !WS_DISPATCH.contains(&p.dispatch) {
             return Err(Refusal::new(
@@ -142,15 +147,12 @@ pub enum WsRole {
 /// The role of a Start's `plan.websocket`, checked with the settings.
 pub(super) fn websocket_from_wire(
     w: &proto::WebSocket,
-    profile: &Profile,
 ) -> Result<(WsRole, WebSocketSpec), Refusal> {
     use proto::web_socket::Role;
     let spec = WebSocketSpec::try_from(w)?;
     let role = match Role::try_from(w.role) {
-        Ok(Role::Server) => {
-            WebSocketSpec::check_profile(profile)?;
-            WsRole::Server
-        }
+        // The server's profile is checked with the rest (RunSpec::check).
+        Ok(Role::Server) => WsRole::Server,
         Ok(Role::Client) if w.url.starts_with("ws://") || w.url.starts_with("wss://") => {
             WsRole::Client(w.url.clone())
         }
@@ -185,29 +187,97 @@ mod tests {
         }
     }
 
+    fn wire_server() -> proto::WebSocket {
+        wire(Role::Server, "")
+    }
+
+    fn profile(runtime: Flavor, dispatch: Dispatch) -> Profile {
+        Profile {
+            runtime,
+            dispatch,
+            workers: 1,
+            producers: 1,
+            ..Profile::try_from(&proto::Profile::default()).unwrap()
+        }
+    }
+
     #[test]
     fn roles_and_settings_are_checked_with_the_field_named() {
-        let tokio = |dispatch| Profile {
-            dispatch,
-            ..Profile::try_from(&proto::Profile::default()).unwrap()
-        };
-        let p = tokio(Dispatch::TaskPerJob);
-        let (role, _) = websocket_from_wire(&wire(Role::Client, "ws://h:1/"), &p).unwrap();
+        let (role, _) = websocket_from_wire(&wire(Role::Client, "ws://h:1/")).unwrap();
         assert_eq!(role, WsRole::Client("ws://h:1/".into()));
-        let e = websocket_from_wire(&wire(Role::Client, "http://h/"), &p).unwrap_err();
+        let e = websocket_from_wire(&wire(Role::Client, "http://h/")).unwrap_err();
         assert_eq!(e.field, Field::WsUrl);
-        let e = websocket_from_wire(&wire(Role::Unspecified, ""), &p).unwrap_err();
+        let e = websocket_from_wire(&wire(Role::Unspecified, "")).unwrap_err();
         assert_eq!(e.field, Field::WsRole);
-        let e = websocket_from_wire(&wire(Role::Server, ""), &tokio(Dispatch::Pool)).unwrap_err();
-        assert_eq!(e.field, Field::Dispatch);
-        assert!(e.reason.contains("task-per-job"), "{e}");
         let mut w = wire(Role::Server, "");
         w.connections = 0;
-        let e = websocket_from_wire(&w, &p).unwrap_err();
+        let e = websocket_from_wire(&w).unwrap_err();
         assert_eq!(
             e.to_string(),
             "plan.websocket.connections = 0: must be in 1..=100000"
         );
+    }
+
+    /// The server's handler: tokio's three architectures, the BEAM's
+    /// process per task; a WebSocket run lifts the BEAM's "pool only".
+    #[test]
+    fn the_server_s_dispatch_is_judged_per_runtime() {
+        let tokio = Flavor::MultiThread;
+        let e = profile(tokio, Dispatch::Pool).check(true).unwrap_err();
+        assert_eq!(e.field, Field::Dispatch);
+        assert!(e.reason.contains("task-per-job"), "{e}");
+        for d in WS_DISPATCH {
+            assert_eq!(profile(tokio, d).check(true), Ok(()), "{d:?}");
+        }
+        let beam = Flavor::Beam;
+        assert_eq!(profile(beam, Dispatch::TaskPerJob).check(true), Ok(()));
+        for d in [Dispatch::Pool, Dispatch::Serial, Dispatch::SpawnAwait] {
+            let e = profile(beam, d).check(true).unwrap_err();
+            assert_eq!(e.field, Field::Dispatch, "{d:?}");
+            assert!(
+                e.reason
+                    .contains("runtime = \"beam\" runs \"task-per-job\" only"),
+                "{e}"
+            );
+        }
+        // Outside a WebSocket run the BEAM's one dispatch is the pool.
+        let e = profile(beam, Dispatch::TaskPerJob)
+            .check(false)
+            .unwrap_err();
+        assert!(e.reason.contains("\"pool\""), "{e}");
+        assert_eq!(
+            profile(beam, Dispatch::TaskPerJob).label(),
+            "beam s=agent task-per-job"
+        );
+    }
+
+    /// A scenario whose server is the BEAM: refused with pool, accepted
+    /// with task-per-job, and its spec passes the agent's check as sent.
+    #[test]
+    fn a_scenario_s_beam_server_runs_task_per_job() {
+        let ws = crate::scenario::PARITY_TOML
+            .replace("[supervisor]", "[websocket]\n\n[supervisor]")
+            .replace(
+                "compute = \"inline\"",
+                "compute = \"inline\"\nruntime = \"beam\"",
+            );
+        let e = crate::scenario::parse(&ws, "ws.toml", &Default::default()).unwrap_err();
+        assert!(e.to_string().contains("profile.dispatch = \"pool\""), "{e}");
+        let ok = ws
+            .replace("dispatch = \"pool\"", "dispatch = \"task-per-job\"")
+            .replace("workers = 64", "workers = 1");
+        let plan = crate::scenario::parse(&ok, "ws.toml", &Default::default()).unwrap();
+        assert_eq!(plan.profiles[0].label(), "beam s=agent task-per-job");
+        let mut wire = plan.to_proto();
+        wire.websocket = Some(wire_server());
+        let start = proto::Start {
+            run_id: "r".into(),
+            profile: Some(plan.profiles[0].to_proto()),
+            plan: Some(wire),
+            protocol_version: crate::PROTOCOL_VERSION,
+        };
+        let spec = super::super::RunSpec::try_from(&start).unwrap();
+        assert_eq!(spec.websocket.map(|(r, _)| r), Some(WsRole::Server));
     }
 
     #[test]

@@ -31,8 +31,18 @@ pub(crate) struct Io {
     pub cancel: CancellationToken,
 }
 
-/// Starts the VM, drives it to the end, and makes sure it is gone.
-pub(crate) async fn run_vm(cfg: Config, dir: PathBuf, io: Io) -> Outcome {
+/// Starts the VM, runs `speak` over its stdout and stdin (the workload's
+/// or the server's protocol) to the end, and makes sure the VM is gone.
+pub(crate) async fn run_vm<F, Fut>(
+    cfg: &Config,
+    dir: PathBuf,
+    gauges: Arc<BeamGauges>,
+    speak: F,
+) -> Outcome
+where
+    F: FnOnce(tokio::io::BufReader<tokio::process::ChildStdout>, tokio::process::ChildStdin) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
     let s = cfg.threads.to_string();
     let mut cmd = tokio::process::Command::new("erl");
     cmd.args(["-noshell", "-noinput", "+S", &format!("{s}:{s}"), "-pa"])
@@ -57,9 +67,7 @@ pub(crate) async fn run_vm(cfg: Config, dir: PathBuf, io: Io) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Internal(format!("cannot start erl: {e}; {INSTALL_HINT}")),
     };
-    io.gauges
-        .pid
-        .store(child.id().unwrap_or(0), Ordering::Relaxed);
+    gauges.pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
     let stderr_tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
     if let Some(err) = child.stderr.take() {
         let tail = stderr_tail.clone();
@@ -79,8 +87,7 @@ pub(crate) async fn run_vm(cfg: Config, dir: PathBuf, io: Io) -> Outcome {
         let _ = child.kill().await;
         return Outcome::Internal("erl started without pipes".into());
     };
-    let gauges = io.gauges.clone();
-    let mut outcome = drive(&cfg, tokio::io::BufReader::new(stdout), stdin, io).await;
+    let mut outcome = speak(tokio::io::BufReader::new(stdout), stdin).await;
     // The last reading of the VM's CPU and memory, before it is reaped (its
     // pid may then be another process's).
     gauges.refresh();
@@ -147,27 +154,14 @@ where
         if fed_once && out.waits_for_jobs(feed_open) {
             stall_since.get_or_insert_with(Instant::now);
         }
-        let mut limited = (&mut from).take(MAX_LINE + 1 - line.len() as u64);
         tokio::select! {
             biased;
             _ = io.cancel.cancelled(), if !out.cancel_sent => out.cancel(&mut io.feed).await,
-            // Cancel-safe: a partly read line stays in `line` for the next turn.
-            r = limited.read_until(b'\n', &mut line) => {
-                match r {
-                    Ok(0) => break Outcome::Internal(
-                        "the BEAM VM exited before its END line".into()),
-                    Ok(_) if line.last() != Some(&b'\n') => {
-                        if line.len() as u64 > MAX_LINE {
-                            break Outcome::Internal(format!(
-                                "a line from the BEAM is longer than {MAX_LINE} bytes"));
-                        }
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => break Outcome::Internal(format!("reading from the BEAM: {e}")),
-                }
-                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                line.clear();
+            r = read_line(&mut from, &mut line) => {
+                let text = match r {
+                    Ok(t) => t,
+                    Err(e) => break Outcome::Internal(e),
+                };
                 match parse_line(&text).and_then(|l| st.apply(l, &rec, &io.gauges)) {
                     Ok(Some(Line::Credit(n))) => {
                         if st.credited > out.sent.count() {
@@ -192,6 +186,9 @@ where
                         rec.cancelled.fetch_add(out.agent_cancelled + cancelled, Ordering::Relaxed);
                         rec.unreleased.fetch_add(out.agent_unreleased + unreleased, Ordering::Relaxed);
                         break st.end(digest, jobs, cancelled.saturating_add(unreleased), &out.sent);
+                    }
+                    Ok(Some(l @ (Line::Task(_) | Line::Conns { .. }))) => {
+                        break Outcome::Internal(format!("a server's line from the BEAM in a workload run: {l:?}"));
                     }
                     Ok(_) => {}
                     Err(e) => break Outcome::Internal(e),
@@ -314,6 +311,33 @@ pub(crate) fn drop_unwritten(
     n
 }
 
+/// The next line from the VM, without its newline. Cancel-safe: a partly
+/// read line stays in `line` for the next call.
+pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
+    from: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<String, String> {
+    loop {
+        let mut limited = (&mut *from).take(MAX_LINE + 1 - line.len() as u64);
+        match limited.read_until(b'\n', line).await {
+            Ok(0) => return Err("the BEAM VM exited before its END line".into()),
+            Ok(_) if line.last() != Some(&b'\n') => {
+                if line.len() as u64 > MAX_LINE {
+                    return Err(format!(
+                        "a line from the BEAM is longer than {MAX_LINE} bytes"
+                    ));
+                }
+            }
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                line.clear();
+                return Ok(text);
+            }
+            Err(e) => return Err(format!("reading from the BEAM: {e}")),
+        }
+    }
+}
+
 pub(crate) async fn write_all<W: AsyncWrite + Unpin>(mut to: W, mut rx: mpsc::Receiver<Vec<u8>>) {
     while let Some(chunk) = rx.recv().await {
         if to.write_all(&chunk).await.is_err() || to.flush().await.is_err() {
@@ -346,7 +370,7 @@ pub(crate) struct State {
 pub(crate) const CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 impl State {
-    fn new(nclasses: u32) -> Self {
+    pub(crate) fn new(nclasses: u32) -> Self {
         Self {
             anchor: None,
             failed: None,
@@ -356,8 +380,25 @@ impl State {
         }
     }
 
+    /// The VM's `us` since READY as ns on the agent's clock.
+    pub(crate) fn vm_ns(&self, us: u64) -> Result<u64, String> {
+        self.anchor
+            .map(|a| crate::clock::ns_of(a) + us * 1000)
+            .ok_or_else(|| "the BEAM sent a timestamp before READY".to_string())
+    }
+
+    /// Are these VM times (µs) in order and not past the agent's clock
+    /// (plus CLOCK_SLACK)? A wrong one would land in a far-off recovery
+    /// bucket or a bogus latency, and a huge one would overflow.
+    pub(crate) fn in_order(&self, times: &[u64]) -> bool {
+        let now_us = self
+            .anchor
+            .map_or(0, |a| (a.elapsed() + CLOCK_SLACK).as_micros() as u64);
+        times.windows(2).all(|w| w[0] <= w[1]) && times.last().is_none_or(|&t| t <= now_us)
+    }
+
     /// Records one line; returns the lines the loop acts on (credit, end).
-    fn apply(
+    pub(crate) fn apply(
         &mut self,
         line: Line,
         rec: &Recorder,
@@ -370,7 +411,7 @@ impl State {
                 .ok_or_else(|| "the BEAM sent a timestamp before READY".to_string())
         };
         match line {
-            Line::Ready { schedulers } => {
+            Line::Ready { schedulers, .. } => {
                 self.anchor = Some(Instant::now());
                 gauges.schedulers.store(schedulers, Ordering::Relaxed);
             }
@@ -386,20 +427,15 @@ impl State {
                         r.id, r.class, self.nclasses
                     ));
                 }
-                // Times must be in order and not in the future: a wrong
-                // one would land in a far-off recovery bucket or a bogus
-                // latency, and a huge one would overflow.
-                let now_us = self
-                    .anchor
-                    .map_or(0, |a| (a.elapsed() + CLOCK_SLACK).as_micros() as u64);
-                if !(r.origin <= r.release
-                    && r.release <= r.pickup
-                    && r.pickup <= r.end
-                    && r.end <= now_us)
-                {
+                if !self.in_order(&[r.origin, r.release, r.pickup, r.end]) {
                     return Err(format!(
                         "the BEAM reported job {} with times out of order or in the future (origin {} release {} pickup {} end {} µs; now {} µs)",
-                        r.id, r.origin, r.release, r.pickup, r.end, now_us
+                        r.id,
+                        r.origin,
+                        r.release,
+                        r.pickup,
+                        r.end,
+                        self.anchor.map_or(0, |a| a.elapsed().as_micros() as u64)
                     ));
                 }
                 self.records += 1;
@@ -467,6 +503,8 @@ impl State {
             Line::Stopped => return Ok(Some(line)),
             Line::End { .. } => return Ok(Some(line)),
             Line::Error(m) => return Err(format!("the BEAM failed: {m}")),
+            // The server's lines: its driver (beam::server) handles them.
+            Line::Task(_) | Line::Conns { .. } => return Ok(Some(line)),
         }
         Ok(None)
     }

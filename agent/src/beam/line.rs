@@ -5,15 +5,19 @@ use crate::engine::Config;
 /// Version of the line protocol (the header's second word).
 pub const PROTOCOL: u32 = 2;
 
+/// Version of the server mode's protocol (`cwbench-beam-ws` header).
+pub const SERVER_PROTOCOL: u32 = 1;
+
 /// Longest line the VM may send; a longer one is a protocol error.
 pub(crate) const MAX_LINE: u64 = 4096;
 
 /// One line from the VM (docs/workload.md, "Other runtimes").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
-    /// The VM's time zero.
+    /// The VM's time zero; in server mode, the port it listens on.
     Ready {
         schedulers: u64,
+        port: Option<u16>,
     },
     /// Jobs released from the VM's buffer into its bounded queue.
     Credit(u64),
@@ -46,6 +50,25 @@ pub enum Line {
         unreleased: u64,
     },
     Error(String),
+    /// Server mode: one task read, and how it ended.
+    Task(TaskRecord),
+    /// Server mode: open connections now, connections dropped so far.
+    Conns {
+        open: u64,
+        dropped: u64,
+    },
+}
+
+/// Server mode: a task's fields, its outcome (0 completed, 1 crashed, 2
+/// timed out, 3 refused, 4 cancelled) and its times, µs since READY on the
+/// VM's clock: read, started, ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub job: cwbench::generator::Job,
+    pub outcome: u32,
+    pub read: u64,
+    pub pickup: u64,
+    pub end: u64,
 }
 
 /// A job's timestamps: µs since READY on the VM's monotonic clock.
@@ -85,7 +108,11 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
                 .find_map(|kv| kv.strip_prefix("schedulers="))
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(bad)?;
-            Line::Ready { schedulers }
+            let port = match rest.split(' ').find_map(|kv| kv.strip_prefix("port=")) {
+                Some(p) => Some(p.parse().map_err(|_| bad())?),
+                None => None,
+            };
+            Line::Ready { schedulers, port }
         }
         "K" => Line::Credit(one()?),
         "L" => Line::Late(one()?),
@@ -123,6 +150,38 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
                 run_queue,
                 busy_us,
             },
+            _ => return Err(bad()),
+        },
+        "T" => match nums()?.as_slice() {
+            &[
+                id,
+                class,
+                work_units,
+                sleep_us,
+                crash,
+                intended_us,
+                outcome,
+                read,
+                pickup,
+                end,
+            ] if outcome <= 4 && crash <= 1 => Line::Task(TaskRecord {
+                job: cwbench::generator::Job {
+                    id,
+                    class: u32::try_from(class).map_err(|_| bad())?,
+                    work_units: u32::try_from(work_units).map_err(|_| bad())?,
+                    sleep_us: u32::try_from(sleep_us).map_err(|_| bad())?,
+                    crash: crash == 1,
+                    intended_us,
+                },
+                outcome: outcome as u32,
+                read,
+                pickup,
+                end,
+            }),
+            _ => return Err(bad()),
+        },
+        "W" => match nums()?.as_slice() {
+            &[open, dropped] => Line::Conns { open, dropped },
             _ => return Err(bad()),
         },
         "F" => Line::Failed(rest.to_string()),
@@ -181,5 +240,21 @@ pub fn header(cfg: &Config) -> String {
         cfg.probe_interval.as_micros(),
         cfg.job_timeout.map_or(0, |t| t.as_millis()),
         kill.join(",")
+    )
+}
+
+/// The server mode's header: what the VM serves, and how.
+pub fn server_header(cfg: &Config, ws: &cwbench::proto::WebSocket) -> String {
+    format!(
+        "cwbench-beam-ws {SERVER_PROTOCOL} port={} in_flight={} max_message={} classes={} timeout_ms={} probe_us={} gauge_ms=100\n",
+        ws.port,
+        ws.in_flight,
+        match ws.max_message {
+            0 => crate::ws::DEFAULT_MAX_MESSAGE as u32,
+            n => n,
+        },
+        cfg.classes,
+        cfg.job_timeout.map_or(0, |t| t.as_millis()),
+        cfg.probe_interval.as_micros(),
     )
 }

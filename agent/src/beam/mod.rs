@@ -3,7 +3,8 @@
 //! streams it the jobs over the line protocol of docs/workload.md ("Other
 //! runtimes") within the VM's credit, and feeds the per-job records it sends
 //! back (timed on the VM's own monotonic clock) into the same recorder as the
-//! tokio path, so snapshots, recovery and Done need no special case.
+//! tokio path, so snapshots, recovery and Done need no special case. The
+//! same VM, started in server mode (`server`), is a WebSocket run's server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -19,10 +20,14 @@ use crate::recorder::Recorder;
 
 mod driver;
 mod line;
+mod server;
 mod toolchain;
 
 use driver::*;
-pub use line::{Line, PROTOCOL, Record, header, parse_line};
+pub use line::{
+    Line, PROTOCOL, Record, SERVER_PROTOCOL, TaskRecord, header, parse_line, server_header,
+};
+pub use server::serve;
 use toolchain::*;
 pub use toolchain::{INSTALL_HINT, SOURCES, unavailable_reason};
 
@@ -105,49 +110,20 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
     let (feed_tx, feed_rx) = mpsc::unbounded_channel();
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
-    // A timed run's span is decided in the VM (M and X lines) and mirrored
-    // here, so the recorder tells measured jobs as for tokio.
-    let recorder = Arc::new(Recorder::new(
-        1,
-        cfg.classes,
-        Arc::new(crate::span::Span::new(cfg.warmup, cfg.end)),
-        Instant::now(),
-        cfg.job_log,
-    ));
+    let recorder = recorder(&cfg);
     let gauges = Arc::new(BeamGauges::default());
     let cancel = CancellationToken::new();
-    let (rec, g, c) = (recorder.clone(), gauges.clone(), cancel.clone());
-    let thread = std::thread::Builder::new()
-        .name("cwbench-beam".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = done_tx.send(Outcome::Internal(format!(
-                        "cannot build the BEAM driver's runtime: {e}"
-                    )));
-                    return;
-                }
-            };
-            let io = Io {
-                feed: feed_rx,
-                credit: credit_tx,
-                rec,
-                gauges: g,
-                cancel: c,
-            };
-            // Compiling takes a second or so: here, not on the server's
-            // runtime, whose HTTP/2 keepalives must keep being answered.
-            let outcome = match compiled_dir() {
-                Ok(dir) => rt.block_on(run_vm(cfg, dir, io)),
-                Err(e) => Outcome::Internal(format!("cannot build the BEAM modules: {e}")),
-            };
-            let _ = done_tx.send(outcome);
-        })
-        .map_err(|e| format!("cannot start the BEAM driver thread: {e}"))?;
+    let io = Io {
+        feed: feed_rx,
+        credit: credit_tx,
+        rec: recorder.clone(),
+        gauges: gauges.clone(),
+        cancel: cancel.clone(),
+    };
+    let thread = vm_thread(done_tx, move |dir| async move {
+        let g = io.gauges.clone();
+        run_vm(&cfg, dir, g, |from, to| drive(&cfg, from, to, io)).await
+    })?;
     Ok(Workload::from_parts(Parts {
         feed: feed_tx,
         credit: credit_rx,
@@ -158,6 +134,56 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
         cancel,
         thread,
     }))
+}
+
+/// The recorder a VM's records go to: one shard (one driver records). A
+/// timed run's span is decided in the VM (M and X lines) and mirrored
+/// here, so the recorder tells measured jobs as for tokio.
+pub(crate) fn recorder(cfg: &Config) -> Arc<Recorder> {
+    Arc::new(Recorder::new(
+        1,
+        cfg.classes,
+        Arc::new(crate::span::Span::new(cfg.warmup, cfg.end)),
+        Instant::now(),
+        cfg.job_log,
+    ))
+}
+
+/// The thread that owns a VM: compiles the modules if needed, runs `run`
+/// (given the modules' directory) on a runtime of its own, and sends how
+/// it ended on `done`. Shared by the workload and the server mode.
+pub(crate) fn vm_thread<F, Fut>(
+    done: oneshot::Sender<Outcome>,
+    run: F,
+) -> Result<std::thread::JoinHandle<()>, String>
+where
+    F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    std::thread::Builder::new()
+        .name("cwbench-beam".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = done.send(Outcome::Internal(format!(
+                        "cannot build the BEAM driver's runtime: {e}"
+                    )));
+                    return;
+                }
+            };
+            // Compiling takes a second or so: here, not on the server's
+            // runtime, whose HTTP/2 keepalives must keep being answered.
+            let outcome = match compiled_dir() {
+                Ok(dir) => rt.block_on(run(dir)),
+                Err(e) => Outcome::Internal(format!("cannot build the BEAM modules: {e}")),
+            };
+            let _ = done.send(outcome);
+        })
+        .map_err(|e| format!("cannot start the BEAM driver thread: {e}"))
 }
 
 #[cfg(test)]
@@ -192,7 +218,7 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 
-    fn config() -> Config {
+    pub(super) fn config() -> Config {
         Config {
             runtime: cwbench::spec::Flavor::Beam,
             threads: 1,
@@ -229,7 +255,41 @@ mod tests {
     fn lines_parse() {
         assert_eq!(
             parse_line("READY otp=25 schedulers=2"),
-            Ok(Line::Ready { schedulers: 2 })
+            Ok(Line::Ready {
+                schedulers: 2,
+                port: None
+            })
+        );
+        assert_eq!(
+            parse_line("READY otp=25 schedulers=2 port=4100"),
+            Ok(Line::Ready {
+                schedulers: 2,
+                port: Some(4100)
+            })
+        );
+        assert_eq!(
+            parse_line("T 7 1 1000 250 1 42 3 10 11 12"),
+            Ok(Line::Task(TaskRecord {
+                job: cwbench::generator::Job {
+                    id: 7,
+                    class: 1,
+                    work_units: 1000,
+                    sleep_us: 250,
+                    crash: true,
+                    intended_us: 42,
+                },
+                outcome: 3,
+                read: 10,
+                pickup: 11,
+                end: 12,
+            }))
+        );
+        assert_eq!(
+            parse_line("W 3 1"),
+            Ok(Line::Conns {
+                open: 3,
+                dropped: 1
+            })
         );
         assert_eq!(parse_line("K 12"), Ok(Line::Credit(12)));
         assert_eq!(parse_line("L 1033"), Ok(Line::Late(1033)));
@@ -287,6 +347,12 @@ mod tests {
             "X 1",
             "M",
             "READY otp=25",
+            "READY otp=25 schedulers=1 port=70000",
+            "T 1 0 0 0 2 0 0 1 2 3",
+            "T 1 0 0 0 0 0 5 1 2 3",
+            "T 1 4294967296 0 0 0 0 0 1 2 3",
+            "T 1 0 0 0 0 0 0 1 2",
+            "W 1",
             "HELLO 1",
         ] {
             let e = parse_line(bad).unwrap_err();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use parking_lot::Mutex;
 
 /// The Erlang sources, compiled into the agent so it runs from anywhere.
-pub const SOURCES: [(&str, &str); 3] = [
+pub const SOURCES: [(&str, &str); 4] = [
     (
         "cwbench_beam.erl",
         include_str!("../../../runtimes/beam/cwbench_beam.erl"),
@@ -17,6 +17,10 @@ pub const SOURCES: [(&str, &str); 3] = [
     (
         "cwbench_beam_worker.erl",
         include_str!("../../../runtimes/beam/cwbench_beam_worker.erl"),
+    ),
+    (
+        "cwbench_beam_ws.erl",
+        include_str!("../../../runtimes/beam/cwbench_beam_ws.erl"),
     ),
 ];
 

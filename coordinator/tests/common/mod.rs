@@ -7,6 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Is Erlang missing (no `erl` and `erlc` in PATH)? Then says SKIP for
+/// `test` on stderr: tests of the BEAM pass without it.
+pub fn erl_missing(test: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| d.join("erl").is_file() && d.join("erlc").is_file())
+    });
+    if !found {
+        eprintln!("SKIP: {test}: Erlang/OTP is not installed (apt-get install erlang-nox)");
+    }
+    !found
+}
+
 pub fn coordinator_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
 }
