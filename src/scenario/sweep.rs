@@ -53,11 +53,11 @@ pub(super) fn expand(
                                 for &f in &flavors {
                                     let beam = f == Flavor::Beam;
                                     // A sweep that puts the BEAM beside tokio
-                                    // variants keeps one BEAM row: its only
-                                    // dispatch and compute are pool/inline.
+                                    // variants keeps one BEAM row: it has one
+                                    // dispatch and computes inline.
+                                    let one = Profile::beam_dispatch(websocket);
                                     if beam
-                                        && ((d != Dispatch::Pool
-                                            && dispatch.contains(&Dispatch::Pool))
+                                        && ((d != one && dispatch.contains(&one))
                                             || (cp != Compute::Inline
                                                 && compute.contains(&Compute::Inline)))
                                     {

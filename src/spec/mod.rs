@@ -416,6 +416,16 @@ fn quoted<T: Serialize>(v: &T) -> String {
 }
 
 impl Profile {
+    /// The BEAM's one dispatch: worker processes pulling from one bounded
+    /// queue (a workload run), or a process per task (a WebSocket server).
+    pub fn beam_dispatch(websocket: bool) -> Dispatch {
+        if websocket {
+            Dispatch::TaskPerJob
+        } else {
+            Dispatch::Pool
+        }
+    }
+
     /// Refuses combinations that make no sense, with the reason. Upper
     /// limits are each end's own (see the module doc). `websocket`: the
     /// profile is a WebSocket run's server's, whose handler architectures
@@ -432,7 +442,7 @@ impl Profile {
                     format!("runtime = \"beam\" {reason}"),
                 ))
             };
-            if self.dispatch != Dispatch::Pool && !websocket {
+            if self.dispatch != Self::beam_dispatch(false) && !websocket {
                 return why(
                     Field::Dispatch,
                     quoted(&self.dispatch),

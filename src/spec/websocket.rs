@@ -96,7 +96,7 @@ impl WebSocketSpec {
     pub fn check_profile(p: &Profile) -> Result<(), Refusal> {
         if p.runtime == Flavor::Beam {
             // The BEAM's shape: a process per connection, one per task.
-            if p.dispatch != Dispatch::TaskPerJob {
+            if p.dispatch != Profile::beam_dispatch(true) {
                 return Err(Refusal::new(
                     Field::Dispatch,
                     quoted(&p.dispatch),
