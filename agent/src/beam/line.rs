@@ -101,113 +101,130 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
             _ => Err(bad()),
         }
     };
-    Ok(match tag {
-        "READY" => {
-            let schedulers = rest
-                .split(' ')
-                .find_map(|kv| kv.strip_prefix("schedulers="))
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(bad)?;
-            let port = match rest.split(' ').find_map(|kv| kv.strip_prefix("port=")) {
-                Some(p) => Some(p.parse().map_err(|_| bad())?),
-                None => None,
-            };
-            Line::Ready { schedulers, port }
-        }
-        "K" => Line::Credit(one()?),
-        "L" => Line::Late(one()?),
-        "S" => Line::Restart(one()?),
-        "R" => Line::RestartLatency(one()?),
-        "D" => match nums()?.as_slice() {
-            &[
-                id,
-                class,
-                outcome,
-                origin,
-                release,
-                pickup,
-                end,
-                sleep_req,
-                sleep_act,
-            ] if outcome <= 2 && class <= u64::from(u32::MAX) => Line::Job(Record {
-                id,
-                class: class as u32,
-                outcome: outcome as u32,
-                origin,
-                release,
-                pickup,
-                end,
-                sleep_req,
-                sleep_act,
-            }),
-            _ => return Err(bad()),
-        },
+    let parsed = match tag {
+        "READY" => ready(rest),
+        "K" => Some(Line::Credit(one()?)),
+        "L" => Some(Line::Late(one()?)),
+        "S" => Some(Line::Restart(one()?)),
+        "R" => Some(Line::RestartLatency(one()?)),
+        "D" => job(&nums()?),
         "G" => match nums()?.as_slice() {
-            &[queue, in_flight, processes, run_queue, busy_us] => Line::Gauge {
+            &[queue, in_flight, processes, run_queue, busy_us] => Some(Line::Gauge {
                 queue,
                 in_flight,
                 processes,
                 run_queue,
                 busy_us,
-            },
-            _ => return Err(bad()),
-        },
-        "T" => match nums()?.as_slice() {
-            &[
-                id,
-                class,
-                work_units,
-                sleep_us,
-                crash,
-                intended_us,
-                outcome,
-                read,
-                pickup,
-                end,
-            ] if outcome <= 4 && crash <= 1 => Line::Task(TaskRecord {
-                job: cwbench::generator::Job {
-                    id,
-                    class: u32::try_from(class).map_err(|_| bad())?,
-                    work_units: u32::try_from(work_units).map_err(|_| bad())?,
-                    sleep_us: u32::try_from(sleep_us).map_err(|_| bad())?,
-                    crash: crash == 1,
-                    intended_us,
-                },
-                outcome: outcome as u32,
-                read,
-                pickup,
-                end,
             }),
-            _ => return Err(bad()),
+            _ => None,
         },
+        "T" => task(&nums()?),
         "W" => match nums()?.as_slice() {
-            &[open, dropped] => Line::Conns { open, dropped },
-            _ => return Err(bad()),
+            &[open, dropped] => Some(Line::Conns { open, dropped }),
+            _ => None,
         },
-        "F" => Line::Failed(rest.to_string()),
-        "M" => Line::MeasureFrom(one()?),
-        "X" if rest.is_empty() => Line::Stopped,
-        "ERR" => Line::Error(rest.to_string()),
-        "END" => {
-            let mut f = rest.split(' ');
-            let digest = f
-                .next()
-                .filter(|h| h.len() == 16)
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-                .ok_or_else(bad)?;
-            let mut n = || f.next().and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
-            let (jobs, cancelled, unreleased) = (n()?, n()?, n()?);
-            if f.next().is_some() {
-                return Err(bad());
-            }
-            Line::End {
-                digest,
-                jobs,
-                cancelled,
-                unreleased,
-            }
-        }
-        _ => return Err(bad()),
+        "F" => Some(Line::Failed(rest.to_string())),
+        "M" => Some(Line::MeasureFrom(one()?)),
+        "X" if rest.is_empty() => Some(Line::Stopped),
+        "ERR" => Some(Line::Error(rest.to_string())),
+        "END" => end(rest),
+        _ => None,
+    };
+    parsed.ok_or_else(bad)
+}
+
+/// `READY otp=.. schedulers=N [port=P]`.
+fn ready(rest: &str) -> Option<Line> {
+    let field = |k: &str| rest.split(' ').find_map(|kv| kv.strip_prefix(k));
+    let schedulers = field("schedulers=")?.parse().ok()?;
+    let port = match field("port=") {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some(Line::Ready { schedulers, port })
+}
+
+/// `D id class outcome origin release pickup end sleep_req sleep_act`.
+fn job(f: &[u64]) -> Option<Line> {
+    let &[
+        id,
+        class,
+        outcome,
+        origin,
+        release,
+        pickup,
+        end,
+        sleep_req,
+        sleep_act,
+    ] = f
+    else {
+        return None;
+    };
+    (outcome <= 2).then_some(())?;
+    Some(Line::Job(Record {
+        id,
+        class: u32::try_from(class).ok()?,
+        outcome: outcome as u32,
+        origin,
+        release,
+        pickup,
+        end,
+        sleep_req,
+        sleep_act,
+    }))
+}
+
+/// `T id class work_units sleep_us crash intended_us outcome read pickup end`.
+fn task(f: &[u64]) -> Option<Line> {
+    let &[
+        id,
+        class,
+        work_units,
+        sleep_us,
+        crash,
+        intended_us,
+        outcome,
+        read,
+        pickup,
+        end,
+    ] = f
+    else {
+        return None;
+    };
+    (outcome <= 4 && crash <= 1).then_some(())?;
+    Some(Line::Task(TaskRecord {
+        job: cwbench::generator::Job {
+            id,
+            class: u32::try_from(class).ok()?,
+            work_units: u32::try_from(work_units).ok()?,
+            sleep_us: u32::try_from(sleep_us).ok()?,
+            crash: crash == 1,
+            intended_us,
+        },
+        outcome: outcome as u32,
+        read,
+        pickup,
+        end,
+    }))
+}
+
+/// `END digest-hex jobs cancelled unreleased`.
+fn end(rest: &str) -> Option<Line> {
+    let mut f = rest.split(' ');
+    let digest = f
+        .next()
+        .filter(|h| h.len() == 16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())?;
+    let mut n = || f.next().and_then(|v| v.parse::<u64>().ok());
+    let (jobs, cancelled, unreleased) = (n()?, n()?, n()?);
+    if f.next().is_some() {
+        return None;
+    }
+    Some(Line::End {
+        digest,
+        jobs,
+        cancelled,
+        unreleased,
     })
 }
 
