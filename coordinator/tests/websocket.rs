@@ -436,3 +436,68 @@ fn a_target_that_is_not_a_ws_url_is_refused() {
         assert!(text(&o.stderr).contains(why), "{url}: {}", text(&o.stderr));
     }
 }
+
+/// (BEAM) The shipped tokio-vs-BEAM scenarios run as a user runs them (no
+/// agents named: local agents, the BEAM server a VM of its own): every
+/// server configuration is a row with its digests agreeing, and each
+/// client reports its per-class round trips (the flood's light tasks on
+/// tokio inline, spawn_blocking, pool and the BEAM).
+#[test]
+fn the_tokio_vs_beam_scenarios_run_from_the_repository() {
+    if common::erl_missing("the_tokio_vs_beam_scenarios_run_from_the_repository") {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    for (file, labels) in [
+        (
+            "ws-tokio-vs-beam-flood.toml",
+            &["inline", "beam", "blocking", "pool1"][..],
+        ),
+        (
+            "ws-tokio-vs-beam.toml",
+            &[
+                "spawn-await/inline",
+                "spawn-await/blocking",
+                "serial/inline",
+                "serial/blocking",
+                "task-per-job/inline",
+                "beam",
+                "task-per-job/blocking",
+            ][..],
+        ),
+    ] {
+        let scenario = std::path::Path::new("../scenarios").join(file);
+        let mut cmd = Command::new(coordinator_bin());
+        cmd.arg("--scenario")
+            .arg(&scenario)
+            .args([
+                "--out",
+                &out.path().display().to_string(),
+                "--run-id",
+                file,
+                "--quiet",
+            ])
+            .env_remove("CWBENCH_TOKEN");
+        let o = output_within(cmd, Duration::from_secs(300));
+        assert_eq!(o.status.code(), Some(0), "{file}: {}", text(&o.stderr));
+        let (r, _) = run_json(&out.path().join(file));
+        assert_eq!(r.profiles.len(), labels.len(), "{file}");
+        for (p, want) in r.profiles.iter().zip(labels) {
+            assert!(p.label.contains(want), "{file}: {} is not {want}", p.label);
+            let w = p.websocket.as_ref().unwrap();
+            assert_eq!(w.digest_match, Some(true), "{file} {}: {:?}", p.label, w);
+            let client = p.hosts.iter().find(|h| h.label != w.server).unwrap();
+            let names: Vec<&str> = client.classes.iter().map(|c| c.class.as_str()).collect();
+            let counted: u64 = client
+                .classes
+                .iter()
+                .map(|c| c.latency.completion.count)
+                .sum();
+            assert!(
+                counted > 0 && !names.is_empty(),
+                "{file} {}: {names:?}",
+                p.label
+            );
+        }
+    }
+}
