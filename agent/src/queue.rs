@@ -32,6 +32,8 @@ struct Inner<T> {
     consumers_waiting: usize,
     /// Producers parked on `space` and not yet notified.
     producers_waiting: usize,
+    /// Slots freed by the take under way (reset by `wake_producer`).
+    freed: usize,
 }
 
 /// Decides, as a job enters the queue with its latency origin (ns), whether
@@ -67,6 +69,7 @@ impl<T> Queue<T> {
                 closed: false,
                 consumers_waiting: 0,
                 producers_waiting: 0,
+                freed: 0,
             }),
             cap: cap.max(1),
             items: Notify::new(),
@@ -186,32 +189,82 @@ impl<T> Queue<T> {
     #[inline(always)]
     pub fn try_recv(&self, now: u64) -> Option<(T, u64)> {
         let mut g = self.inner.lock();
+        let front = self.take(&mut g, now)?;
+        self.wake_producer(&mut g);
+        Some(front)
+    }
+
+    /// Claims the next item, as `try_recv` does, and after it up to
+    /// `max - 1` more into `more` (in queue order), under one lock — but only
+    /// while the first and each further item is `light`: a worker holds at
+    /// most `max` light jobs others could have run, which it runs back to
+    /// back at once. Each freed slot is refilled from the hand as if the
+    /// items had been taken one by one at `now`. One lock per claim instead
+    /// of one per job is what lets several workers share the queue (see
+    /// docs/performance.md, "Agent CPU per job").
+    #[inline]
+    pub fn try_recv_many(
+        &self,
+        now: u64,
+        max: usize,
+        more: &mut std::collections::VecDeque<(T, u64)>,
+        light: impl Fn(&T) -> bool,
+    ) -> Option<(T, u64)> {
+        let mut g = self.inner.lock();
+        let front = self.take(&mut g, now)?;
+        if light(&front.0) {
+            for _ in 1..max {
+                match g.buf.front() {
+                    Some((next, _)) if light(next) => {}
+                    _ => break,
+                }
+                match self.take(&mut g, now) {
+                    Some(x) => more.push_back(x),
+                    None => break,
+                }
+            }
+        }
+        self.wake_producer(&mut g);
+        Some(front)
+    }
+
+    /// Pops the front item; the hand's first job, if any, takes the freed
+    /// slot (or the gate ends the hand there).
+    #[inline(always)]
+    fn take(&self, g: &mut Inner<T>, now: u64) -> Option<(T, u64)> {
         let front = g.buf.pop_front()?;
+        g.freed += 1;
         let len = g.buf.len();
         if len >= self.cap {
             // The hand's first job takes the freed slot: its attempt began
             // when the job before it got in; the next one's begins now.
             let since = std::mem::replace(&mut g.hand_since, now);
-            let mut hand_over = len == self.cap;
             match &self.gate {
                 Some(gate) if !gate(&g.buf[self.cap - 1].0, since) => {
                     // Not released: neither it nor the rest of the hand.
                     g.refused += len - (self.cap - 1);
                     g.buf.truncate(self.cap - 1);
-                    hand_over = true;
                 }
                 _ => g.buf[self.cap - 1].1 = since,
             }
-            if hand_over && g.producers_waiting > 0 {
-                // The producer's hand is empty: it may bring the next chunk.
-                g.producers_waiting -= 1;
-                self.space.notify_one();
-            }
-        } else if g.producers_waiting > 0 {
-            g.producers_waiting -= 1;
-            self.space.notify_one();
         }
         Some(front)
+    }
+
+    /// After items were taken: a producer parked for space may go on — the
+    /// one whose hand is now empty (it may bring the next chunk), or, job by
+    /// job, one per freed slot.
+    #[inline(always)]
+    fn wake_producer(&self, g: &mut Inner<T>) {
+        let freed = std::mem::take(&mut g.freed);
+        if g.producers_waiting == 0 || g.buf.len() > self.cap {
+            return;
+        }
+        let k = freed.min(g.producers_waiting);
+        g.producers_waiting -= k;
+        for _ in 0..k {
+            self.space.notify_one();
+        }
     }
 
     /// The next item, its latency origin and the moment it was taken;
@@ -398,3 +451,6 @@ mod tests {
         assert!(late.is_empty());
     }
 }
+
+#[cfg(test)]
+mod stress;

@@ -101,6 +101,17 @@ struct Shard {
     faults: Vec<u64>,
 }
 
+/// A small number fixed for the calling thread, for a shard of its own:
+/// task-per-job's job tasks record on whichever runtime thread ran them, so
+/// the threads do not share one shard's lock. Numbers are handed out in
+/// the order threads first ask; the shard is this modulo the shard count.
+pub fn thread_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    INDEX.with(|i| *i)
+}
+
 /// Saturating microseconds between two instants.
 #[inline]
 pub fn us(from: Instant, to: Instant) -> u64 {
@@ -175,8 +186,8 @@ impl Local {
         match self.buf.last_mut() {
             Some((last, n)) if last.same(&c) && *n < u32::MAX => {
                 *n += 1;
-                // Not always in done order: the task-per-job aggregator
-                // gets completions in the order their tasks sent them.
+                // Pushed out of done order (by a caller merging what others
+                // report), the run still ends at its latest completion.
                 last.done_us = last.done_us.max(c.done_us);
             }
             _ => self.buf.push((c, 1)),
@@ -810,9 +821,8 @@ mod tests {
         );
     }
 
-    /// The task-per-job aggregator merges completions in the order their
-    /// tasks sent them, not always in done order: a merged run keeps the
-    /// latest completion, as one-by-one recording does.
+    /// Completions merged out of done order: a merged run keeps the latest
+    /// completion, as one-by-one recording does.
     #[test]
     fn merged_completions_out_of_done_order_keep_the_latest() {
         let start = crate::clock::now();

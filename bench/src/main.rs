@@ -60,16 +60,22 @@ struct PipelineArgs {
     /// Jobs per JobBatch message.
     #[arg(long, default_value_t = 8192)]
     batch: usize,
-    /// Only these variants (comma-separated: dull,w1,w1k,w8,task; w1k =
-    /// 1 worker with work drawn from uniform 0..=0, so every job's ChaCha
-    /// block is computed).
-    #[arg(long, default_value = "dull,w1,w1k,w8,task")]
+    /// Only these variants (comma-separated: literal,dull,w1,w1k,w8,task;
+    /// literal = the seed's harness as written, no timestamps; dull = the
+    /// same with a timestamp and a histogram record per job; w1k = 1 worker
+    /// with work drawn from uniform 0..=0, so every job's ChaCha block is
+    /// computed).
+    #[arg(long, default_value = PIPELINE_VARIANTS)]
     only: String,
 }
 
+/// The pipeline's variants, in the order each repeat runs them.
+const PIPELINE_VARIANTS: &str = "literal,dull,w1,w1k,w8,task";
+
 #[derive(Debug, Subcommand)]
 enum Figure {
-    /// The seed's in-process harness alone: producer -> tokio mpsc(256) -> one worker.
+    /// The seed's in-process harnesses alone, interleaved: producer -> tokio
+    /// mpsc(256) -> one worker; literal (counts) and dull (stamps and records).
     Dull {
         #[arg(long, default_value_t = 5_000_000)]
         jobs: u64,
@@ -159,8 +165,13 @@ fn main() -> Result<()> {
             threads,
         } => {
             for _ in 0..repeats {
+                let l = literal(jobs, threads);
                 let r = dull(jobs, threads);
-                println!("dull: {:.2} M jobs/s", r / 1e6);
+                println!(
+                    "literal: {:.2} M jobs/s, dull: {:.2} M jobs/s",
+                    l / 1e6,
+                    r / 1e6
+                );
             }
         }
         Figure::Pipeline(a) => pipeline(&a)?,
@@ -190,7 +201,7 @@ fn main() -> Result<()> {
                 threads: 2,
                 prefetch: 262_144,
                 batch: 8192,
-                only: "dull,w1,w1k,w8,task".into(),
+                only: PIPELINE_VARIANTS.into(),
             })?;
             wire(8192)?;
             overhead(10_000_000, 3, 2, "w1,w2,w8,task,line")?;
@@ -231,7 +242,62 @@ fn load_avg() -> String {
         .to_string()
 }
 
-/// The seed's dull harness: one producer task stamps each zero-work job and
+/// The seed note's job, field for field.
+#[derive(Clone)]
+struct SeedJob {
+    id: u64,
+    work_units: u32,
+    sleep_ms: u64,
+}
+
+/// The seed's harness as the note writes it (the literal baseline): a tokio
+/// runtime, one producer task sending zero-work jobs through a tokio bounded
+/// mpsc(256) to one worker task, which runs the black-box loop and counts;
+/// no timestamps, no histogram. The note's sleep is left out for a 0 ms
+/// job, as cwbench's workers leave it out (a 0 ms tokio sleep still waits
+/// for the next 1 ms tick). Jobs per second.
+fn literal(jobs: u64, threads: u32) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads as usize)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<SeedJob>(256);
+        let t0 = Instant::now();
+        let worker = tokio::spawn(async move {
+            let mut done = 0u64;
+            while let Some(job) = rx.recv().await {
+                for _ in 0..job.work_units {
+                    black_box(job.id ^ u64::from(job.work_units));
+                }
+                if job.sleep_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
+                }
+                done += 1;
+            }
+            done
+        });
+        let producer = tokio::spawn(async move {
+            for id in 0..jobs {
+                let job = SeedJob {
+                    id,
+                    work_units: 0,
+                    sleep_ms: 0,
+                };
+                if tx.send(job).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let _ = producer.await;
+        assert_eq!(worker.await.expect("worker"), jobs);
+        jobs as f64 / t0.elapsed().as_secs_f64()
+    })
+}
+
+/// The recording baseline: the literal harness with what a measuring
+/// harness adds. One producer task stamps each zero-work job and
 /// sends it through a tokio bounded mpsc(256) to one worker task, which runs
 /// the black-box loop and records the completion latency. Jobs per second.
 fn dull(jobs: u64, threads: u32) -> f64 {
@@ -395,10 +461,19 @@ fn pipeline(a: &PipelineArgs) -> Result<()> {
     for rep in 0..a.repeats {
         for v in &variants {
             let (name, workers, dispatch) = match *v {
+                "literal" => {
+                    let r = literal(a.jobs, a.threads);
+                    println!(
+                        "  rep {rep} literal (in-process mpsc(256), 1 worker, counts): {:.2} M/s",
+                        r / 1e6
+                    );
+                    push("literal", r, r);
+                    continue;
+                }
                 "dull" => {
                     let r = dull(a.jobs, a.threads);
                     println!(
-                        "  rep {rep} dull (in-process mpsc(256), 1 worker): {:.2} M/s",
+                        "  rep {rep} dull (in-process mpsc(256), 1 worker, stamps and records): {:.2} M/s",
                         r / 1e6
                     );
                     push("dull", r, r);
@@ -438,36 +513,45 @@ fn pipeline(a: &PipelineArgs) -> Result<()> {
             push(name, tput, wall);
         }
     }
-    let dull = rows.iter().find(|r| r.0 == "dull").map(|r| r.1.clone());
-    println!(
-        "\n| variant | jobs/s (median of {}) | min..max | ratio of medians to dull | per repeat, to that repeat's dull (median) | whole-run jobs/s |",
-        a.repeats
-    );
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (name, t, w) in &rows {
+    print_ratios(&rows, a.repeats);
+    Ok(())
+}
+
+/// The pipeline's table: each variant's median, and its ratio to each
+/// baseline that ran — of the medians, and repeat by repeat to the
+/// baseline run of the same repeat (the two saw the same moment's load).
+fn print_ratios(rows: &[(String, Vec<f64>, Vec<f64>)], repeats: usize) {
+    let base = |b: &str| rows.iter().find(|r| r.0 == b).map(|r| r.1.clone());
+    let bases: Vec<(&str, Vec<f64>)> = ["literal", "dull"]
+        .into_iter()
+        .filter_map(|b| Some((b, base(b)?)))
+        .collect();
+    let mut head = format!("| variant | jobs/s (median of {repeats}) | min..max |");
+    for (b, _) in &bases {
+        head += &format!(" to {b}: ratio of medians | per repeat (median) |");
+    }
+    println!("\n{head} whole-run jobs/s |");
+    println!("|{}", " --- |".repeat(3 + 2 * bases.len() + 1));
+    for (name, t, w) in rows {
         let m = median(t);
-        let (ratio, paired) = match &dull {
-            Some(d) => {
-                // Each repeat against the dull run just before it: the two
-                // saw the same moment's load.
-                let r: Vec<f64> = t.iter().zip(d).map(|(x, y)| x / y).collect();
-                let list: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
-                (
-                    format!("{:.2}×", m / median(d)),
-                    format!("{} ({:.2}×)", list.join(", "), median(&r)),
-                )
-            }
-            None => ("-".into(), "-".into()),
-        };
-        println!(
-            "| {name} | {:.2} M | {:.2}..{:.2} M | {ratio} | {paired} | {:.2} M |",
+        let mut line = format!(
+            "| {name} | {:.2} M | {:.2}..{:.2} M |",
             m / 1e6,
             t.iter().cloned().fold(f64::MAX, f64::min) / 1e6,
             t.iter().cloned().fold(0.0, f64::max) / 1e6,
-            median(w) / 1e6
         );
+        for (_, d) in &bases {
+            let r: Vec<f64> = t.iter().zip(d).map(|(x, y)| x / y).collect();
+            let list: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+            line += &format!(
+                " {:.2}× | {} ({:.2}×) |",
+                m / median(d),
+                list.join(", "),
+                median(&r)
+            );
+        }
+        println!("{line} {:.2} M |", median(w) / 1e6);
     }
-    Ok(())
 }
 
 /// The median; of an even count, the mean of the two middle values.

@@ -52,7 +52,11 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
     let (built_tx, built_rx) = std::sync::mpsc::channel();
-    let shards = cfg.workers.max(cfg.producers).min(cfg.threads.max(1) * 2);
+    let shards = match cfg.dispatch {
+        // Job tasks record on the thread they ran on (recorder::thread_index).
+        Dispatch::TaskPerJob => cfg.threads.max(1),
+        _ => cfg.workers.max(cfg.producers).min(cfg.threads.max(1) * 2),
+    };
     let recorder = Arc::new(
         Recorder::new(
             shards,
@@ -85,7 +89,6 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
     };
     let cancel = CancellationToken::new();
     let compute_pool = compute_pool(&cfg)?;
-    let (done_jobs_tx, done_jobs_rx) = mpsc::unbounded_channel();
     let (kill_tx, kill_rx) = mpsc::unbounded_channel();
     let buffers = Arc::new(Buffers::new(cfg.recycle_jobs as usize));
     let ctx = Arc::new(Ctx {
@@ -96,7 +99,6 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
         rr: AtomicUsize::new(0),
         in_flight: Arc::new(Semaphore::new(cfg.queue_bound)),
         compute_pool,
-        completions: done_jobs_tx,
         t0: OnceLock::new(),
         kill: kill_tx,
         stopped: Arc::default(),
@@ -114,7 +116,7 @@ pub fn start(cfg: Config) -> Result<Workload, String> {
                 }
             };
             let _ = built_tx.send(Ok(rt.handle().clone()));
-            let outcome = rt.block_on(run(ctx, feed_rx, credit_tx, done_jobs_rx, kill_rx));
+            let outcome = rt.block_on(run(ctx, feed_rx, credit_tx, kill_rx));
             let _ = done_tx.send(outcome);
             rt.shutdown_timeout(Duration::from_secs(1));
         })
@@ -198,11 +200,6 @@ impl Probe for TokioProbe {
     }
 }
 
-pub(crate) struct Completion {
-    job: Job,
-    timing: Timing,
-}
-
 pub(crate) struct Ctx {
     cfg: Config,
     rec: Arc<Recorder>,
@@ -216,8 +213,6 @@ pub(crate) struct Ctx {
     /// task-per-job: the in-flight bound.
     in_flight: Arc<Semaphore>,
     compute_pool: Option<ComputePool>,
-    /// task-per-job: completions go to the aggregator task over a channel.
-    completions: mpsc::UnboundedSender<Completion>,
     /// Open loop: time zero of the intended times (first jobs received), ns.
     t0: OnceLock<u64>,
     /// kill-worker faults: (worker, when, ns) to the supervisor, which aborts it.
@@ -232,15 +227,14 @@ pub(crate) struct Ctx {
     remote: OnceLock<Arc<crate::ws::client::Connections>>,
 }
 
-/// Completion entries a pool worker or the task-per-job aggregator holds
-/// (`recorder::Local`) before it flushes them into its shard.
+/// Completion entries a pool worker holds (`recorder::Local`) before it
+/// flushes them into its shard.
 pub(crate) const LOCAL: usize = 64;
 
 pub(crate) async fn run(
     ctx: Arc<Ctx>,
     feed: mpsc::UnboundedReceiver<Vec<Job>>,
     credit: mpsc::UnboundedSender<u64>,
-    mut completions: mpsc::UnboundedReceiver<Completion>,
     kills: mpsc::UnboundedReceiver<(usize, u64)>,
 ) -> Outcome {
     {
@@ -256,25 +250,6 @@ pub(crate) async fn run(
     }
     let probe_stop = CancellationToken::new();
     let probe = tokio::spawn(probe(ctx.clone(), probe_stop.clone()));
-    // task-per-job: the aggregator records what the job tasks report.
-    let rec = ctx.rec.clone();
-    let aggregator = tokio::spawn(async move {
-        // Merged as a pool worker merges its own (recorder::Local), flushed
-        // once the channel is drained and every LOCAL entries. recv_many
-        // keeps to tokio's cooperative budget (try_recv would not yield).
-        let mut local = crate::recorder::Local::with_capacity(LOCAL);
-        let mut got = Vec::with_capacity(LOCAL);
-        while completions.recv_many(&mut got, LOCAL).await > 0 {
-            let drained = got.len() < LOCAL;
-            for c in got.drain(..) {
-                local.push(&rec, &c.job, &c.timing);
-            }
-            if drained || local.len() >= LOCAL {
-                rec.flush(0, &mut local);
-            }
-        }
-        rec.flush(0, &mut local);
-    });
     let feed = Arc::new(tokio::sync::Mutex::new(feed));
     let mut producers = JoinSet::new();
     for i in 0..ctx.cfg.producers {
@@ -317,10 +292,6 @@ pub(crate) async fn run(
     };
     probe_stop.cancel();
     let _ = probe.await;
-    // The aggregator ends when the last sender (in ctx) is gone: the tasks
-    // hold clones of ctx until they finish, so wait for the count to drop.
-    drop(ctx);
-    let _ = aggregator.await;
     match (outcome, pool_outcome, remote) {
         (Outcome::Finished, Outcome::Finished, Err(why)) => Outcome::Internal(why),
         (Outcome::Finished, pool, _) => pool,

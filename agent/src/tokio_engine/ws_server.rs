@@ -44,8 +44,7 @@ impl Jobs {
     pub(crate) fn new(cfg: Config, rec: Arc<Recorder>) -> Result<Self, String> {
         install_panic_hook();
         let compute_pool = super::compute_pool(&cfg)?;
-        // Receivers dropped at once: nothing here sends completions or kills.
-        let (completions, _) = mpsc::unbounded_channel();
+        // Receiver dropped at once: nothing here sends kills.
         let (kill, _) = mpsc::unbounded_channel();
         let ctx = Ctx {
             cfg,
@@ -55,7 +54,6 @@ impl Jobs {
             rr: AtomicUsize::new(0),
             in_flight: Arc::new(Semaphore::new(0)),
             compute_pool,
-            completions,
             t0: OnceLock::new(),
             kill,
             stopped: Arc::default(),
