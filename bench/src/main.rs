@@ -410,7 +410,7 @@ fn run_plan(
     plan: Plan,
     agents: Agents,
     batch: usize,
-    progress: Option<cwbench_coordinator::driver::Progress>,
+    progress: Option<cwbench_coordinator::observer::Progress>,
 ) -> Result<(f64, f64, RunResult)> {
     // The coordinator binary's runtime, thread for thread.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -878,7 +878,7 @@ fn memory(jobs: u64, threads: u32, prefetch: u32) -> Result<()> {
     let addr = line.trim().to_string();
     let samples: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let s2 = samples.clone();
-    let progress: cwbench_coordinator::driver::Progress = Arc::new(move |_h, snap| {
+    let progress: cwbench_coordinator::observer::Progress = Arc::new(move |_h, snap| {
         let rss = snap.gauges.map_or(0, |g| g.rss_bytes);
         s2.lock().unwrap().push((snap.seq, rss));
     });

@@ -66,10 +66,6 @@ impl WsPart {
     }
 }
 
-/// Progress callback: (host label, snapshot) as each arrives (an observer
-/// through `crate::observer::lines`).
-pub type Progress = Arc<dyn Fn(&str, &proto::Snapshot) + Send + Sync>;
-
 /// A host's result and its whole-run completion histogram, which the host
 /// groups merge (result.json keeps only its summary).
 #[derive(Debug)]

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use cwbench::proto;
 use cwbench::scenario::Plan;
 
-use crate::driver::Progress;
 use crate::result::{HostResult, IntervalPoint, RunResult};
+
+/// Progress callback: (host label, snapshot) as each arrives (an observer
+/// through [`lines`]).
+pub type Progress = Arc<dyn Fn(&str, &proto::Snapshot) + Send + Sync>;
 
 /// Which profile of the sweep (0-based, in the plan's order) and which host
 /// (0-based, in the order of the run's labels).

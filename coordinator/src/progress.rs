@@ -12,7 +12,7 @@ use cwbench::proto::Snapshot;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tracing_indicatif::IndicatifWriter;
 
-use crate::driver::Progress;
+use crate::observer::Progress;
 use crate::report::{fmt_rate, fmt_us};
 
 /// Host bars shown at most; with more hosts, the ones with the fewest jobs

@@ -467,6 +467,7 @@ fn the_tokio_vs_beam_scenarios_run_from_the_repository() {
         ),
     ] {
         let scenario = std::path::Path::new("../scenarios").join(file);
+        let id = file.trim_end_matches(".toml");
         let mut cmd = Command::new(coordinator_bin());
         cmd.arg("--scenario")
             .arg(&scenario)
@@ -474,13 +475,13 @@ fn the_tokio_vs_beam_scenarios_run_from_the_repository() {
                 "--out",
                 &out.path().display().to_string(),
                 "--run-id",
-                file,
+                id,
                 "--quiet",
             ])
             .env_remove("CWBENCH_TOKEN");
         let o = output_within(cmd, Duration::from_secs(300));
         assert_eq!(o.status.code(), Some(0), "{file}: {}", text(&o.stderr));
-        let (r, _) = run_json(&out.path().join(file));
+        let (r, _) = run_json(&out.path().join(id));
         assert_eq!(r.profiles.len(), labels.len(), "{file}");
         for (p, want) in r.profiles.iter().zip(labels) {
             assert!(p.label.contains(want), "{file}: {} is not {want}", p.label);
