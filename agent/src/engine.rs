@@ -74,6 +74,46 @@ pub struct Config {
     pub serve: Option<proto::WebSocket>,
 }
 
+impl Default for Config {
+    /// The plainest run: one tokio thread, one pool worker behind a bound
+    /// of 16, closed loop, CPU inline, one class, every job measured, no
+    /// restarts, faults, timeouts or WebSockets. What tests and the bench
+    /// start from, naming only what differs (the session builds its own
+    /// from the Start).
+    fn default() -> Self {
+        Self {
+            runtime: Flavor::MultiThread,
+            threads: 1,
+            workers: 1,
+            queue_bound: 16,
+            producers: 1,
+            shed: false,
+            open: false,
+            dispatch: Dispatch::Pool,
+            compute: Compute::Inline,
+            class_compute: Vec::new(),
+            yield_every: 1,
+            compute_threads: 0,
+            warmup: Warmup::Jobs(0),
+            end: End::Fed,
+            classes: 1,
+            credit_chunk: 1024,
+            recycle_jobs: 0,
+            max_restarts: 0,
+            restart_window: Duration::from_secs(1),
+            backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            probe_interval: Duration::from_millis(1),
+            job_timeout: None,
+            cpus: None,
+            job_log: false,
+            kill_jobs: Default::default(),
+            remote: None,
+            serve: None,
+        }
+    }
+}
+
 impl Config {
     /// Where the CPU step of a job of class `class` runs.
     #[inline]

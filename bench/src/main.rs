@@ -3,7 +3,6 @@
 //!
 //! `cargo run --release --bin cwbench-bench -- all` (or one figure by name).
 
-use std::collections::HashSet;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -17,8 +16,8 @@ use cwbench::generator::{Generator, Job};
 use cwbench::histogram::{Hist, encode, new_hist, record};
 use cwbench::proto;
 use cwbench::scenario::{Limits, PARITY_NAME, PARITY_TOML, Plan, parse};
-use cwbench::spec::{Compute, Dispatch, Flavor};
-use cwbench_agent::span::{End, Warmup};
+use cwbench::spec::Dispatch;
+use cwbench_agent::span::End;
 use cwbench_agent::workload::{Config, Outcome, Workload};
 use cwbench_coordinator::driver::{DriveOptions, HostReplay, HostRun, Share};
 use cwbench_coordinator::groups::Grouper;
@@ -735,39 +734,19 @@ fn overhead_once(
     const CHUNK: u64 = 8192;
     const WINDOW: u64 = 262_144;
     let cfg = Config {
-        runtime: Flavor::MultiThread,
         threads: threads as usize,
         workers,
         queue_bound: 256,
-        producers: 1,
-        shed: false,
-        open: false,
         dispatch,
-        compute: Compute::Inline,
-        class_compute: Vec::new(),
-        yield_every: 1,
-        compute_threads: 0,
-        warmup: Warmup::Jobs(0),
         end: if timed {
             End::After(Duration::from_secs(3600))
         } else {
             End::Fed
         },
-        classes: 1,
         credit_chunk: 16_384,
         // As the session sets it: the credit window.
         recycle_jobs: WINDOW,
-        max_restarts: 0,
-        restart_window: Duration::from_secs(1),
-        backoff: Duration::ZERO,
-        max_backoff: Duration::ZERO,
-        probe_interval: Duration::from_millis(1),
-        job_timeout: None,
-        cpus: None,
-        job_log: false,
-        kill_jobs: HashSet::new(),
-        remote: None,
-        serve: None,
+        ..Config::default()
     };
     let mut wl = Workload::start(cfg).map_err(anyhow::Error::msg)?;
     let c0 = cpu_us();

@@ -221,33 +221,13 @@ mod tests {
     pub(super) fn config() -> Config {
         Config {
             runtime: cwbench::spec::Flavor::Beam,
-            threads: 1,
             workers: 4,
             queue_bound: 8,
-            producers: 1,
-            shed: false,
-            open: false,
-            dispatch: cwbench::spec::Dispatch::Pool,
-            compute: cwbench::spec::Compute::Inline,
-            class_compute: Vec::new(),
-            yield_every: 1,
-            compute_threads: 0,
-            warmup: crate::span::Warmup::Jobs(0),
-            end: crate::span::End::Fed,
             classes: 2,
             credit_chunk: 1,
-            recycle_jobs: 0,
             max_restarts: 3,
-            restart_window: Duration::from_millis(1000),
-            backoff: Duration::ZERO,
-            max_backoff: Duration::ZERO,
-            probe_interval: Duration::from_micros(1000),
-            job_timeout: None,
-            cpus: None,
-            job_log: false,
             kill_jobs: [7, 3].into_iter().collect(),
-            remote: None,
-            serve: None,
+            ..Config::default()
         }
     }
 

@@ -310,34 +310,11 @@ mod tests {
 
     fn closed_loop(workers: usize, warmup: Warmup, end: End) -> Config {
         Config {
-            runtime: Flavor::MultiThread,
             threads: 2,
             workers,
-            queue_bound: 16,
-            producers: 1,
-            shed: false,
-            open: false,
-            dispatch: Dispatch::Pool,
-            compute: Compute::Inline,
-            class_compute: Vec::new(),
-            yield_every: 1,
-            compute_threads: 0,
             warmup,
             end,
-            classes: 1,
-            credit_chunk: 1024,
-            recycle_jobs: 0,
-            max_restarts: 0,
-            restart_window: Duration::from_secs(1),
-            backoff: Duration::ZERO,
-            max_backoff: Duration::ZERO,
-            probe_interval: Duration::from_millis(1),
-            job_timeout: None,
-            cpus: None,
-            job_log: false,
-            kill_jobs: std::collections::HashSet::new(),
-            remote: None,
-            serve: None,
+            ..Config::default()
         }
     }
 

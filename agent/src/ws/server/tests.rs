@@ -10,7 +10,6 @@ use tokio_tungstenite::MaybeTlsStream;
 
 use super::*;
 use crate::recorder::Aggregator;
-use crate::span::{End as SpanEnd, Warmup};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -73,34 +72,12 @@ impl Srv {
 
 fn config(dispatch: Dispatch) -> Config {
     Config {
-        runtime: Flavor::MultiThread,
         threads: 2,
-        workers: 1,
-        queue_bound: 16,
-        producers: 1,
-        shed: false,
-        open: false,
         dispatch,
-        compute: Compute::Inline,
-        class_compute: Vec::new(),
-        yield_every: 1,
-        compute_threads: 0,
-        warmup: Warmup::Jobs(0),
-        end: SpanEnd::Fed,
         classes: 2,
-        credit_chunk: 1024,
-        recycle_jobs: 0,
-        max_restarts: 0,
-        restart_window: Duration::from_secs(1),
-        backoff: Duration::ZERO,
-        max_backoff: Duration::ZERO,
         probe_interval: Duration::from_millis(5),
-        job_timeout: None,
-        cpus: None,
         job_log: true,
-        kill_jobs: std::collections::HashSet::new(),
-        remote: None,
-        serve: None,
+        ..Config::default()
     }
 }
 
