@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{AgentProc, coordinator_bin, data, output_within, text};
@@ -19,6 +19,28 @@ fn run_json(dir: &std::path::Path) -> (RunResult, serde_json::Value) {
         Vec::<String>::new()
     );
     (serde_json::from_str(&raw).unwrap(), doc)
+}
+
+/// Runs the coordinator on `scenario` with `flags`, quietly, writing its
+/// run to `dir` (its parent the --out, its name the --run-id), within
+/// `secs` seconds.
+fn run(scenario: &std::path::Path, flags: &[&str], dir: &std::path::Path, secs: u64) -> Output {
+    let mut cmd = Command::new(coordinator_bin());
+    cmd.arg("--scenario")
+        .arg(scenario)
+        .args(flags)
+        .arg("--out")
+        .arg(dir.parent().unwrap())
+        .arg("--run-id")
+        .arg(dir.file_name().unwrap())
+        .arg("--quiet")
+        .env_remove("CWBENCH_TOKEN");
+    output_within(cmd, Duration::from_secs(secs))
+}
+
+/// `--agent ADDR` for each agent, in order.
+fn agent_flags<'a>(agents: impl Iterator<Item = &'a AgentProc>) -> Vec<&'a str> {
+    agents.flat_map(|a| ["--agent", a.addr.as_str()]).collect()
 }
 
 /// Jobs of the scenario's stream that carry a crash (from `trace`).
@@ -44,21 +66,9 @@ fn a_server_and_two_clients_account_for_every_task() {
     let clients: Vec<AgentProc> = (0..2).map(|_| AgentProc::start()).collect();
     let out = tempfile::tempdir().unwrap();
     let scenario = data("ws-small.toml");
-    let mut cmd = Command::new(coordinator_bin());
-    cmd.args(["--scenario", &scenario.display().to_string()])
-        .args([
-            "--out",
-            &out.path().display().to_string(),
-            "--run-id",
-            "ws",
-            "--quiet",
-        ])
-        .env_remove("CWBENCH_TOKEN");
     // The server is the last agent named: the label picks it.
-    for a in clients.iter().chain([&server]) {
-        cmd.args(["--agent", &a.addr]);
-    }
-    let o = output_within(cmd, Duration::from_secs(120));
+    let agents = agent_flags(clients.iter().chain([&server]));
+    let o = run(&scenario, &agents, &out.path().join("ws"), 120);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let (r, doc) = run_json(&out.path().join("ws"));
     assert_eq!(r.profiles.len(), 2, "profile.connections = [4, 8]");
@@ -137,20 +147,8 @@ fn a_beam_server_and_two_clients_account_for_every_task() {
     let clients: Vec<AgentProc> = (0..2).map(|_| AgentProc::start()).collect();
     let out = tempfile::tempdir().unwrap();
     let scenario = data("ws-beam.toml");
-    let mut cmd = Command::new(coordinator_bin());
-    cmd.args(["--scenario", &scenario.display().to_string()])
-        .args([
-            "--out",
-            &out.path().display().to_string(),
-            "--run-id",
-            "beam",
-            "--quiet",
-        ])
-        .env_remove("CWBENCH_TOKEN");
-    for a in clients.iter().chain([&server]) {
-        cmd.args(["--agent", &a.addr]);
-    }
-    let o = output_within(cmd, Duration::from_secs(120));
+    let agents = agent_flags(clients.iter().chain([&server]));
+    let o = run(&scenario, &agents, &out.path().join("beam"), 120);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let (r, doc) = run_json(&out.path().join("beam"));
     let p = &r.profiles[0];
@@ -222,17 +220,8 @@ fn a_server_no_agent_is_named_after_is_refused_before_the_run() {
 #[test]
 fn the_default_websocket_scenario_runs_with_local_agents() {
     let out = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(coordinator_bin());
-    cmd.args([
-        "--scenario",
-        "../scenarios/ws.toml",
-        "--run-id",
-        "wslocal",
-        "--quiet",
-    ])
-    .args(["--out", &out.path().display().to_string()])
-    .env_remove("CWBENCH_TOKEN");
-    let o = output_within(cmd, Duration::from_secs(120));
+    let scenario = std::path::Path::new("../scenarios/ws.toml");
+    let o = run(scenario, &[], &out.path().join("wslocal"), 120);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let (r, _) = run_json(&out.path().join("wslocal"));
     let w = r.profiles[0].websocket.as_ref().unwrap();
@@ -341,22 +330,11 @@ fn a_server_cwbench_did_not_start_is_loaded_by_url() {
 /// Runs ws-target.toml against `url` with these extra flags, writing
 /// into `dir`.
 fn target_run(url: &str, extra: &[&str], dir: &std::path::Path) -> std::process::Output {
-    let scenario = data("ws-target.toml");
-    let mut cmd = Command::new(coordinator_bin());
-    cmd.args([
-        "--scenario",
-        &scenario.display().to_string(),
-        "--target",
-        url,
-    ])
-    .args(extra)
-    .arg("--out")
-    .arg(dir.parent().unwrap())
-    .arg("--run-id")
-    .arg(dir.file_name().unwrap())
-    .arg("--quiet")
-    .env_remove("CWBENCH_TOKEN");
-    output_within(cmd, Duration::from_secs(120))
+    let flags: Vec<&str> = ["--target", url]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    run(&data("ws-target.toml"), &flags, dir, 120)
 }
 
 /// `--target wss://...`: the agents trust the CA the coordinator gives
@@ -468,18 +446,7 @@ fn the_tokio_vs_beam_scenarios_run_from_the_repository() {
     ] {
         let scenario = std::path::Path::new("../scenarios").join(file);
         let id = file.trim_end_matches(".toml");
-        let mut cmd = Command::new(coordinator_bin());
-        cmd.arg("--scenario")
-            .arg(&scenario)
-            .args([
-                "--out",
-                &out.path().display().to_string(),
-                "--run-id",
-                id,
-                "--quiet",
-            ])
-            .env_remove("CWBENCH_TOKEN");
-        let o = output_within(cmd, Duration::from_secs(300));
+        let o = run(&scenario, &[], &out.path().join(id), 300);
         assert_eq!(o.status.code(), Some(0), "{file}: {}", text(&o.stderr));
         let (r, _) = run_json(&out.path().join(id));
         assert_eq!(r.profiles.len(), labels.len(), "{file}");
