@@ -151,6 +151,13 @@ async fn finish(wl: Workload) -> (Outcome, proto::Done) {
     finish_with(wl, Aggregator::new(2, crate::recovery::Params::default())).await
 }
 
+/// Ends the run, which must finish cleanly; its final counters.
+async fn finished_totals(wl: Workload) -> proto::Counters {
+    let (outcome, done) = finish(wl).await;
+    assert_eq!(outcome, Outcome::Finished);
+    done.totals.unwrap()
+}
+
 /// `finish` with the aggregator that took the run's snapshots.
 async fn finish_with(mut wl: Workload, mut agg: Aggregator) -> (Outcome, proto::Done) {
     wl.end_of_jobs();
@@ -210,9 +217,7 @@ async fn two_tasks_on_one_connection(srv: Srv, dispatch: Dispatch) {
         assert!(r.service_ns >= 200_000_000, "{dispatch:?}: {r:?}");
     }
     drop(c);
-    let (outcome, done) = finish(wl).await;
-    assert_eq!(outcome, Outcome::Finished);
-    let t = done.totals.unwrap();
+    let t = finished_totals(wl).await;
     assert_eq!(
         (t.received, t.completed),
         (2, 2),
@@ -252,9 +257,7 @@ async fn a_crash_on(srv: Srv, dispatch: Dispatch) {
     let (r, form) = recv(&mut c).await.unwrap();
     assert_eq!((r.id, r.outcome, form), (3, Answer::Completed, Form::Text));
     c.close(None).await.unwrap();
-    let (outcome, done) = finish(wl).await;
-    assert_eq!(outcome, Outcome::Finished);
-    let t = done.totals.unwrap();
+    let t = finished_totals(wl).await;
     assert_eq!((t.received, t.completed, t.crashed), (3, 2, 1), "{t:?}");
     let restarts = u64::from(dispatch != Dispatch::TaskPerJob);
     assert_eq!(t.restarts, restarts, "{srv:?} {dispatch:?}");
@@ -489,9 +492,7 @@ async fn hostile_messages_on(srv: Srv) {
     .await;
     assert_eq!(wl.recorder.ws.dropped.load(Ordering::Relaxed), n);
     good.close(None).await.unwrap();
-    let (outcome, done) = finish(wl).await;
-    assert_eq!(outcome, Outcome::Finished);
-    let t = done.totals.unwrap();
+    let t = finished_totals(wl).await;
     assert_eq!((t.received, t.completed), (2 * n, 2 * n), "{t:?}");
 }
 
@@ -536,9 +537,7 @@ async fn a_deaf_client_on(srv: Srv) {
     still_served(&mut good, 1 << 40).await;
     drop(writer.await.unwrap());
     good.close(None).await.unwrap();
-    let (outcome, done) = finish(wl).await;
-    assert_eq!(outcome, Outcome::Finished);
-    let t = done.totals.unwrap();
+    let t = finished_totals(wl).await;
     assert!(t.received > 100, "{t:?}");
     assert!(balanced(&t), "{t:?}");
 }
@@ -567,9 +566,7 @@ async fn a_vanishing_client_on(srv: Srv, dispatch: Dispatch) {
     })
     .await;
     until("its task done", || rec.in_flight() == 0).await;
-    let (outcome, done) = finish(wl).await;
-    assert_eq!(outcome, Outcome::Finished);
-    let t = done.totals.unwrap();
+    let t = finished_totals(wl).await;
     assert_eq!(
         (t.received, t.completed),
         (1, 1),
@@ -802,8 +799,6 @@ async fn bad_framing_on(srv: Srv) {
     .await;
     assert_eq!(ws.dropped.load(Ordering::Relaxed), n, "{srv:?}");
     good.close(None).await.unwrap();
-    let (outcome, done) = finish(wl).await;
-    assert_eq!(outcome, Outcome::Finished);
-    let t = done.totals.unwrap();
+    let t = finished_totals(wl).await;
     assert_eq!((t.received, t.completed), (n + 1, n + 1), "{srv:?}: {t:?}");
 }
