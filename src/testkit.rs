@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Debian's Chromium, when installed (`.ci/run` installs it).
-pub fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+/// Debian's Chromium, when installed (`.ci/run` installs it); None, with
+/// a SKIP line naming `test` on stderr, when it is not.
+pub fn chromium(test: &str) -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(PathBuf::from)
-        .find(|p| p.exists())
+        .find(|p| p.exists());
+    if found.is_none() {
+        eprintln!(
+            "SKIP: {test}: chromium is not installed (apt-get install chromium; .ci/run does)"
+        );
+    }
+    found
 }
 
 /// Chromium driven over its DevTools pipe (fds 3 and 4; JSON messages

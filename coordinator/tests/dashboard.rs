@@ -339,10 +339,7 @@ const READ_PAGE: &str = r#"JSON.stringify({
 /// host's figures exactly as result.json has them (in the report's format).
 #[test]
 fn the_page_in_headless_chromium_follows_the_run() {
-    let Some(bin) = chromium() else {
-        eprintln!(
-            "SKIP the_page_in_headless_chromium_follows_the_run: chromium is not installed (apt-get install chromium; .ci/run does)"
-        );
+    let Some(bin) = chromium("the_page_in_headless_chromium_follows_the_run") else {
         return;
     };
     let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
@@ -515,10 +512,7 @@ fn a_late_browser_is_replayed_and_many_hosts_draw_a_spread() {
     use cwbench_coordinator::dashboard::{Bind, Dashboard};
     use cwbench_coordinator::observer::{RunEnd, RunStart, Slot};
     use cwbench_coordinator::result::IntervalPoint;
-    let Some(bin) = chromium() else {
-        eprintln!(
-            "SKIP a_late_browser_is_replayed_and_many_hosts_draw_a_spread: chromium is not installed (apt-get install chromium; .ci/run does)"
-        );
+    let Some(bin) = chromium("a_late_browser_is_replayed_and_many_hosts_draw_a_spread") else {
         return;
     };
     let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());

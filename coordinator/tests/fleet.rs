@@ -128,10 +128,7 @@ fn a_fleet_of_256_agents_reads_group_first() {
 /// The first 1400×1000 pixels hold the group charts: each group's colour
 /// (the first four of the palette) is drawn there.
 fn first_screen_shows_the_groups(dir: &std::path::Path) {
-    let Some(bin) = chromium() else {
-        eprintln!(
-            "SKIPPED the fleet report's screenshot: chromium is not installed (apt-get install chromium; .ci/run does)"
-        );
+    let Some(bin) = chromium("the fleet report's screenshot") else {
         return;
     };
     let png = dir.join("first-screen.png");

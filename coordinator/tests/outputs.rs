@@ -247,10 +247,7 @@ fn html_is_self_contained() {
 
 #[test]
 fn html_renders_in_headless_chromium() {
-    let Some(bin) = chromium() else {
-        eprintln!(
-            "SKIPPED html_renders_in_headless_chromium: chromium is not installed (apt-get install chromium; .ci/run does)"
-        );
+    let Some(bin) = chromium("html_renders_in_headless_chromium") else {
         return;
     };
     let html = run_dir().join("report.html");

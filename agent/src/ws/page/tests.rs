@@ -136,10 +136,7 @@ fn page_run(b: &mut Browser, port: u16, query: &str) -> Value {
 /// from elsewhere. The same seed gives the same tasks again.
 #[test]
 fn a_browser_gives_the_server_tasks_and_both_count_the_same() {
-    let Some(bin) = chromium() else {
-        eprintln!(
-            "SKIP a_browser_gives_the_server_tasks_and_both_count_the_same: chromium is not installed (apt-get install chromium; .ci/run does)"
-        );
+    let Some(bin) = chromium("a_browser_gives_the_server_tasks_and_both_count_the_same") else {
         return;
     };
     let (wl, port) = server();
