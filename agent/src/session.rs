@@ -150,8 +150,8 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
     match &spec.websocket {
         Some((WsRole::Client(url), w)) => {
             let tls_ca = plan.websocket.as_ref().map_or(&[][..], |w| &w.tls_ca);
-            crate::ws::tls_connector(tls_ca)?;
-            as_client(&mut c, url, w, cfg.threads, tls_ca.to_vec());
+            let tls = crate::ws::tls_config(tls_ca)?;
+            as_client(&mut c, url, w, cfg.threads, tls);
         }
         Some((WsRole::Server, _)) => c.serve = plan.websocket.clone(),
         None => {}
@@ -162,7 +162,13 @@ pub fn validate_start(cfg: &AgentConfig, start: &proto::Start) -> Result<Config,
 /// A WebSocket client's engine: each job a task sent to the server, on
 /// the agent's own threads (the profile is the server's), task-per-job
 /// with `connections x in_flight` tasks outstanding at most.
-fn as_client(c: &mut Config, url: &str, w: &WebSocketSpec, threads: u32, tls_ca: Vec<u8>) {
+fn as_client(
+    c: &mut Config,
+    url: &str,
+    w: &WebSocketSpec,
+    threads: u32,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) {
     c.runtime = Flavor::MultiThread;
     c.threads = threads.max(1) as usize;
     c.dispatch = Dispatch::TaskPerJob;
@@ -177,7 +183,7 @@ fn as_client(c: &mut Config, url: &str, w: &WebSocketSpec, threads: u32, tls_ca:
         connect_rate: w.connect_rate,
         in_flight: w.in_flight as usize,
         json: w.json,
-        tls_ca,
+        tls,
     });
 }
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::recorder::Recorder;
 
 /// A client's settings (plan.websocket, role client).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Remote {
     pub url: String,
     pub connections: usize,
@@ -29,8 +29,9 @@ pub struct Remote {
     /// Closed loop: tasks outstanding per connection.
     pub in_flight: usize,
     pub json: bool,
-    /// wss://: PEM CA certificates trusted besides the system's.
-    pub tls_ca: Vec<u8>,
+    /// wss:// with CAs of the run's own besides the system's (built once,
+    /// when the run is accepted); None: plain, or the system's CAs only.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How one task's round trip ended.
@@ -75,8 +76,6 @@ const MAX_RECONNECTS: u32 = 5;
 /// The client's connections.
 pub struct Connections {
     cfg: Remote,
-    /// wss:// with CAs of the run's own (None: plain, or the system's CAs).
-    tls: Option<Connector>,
     slots: Vec<Slot>,
     /// Slots whose connection has been started (in order): a task looks
     /// for a connection among these only, not among all (during a ramp to
@@ -118,13 +117,7 @@ impl Connections {
         } else {
             Semaphore::MAX_PERMITS
         };
-        // Checked when the run was accepted (session::validate_start).
-        let tls = super::tls_connector(&cfg.tls_ca).unwrap_or_else(|e| {
-            tracing::warn!("{e}: the system's CAs only");
-            None
-        });
         let c = Arc::new(Self {
-            tls,
             slots: (0..cfg.connections.max(1))
                 .map(|_| Slot {
                     tx: Mutex::new(None),
@@ -180,7 +173,7 @@ impl Connections {
                 self.cfg.url.as_str(),
                 cfg,
                 true,
-                self.tls.clone(),
+                self.cfg.tls.clone().map(Connector::Rustls),
             );
             let ws = tokio::select! {
                 r = tokio::time::timeout(CONNECT_TIMEOUT, dial) => r,

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub mod client;
@@ -34,7 +33,7 @@ pub(crate) fn ws_config(max_message: u32) -> WebSocketConfig {
 
 /// A wss:// client's TLS: None when `ca_pem` is empty (the system's CAs,
 /// tokio-tungstenite's default), else the system's CAs and these.
-pub(crate) fn tls_connector(ca_pem: &[u8]) -> Result<Option<Connector>, String> {
+pub(crate) fn tls_config(ca_pem: &[u8]) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
     if ca_pem.is_empty() {
         return Ok(None);
     }
@@ -62,7 +61,7 @@ pub(crate) fn tls_connector(ca_pem: &[u8]) -> Result<Option<Connector>, String> 
     .map_err(|e| bad(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(Some(Connector::Rustls(Arc::new(config))))
+    Ok(Some(Arc::new(config)))
 }
 
 /// Raises the open-file limit: 10,000 connections need 10,000 descriptors
